@@ -1,0 +1,90 @@
+"""The shared driver: every solver is ``init`` / ``step`` / ``terminate`` over a NamedTuple state.
+
+Solvers minimise a function of one flat vector; they know nothing of statistics. The objective is an
+:class:`Objective` of three pure functions so that a caller can fuse (or chunk) the passes over the data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ..status import Status
+
+
+class Objective(NamedTuple):
+    """A function to minimise and its derivatives, each a pure function of a flat vector ``x``.
+
+    ``value(x) -> f``, ``value_and_grad(x) -> (f, g)``, ``value_grad_hess(x) -> (f, g, H)``.
+    """
+
+    value: Callable
+    value_and_grad: Callable
+    value_grad_hess: Callable
+
+    @classmethod
+    def from_function(cls, fun: Callable) -> Objective:
+        """Derivatives by autodiff; the Hessian pass is forward-over-reverse with the gradient as aux."""
+
+        vg = jax.value_and_grad(fun)
+
+        def grad_with_aux(x):
+            f, g = vg(x)
+            return g, (f, g)
+
+        def vgh(x):
+            hess, (f, g) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
+            return f, g, hess
+
+        return cls(fun, vg, vgh)
+
+
+class Solver(NamedTuple):
+    """A minimiser as pure functions.
+
+    * ``init(objective, x0) -> state``
+    * ``step(objective, state) -> state``
+    * ``terminate(state) -> (done, status)``: ``status`` is meaningful when ``done``.
+
+    The state must expose ``x``, ``f`` and ``g`` (the current point, value and gradient).
+    """
+
+    init: Callable
+    step: Callable
+    terminate: Callable
+    name: str = "solver"
+
+
+class Solution(NamedTuple):
+    x: jax.Array
+    f: jax.Array
+    grad: jax.Array
+    status: jax.Array
+    n_iter: jax.Array
+    state: Any
+
+
+def run(solver: Solver, objective: Objective, x0: jax.Array, maxiter: int) -> Solution:
+    """Run ``solver`` from ``x0`` under one bounded ``lax.while_loop``.
+
+    Works under ``jit`` and ``vmap`` (the loop then runs until every lane is done).
+    """
+
+    state0 = solver.init(objective, x0)
+
+    def cond(carry):
+        i, state = carry
+        done, _ = solver.terminate(state)
+        return jnp.logical_and(jnp.logical_not(done), i < maxiter)
+
+    def body(carry):
+        i, state = carry
+        return i + 1, solver.step(objective, state)
+
+    n_iter, state = lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), state0))
+    done, status = solver.terminate(state)
+    status = jnp.where(done, status, Status.max_iterations).astype(jnp.int32)
+    return Solution(state.x, state.f, state.g, status, n_iter, state)
