@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import params as P
+from . import params as P  # noqa: N812
 from .information import delta_cov, invert_information
 from .objective import make_objective
 from .result import FitResult
@@ -45,9 +45,7 @@ class _Static:
     def merge(self, free, fixed_values):
         if not self.fixed_keys:
             return free
-        return self.init_type(
-            (k, fixed_values[k] if k in self.fixed_keys else free[k]) for k in self.init_keys
-        )
+        return self.init_type((k, fixed_values[k] if k in self.fixed_keys else free[k]) for k in self.init_keys)
 
     def to_params(self, u, fixed_values):
         return self.merge(self.spec.from_unconstrained(u), fixed_values)
@@ -150,16 +148,26 @@ def fit(
 
     init_keys = tuple(init.keys()) if isinstance(init, Mapping) else None
     static_probe = _Static(
-        loglik, spec, type(init) if isinstance(init, Mapping) else None, init_keys, tuple(fixed_values),
-        method, method_name, float(tol), int(maxiter), None, None, cov, radii,
+        loglik,
+        spec,
+        type(init) if isinstance(init, Mapping) else None,
+        init_keys,
+        tuple(fixed_values),
+        method,
+        method_name,
+        float(tol),
+        int(maxiter),
+        None,
+        None,
+        cov,
+        radii,
     )
     # Output shape and dtype (static, so these checks hold under jit too).
     out = jax.eval_shape(lambda p, d: loglik(p, d), static_probe.merge(free_init, fixed_values), data)
     out_dtype = getattr(out, "dtype", None)
     if out_dtype is None or not jnp.issubdtype(out_dtype, jnp.floating):
-        raise TypeError(
-            f"loglik must return floating-point values, got {out_dtype if out_dtype is not None else type(out).__name__}"
-        )
+        got = out_dtype if out_dtype is not None else type(out).__name__
+        raise TypeError(f"loglik must return floating-point values, got {got}")
     if len(out.shape) > 1:
         raise ValueError(
             f"loglik must return a scalar or a 1-D array with one value per observation, got shape {out.shape}"
@@ -182,8 +190,18 @@ def fit(
     res = _fit_compiled(static, u0, fixed_values, data, jnp.asarray(n_obs, dtype))
     if not traced:
         res._problem = dict(
-            loglik=loglik, init=init, data=data, constraints=constraints, fixed=fixed, method=method,
-            cov=cov, maxiter=maxiter, tol=tol, nobs=nobs, chunk_size=chunk_size, multistart=multistart,
+            loglik=loglik,
+            init=init,
+            data=data,
+            constraints=constraints,
+            fixed=fixed,
+            method=method,
+            cov=cov,
+            maxiter=maxiter,
+            tol=tol,
+            nobs=nobs,
+            chunk_size=chunk_size,
+            multistart=multistart,
         )
     return res
 
@@ -245,7 +263,10 @@ def _fit_compiled(static: _Static, u0, fixed_values, data, n_obs) -> FitResult:
 
     status = sol.status
     success = Status.success
-    status = jnp.where((status == success) & ~inv.pd, Status.hessian_not_positive_definite, status)
+    # A final information matrix that is not positive definite explains a stalled search better than
+    # the search's own failure code does.
+    stalled = (status == success) | (status == Status.line_search_failed) | (status == Status.precision_limited)
+    status = jnp.where(stalled & ~inv.pd, Status.hessian_not_positive_definite, status)
     status = jnp.where(
         (status != success) & (status != Status.nonfinite) & spec.saturated(u), Status.at_boundary, status
     )
@@ -255,7 +276,10 @@ def _fit_compiled(static: _Static, u0, fixed_values, data, n_obs) -> FitResult:
     se_flat = jnp.sqrt(jnp.diagonal(cov))
     se = static.merge(
         spec.unflatten_user(se_flat),
-        {k: jax.tree_util.tree_map(lambda x: jnp.full(jnp.shape(x), jnp.nan, u.dtype), v) for k, v in fixed_values.items()},
+        {
+            k: jax.tree_util.tree_map(lambda x: jnp.full(jnp.shape(x), jnp.nan, u.dtype), v)
+            for k, v in fixed_values.items()
+        },
     )
     loglik = -f
     k = spec.k

@@ -77,9 +77,7 @@ def _fill_constraints(constraints, init, where="constraints"):
             raise ValueError(f"{where} is a dict but the parameters at this level are a {type(init).__name__}")
         unknown = [k for k in constraints if k not in init]
         if unknown:
-            raise ValueError(
-                f"{where} names parameters not in init: {unknown}; init has {sorted(map(str, init))}"
-            )
+            raise ValueError(f"{where} names parameters not in init: {unknown}; init has {sorted(map(str, init))}")
         return {k: _fill_constraints(constraints.get(k), v, f"{where}[{k!r}]") for k, v in init.items()}
     if isinstance(constraints, (tuple, list)):
         if not isinstance(init, (tuple, list)) or len(init) != len(constraints):
@@ -100,9 +98,7 @@ def leaf_constraints(constraints, init) -> list[Constraint]:
         out.extend([c if c is not None else real] * n)
         return None
 
-    jax.tree_util.tree_map(
-        per_subtree, filled, init, is_leaf=lambda c: c is None or isinstance(c, Constraint)
-    )
+    jax.tree_util.tree_map(per_subtree, filled, init, is_leaf=lambda c: c is None or isinstance(c, Constraint))
     return out
 
 
@@ -148,10 +144,7 @@ class ParamSpec:
 
     def to_unconstrained(self, free_params) -> jax.Array:
         leaves = self.treedef.flatten_up_to(free_params)
-        parts = [
-            jnp.reshape(c.inverse(jnp.asarray(x, self.dtype)), (-1,))
-            for c, x in zip(self.constraints, leaves)
-        ]
+        parts = [jnp.reshape(c.inverse(jnp.asarray(x, self.dtype)), (-1,)) for c, x in zip(self.constraints, leaves)]
         if not parts:
             return jnp.zeros((0,), self.dtype)
         return jnp.concatenate(parts)

@@ -137,7 +137,9 @@ class FitResult:
 
     def _require_single(self, what: str) -> None:
         if self.batch_shape:
-            raise TypeError(f"{what} needs a single fit; this result is batched with shape {self.batch_shape}: use res[i]")
+            raise TypeError(
+                f"{what} needs a single fit; this result is batched with shape {self.batch_shape}: use res[i]"
+            )
 
     def confint(self, level: float = 0.95):
         """Wald intervals ``estimate -/+ z_(1+level)/2 * se`` as a ``(k, 2)`` array (rows follow

@@ -72,7 +72,8 @@ class Summary:
     def _repr_html_(self) -> str:
         h = [f"<table><caption>{html.escape(self.title)}</caption>"]
         for k, v in self.header:
-            h.append(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td colspan='{len(self.columns)}'>{html.escape(v)}</td></tr>")
+            cell = f"<td colspan='{len(self.columns)}'>{html.escape(v)}</td>"
+            h.append(f"<tr><th style='text-align:left'>{html.escape(k)}</th>{cell}</tr>")
         h.append("<tr><th>parameter</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in self.columns) + "</tr>")
         for name, vals in self.rows:
             cells = "".join(

@@ -6,7 +6,8 @@ Solvers minimise a function of one flat vector; they know nothing of statistics.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -1,0 +1,160 @@
+"""fit under jit and vmap, no retracing, float32 stays float32, honest statuses."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy import stats
+
+import mlejax as mj
+from mlejax._src import fit as fit_module
+
+RNG = np.random.default_rng(7)
+CONS = {"sigma": mj.positive}
+INIT = {"mu": 0.0, "sigma": 1.0}
+
+
+def normal_loglik(p, x):
+    return stats.norm.logpdf(x, p["mu"], p["sigma"])
+
+
+def fit_normal(x):
+    return mj.fit(normal_loglik, INIT, x, constraints=CONS)
+
+
+def test_jit_equals_eager():
+    x = jnp.asarray(RNG.normal(2.0, 3.0, 64))
+    eager = fit_normal(x)
+    jitted = jax.jit(fit_normal)(x)
+    assert isinstance(jitted, mj.FitResult)
+    for a, b in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(jitted)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert jitted.param_names == eager.param_names
+    assert bool(jitted.converged)
+
+
+def test_vmap_equals_loop_of_fits():
+    xs = jnp.asarray(RNG.normal(1.0, 2.0, (6, 40)))
+    batched = jax.vmap(fit_normal)(xs)
+    assert batched.batch_shape == (6,)
+    assert batched.params["mu"].shape == (6,)
+    assert batched.cov.shape == (6, 2, 2)
+    for i in range(6):
+        single = fit_normal(xs[i])
+        np.testing.assert_allclose(batched.params["mu"][i], single.params["mu"], rtol=1e-12)
+        np.testing.assert_allclose(batched.se["sigma"][i], single.se["sigma"], rtol=1e-10)
+        np.testing.assert_allclose(batched.loglik[i], single.loglik, rtol=1e-12)
+        assert int(batched.status[i]) == int(single.status)
+        np.testing.assert_allclose(batched[i].params["mu"], single.params["mu"], rtol=1e-12)
+    assert "batch_shape=(6,)" in repr(batched)
+
+
+def test_vmap_over_init():
+    x = jnp.asarray(RNG.normal(1.0, 2.0, 50))
+    inits = {"mu": jnp.array([-5.0, 0.0, 10.0]), "sigma": jnp.array([0.1, 1.0, 30.0])}
+    res = jax.vmap(lambda i: mj.fit(normal_loglik, i, x, constraints=CONS))(inits)
+    np.testing.assert_allclose(res.params["mu"], jnp.full(3, jnp.mean(x)), rtol=1e-10)
+    assert bool(jnp.all(res.converged))
+
+
+def test_no_retrace_on_second_call_with_same_shapes():
+    x1 = jnp.asarray(RNG.normal(size=33))
+    x2 = jnp.asarray(RNG.normal(size=33))
+    fit_normal(x1)
+    size = fit_module._fit_compiled._cache_size()
+    fit_normal(x2)
+    assert fit_module._fit_compiled._cache_size() == size
+    f = jax.jit(fit_normal)
+    f(x1)
+    before = f._cache_size()
+    f(x2)
+    assert f._cache_size() == before
+
+
+def test_float32_stays_float32_and_summary_warns():
+    x = jnp.asarray(RNG.normal(2.0, 1.0, 200), dtype=jnp.float32)
+    init = {"mu": jnp.float32(0.0), "sigma": jnp.float32(1.0)}
+    res = mj.fit(normal_loglik, init, x, constraints=CONS)
+    assert res.params["mu"].dtype == jnp.float32
+    assert res.se["mu"].dtype == jnp.float32
+    assert res.cov.dtype == jnp.float32
+    np.testing.assert_allclose(res.params["mu"], np.mean(np.asarray(x, np.float64)), rtol=1e-5)
+    assert "float32" in str(res.summary())
+
+
+def test_nan_data_under_jit_is_a_status_not_a_converged_nan():
+    x = jnp.asarray(RNG.normal(size=20)).at[3].set(jnp.nan)
+    res = jax.jit(fit_normal)(x)
+    assert not bool(res.converged)
+    assert int(res.status) == mj.Status.nonfinite
+    assert "nonfinite" in str(res.summary())
+
+
+def test_vmap_mixed_good_and_bad_lanes():
+    xs = jnp.asarray(RNG.normal(size=(3, 20)))
+    xs = xs.at[1, 0].set(jnp.inf)
+    res = jax.vmap(fit_normal)(xs)
+    assert [bool(c) for c in res.converged] == [True, False, True]
+    assert int(res.status[1]) == mj.Status.nonfinite
+
+
+def test_unidentified_model_reports_flat_direction():
+    x = jnp.asarray(RNG.normal(1.0, 1.0, 50))
+
+    def loglik(p, x):  # only a + b is identified
+        return stats.norm.logpdf(x, p["a"] + p["b"], 1.0)
+
+    res = mj.fit(loglik, {"a": 0.0, "b": 0.0}, x)
+    assert not bool(res.converged)
+    assert int(res.status) == mj.Status.hessian_not_positive_definite
+    assert bool(jnp.all(jnp.isnan(res.cov)))
+    assert np.isnan(res.se["a"]) and np.isnan(res.se["b"])
+    text = str(res.summary())
+    assert "not positive definite" in text and "a (" in text and "b (" in text
+
+
+def test_flat_plateau_is_not_convergence():
+    # Zero gradient and zero Hessian on a plateau (a model that underflows), as NIST Eckerle4 from
+    # start 1: a stationary point that is not a maximum must not be reported as converged.
+    x = jnp.linspace(-1.0, 1.0, 30)
+    y = jnp.exp(-(x**2))
+
+    def loglik(p, d):
+        xx, yy = d
+        m = p["a"] * jnp.exp(-0.5 * ((xx - p["c"]) / 0.01) ** 2)
+        return -0.5 * (yy - m) ** 2
+
+    res = mj.fit(loglik, {"a": 1.0, "c": 50.0}, (x, y))
+    assert not bool(res.converged)
+
+
+def test_maxiter_reports_max_iterations():
+    x = jnp.asarray(RNG.normal(5.0, 0.01, 100))
+    res = mj.fit(normal_loglik, {"mu": -100.0, "sigma": 1.0}, x, constraints=CONS, maxiter=2)
+    assert int(res.status) == mj.Status.max_iterations
+    assert not bool(res.converged)
+    assert "maxiter" in str(res.summary())
+
+
+def test_multistart_runs_lanes_and_keeps_the_best():
+    x = jnp.asarray(RNG.normal(3.0, 1.0, 80))
+    res = mj.fit(normal_loglik, INIT, x, constraints=CONS, multistart=True)
+    np.testing.assert_allclose(res.params["mu"], jnp.mean(x), rtol=1e-10)
+    assert bool(res.converged)
+    res2 = mj.fit(normal_loglik, INIT, x, constraints=CONS, multistart=(0.5, 2.0))
+    np.testing.assert_allclose(res2.params["sigma"], jnp.std(x), rtol=1e-10)
+
+
+def test_chunked_objective_equals_unchunked():
+    X = jnp.asarray(RNG.normal(size=(1000, 3)))
+    y = (X @ jnp.array([0.5, -1.0, 0.25]) + jnp.asarray(RNG.logistic(size=1000)) > 0).astype(jnp.float64)
+
+    def loglik(p, d):
+        eta = d["X"] @ p["beta"]
+        return d["y"] * eta - jnp.logaddexp(0.0, eta)
+
+    data = {"X": X, "y": y}
+    a = mj.fit(loglik, {"beta": jnp.zeros(3)}, data)
+    b = mj.fit(loglik, {"beta": jnp.zeros(3)}, data, chunk_size=300)  # 4 blocks, last one padded
+    np.testing.assert_allclose(b.params["beta"], a.params["beta"], rtol=1e-10)
+    np.testing.assert_allclose(b.cov, a.cov, rtol=1e-9)
+    np.testing.assert_allclose(b.loglik, a.loglik, rtol=1e-12)
