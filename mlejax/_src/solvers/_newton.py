@@ -7,11 +7,23 @@ eigenvalue, so indefinite and singular Hessians are handled. Design choices, mea
 StRD problems (see docs/solver.md):
 
 * variables are scaled by their magnitude, ``D = diag(1 / max(|x_k|, floor_k))``, refreshed at each
-  accepted point;
-* convergence is declared on the Newton step, not on the gradient: the scaled Hessian is positive
-  definite and the scaled Newton step is at most ``xtol`` (that last step is then taken);
+  accepted point; the floor is fixed at the start (see :func:`_scale_floor`);
+* positive definiteness and the Newton step are computed on the Jacobi-equilibrated Hessian
+  ``E H E``, ``E = diag(|H_kk|^-1/2)``, whose small eigenvalues survive rounding where those of the
+  magnitude-scaled Hessian do not (a log-scale parameter next to coefficients with curvature
+  ``1/sigma^2``); when that Newton step is positive definite and inside the region it is the step,
+  otherwise the boundary solution in the magnitude-scaled eigenbasis is;
+* convergence is declared on the Newton step, not on the gradient: the Hessian is positive definite
+  and the scaled Newton step is at most ``xtol`` (that last step is then taken);
 * step acceptance is noise aware: when the predicted decrease is below the rounding of ``f`` the
-  ratio test is meaningless, and a step is accepted when it shrinks the scaled gradient instead;
+  ratio test is meaningless, and a step is accepted when it shrinks the scaled gradient while ``f``
+  rises by no more than its rounding (taken as ``1e4 eps |f|``: sums of cancelling terms round far
+  worse than ``eps |f|``); such a step at the boundary also grows the radius;
+* a radius that collapses below ``min_radius`` ends the run: ``precision_limited`` when the Hessian is
+  positive definite and the Newton step is at most ``sqrt(xtol)`` (no further decrease of ``f`` can be
+  resolved), ``line_search_failed`` otherwise;
+* the initial radius is 0.1 in scaled units (the first step changes no variable by more than ~10% of
+  its magnitude); ``mlejax.fit(..., multistart=...)`` runs several radii as vmapped lanes;
 * non-finite trial points are rejected (the radius shrinks), never accepted.
 """
 
@@ -44,6 +56,26 @@ def _scale(x, floor):
     return jnp.maximum(jnp.abs(x), floor)
 
 
+def _scale_floor(x0, f, hess):
+    """Lower bound of the scale of each variable, fixed at the start.
+
+    ``1e-3 |x0_k|`` (so a variable may cross zero without its scale collapsing), or 1 where ``x0_k`` is
+    exactly zero. A start that is tiny but not zero (``1e-47``) says nothing about the variable's unit,
+    and scaling by it makes every step too small to change ``f`` at all; so the floor is at least the
+    change of ``x_k`` that moves ``f`` by ``sqrt(eps) max(|f|, 1)`` through its curvature,
+    ``sqrt(sqrt(eps) max(|f|, 1) / |H_kk|)``, capped at ``max(|x0_k|, 1)``.
+    """
+    dtype = x0.dtype
+    absx = jnp.abs(x0)
+    delta = jnp.sqrt(jnp.finfo(dtype).eps) * jnp.maximum(jnp.abs(f), 1.0)
+    h = jnp.abs(jnp.diagonal(hess))
+    cap = jnp.maximum(absx, 1.0)
+    ok = (h > 0) & jnp.isfinite(h) & jnp.isfinite(delta)
+    resolvable = jnp.where(ok, jnp.sqrt(delta / jnp.where(ok, h, 1.0)), cap)
+    floor = jnp.maximum(1e-3 * absx, jnp.minimum(resolvable, cap))
+    return jnp.where(x0 == 0, 1.0, floor).astype(dtype)
+
+
 def _all_finite(*arrays):
     ok = jnp.asarray(True)
     for a in arrays:
@@ -56,6 +88,24 @@ def _eig_scaled(hess, s):
     hs = 0.5 * (hs + hs.T)
     lam, vec = jnp.linalg.eigh(hs)
     return lam, vec
+
+
+def _jacobi_newton(hess, g):
+    """Positive definiteness and the Newton step, computed on the Jacobi-equilibrated Hessian.
+
+    ``E H E`` with ``E = diag(1 / sqrt|H_kk|)`` is close to the best-conditioned diagonal scaling of
+    ``H``, so its small eigenvalues are resolved where those of the magnitude-scaled Hessian are lost
+    in rounding (e.g. a log-scale parameter next to regression coefficients whose curvature is
+    ``1 / sigma^2`` larger). Returns ``(pd, p)`` with ``p = -H^{-1} g`` (meaningful when ``pd``).
+    """
+    d = jnp.sqrt(jnp.abs(jnp.diagonal(hess)))
+    d = jnp.where((d > 0) & jnp.isfinite(d), d, 1.0)
+    hj = hess / (d[:, None] * d[None, :])
+    hj = 0.5 * (hj + hj.T)
+    lam, vec = jnp.linalg.eigh(hj)
+    pd = lam[0] > _pd_threshold(lam)
+    p = -(vec @ ((vec.T @ (g / d)) / jnp.where(pd, lam, 1.0))) / d
+    return pd, p
 
 
 def _pd_threshold(lam):
@@ -124,7 +174,7 @@ def trust_region_step(lam, gh, radius, n_bisect: int = 60):
 
 def newton(
     xtol: float = 1e-8,
-    initial_radius: float = 1.0,
+    initial_radius: float = 0.1,
     max_radius: float = 1e10,
     min_radius: float = 1e-13,
     eta: float = 1e-4,
@@ -133,7 +183,7 @@ def newton(
 
     def init(objective: Objective, x0):
         f, g, hess = objective.value_grad_hess(x0)
-        floor = jnp.where(x0 == 0, 1.0, 1e-3 * jnp.abs(x0)).astype(x0.dtype)
+        floor = _scale_floor(x0, f, hess)
         ok = _all_finite(f, g, hess)
         return NewtonState(
             x=x0,
@@ -156,31 +206,42 @@ def newton(
         gs = state.g * s
         gh = vec.T @ gs
 
-        z, pd, z_newton = trust_region_step(lam, gh, state.radius)
-        newton_scaled = vec @ z_newton
-        newton_small = pd & (jnp.max(jnp.abs(newton_scaled)) <= xtol)
-        z = jnp.where(newton_small, z_newton, z)
-        ps = vec @ z
+        z_tr, _, _ = trust_region_step(lam, gh, state.radius)
+        pd, p_newton = _jacobi_newton(state.hess, state.g)
+        newton_scaled = p_newton / s
+        newton_norm = jnp.max(jnp.abs(newton_scaled))
+        newton_small = pd & (newton_norm <= xtol)
+        interior = pd & (jnp.linalg.norm(newton_scaled) <= state.radius)
+        # Interior: the Newton step (accurate); otherwise the boundary solution in the scaled eigenbasis.
+        z = jnp.where(interior | newton_small, vec.T @ newton_scaled, z_tr)
+        ps = jnp.where(interior | newton_small, newton_scaled, vec @ z_tr)
         x_trial = state.x + s * ps
 
         f_t, g_t, h_t = objective.value_grad_hess(x_trial)
         finite = _all_finite(f_t, g_t, h_t)
-        pred = -(jnp.dot(gh, z) + 0.5 * jnp.dot(lam * z, z))
+        pred_tr = -(jnp.dot(gh, z) + 0.5 * jnp.dot(lam * z, z))
+        pred = jnp.where(interior | newton_small, -0.5 * jnp.dot(state.g, p_newton), pred_tr)
         actual = state.f - f_t
+        # Below ``noise`` the predicted decrease is lost in the rounding of f and the ratio test is
+        # meaningless; a step is then judged by the scaled gradient, allowing f to rise by ``slack``
+        # (rounding of f can exceed eps |f| many times over when f sums terms that cancel).
         noise = 100.0 * eps * jnp.maximum(jnp.abs(state.f), 1.0)
+        slack = 1e4 * eps * jnp.maximum(jnp.abs(state.f), 1.0)
         rho = actual / jnp.where(pred == 0, 1.0, pred)
 
         gnorm_old = jnp.max(jnp.abs(gs))
         gnorm_new = jnp.max(jnp.abs(g_t * s))
         in_noise = jnp.abs(pred) <= noise
-        accept_noise = in_noise & (actual >= -noise) & (gnorm_new < gnorm_old)
+        accept_noise = in_noise & (actual >= -slack) & (gnorm_new < gnorm_old)
         accept_ratio = ~in_noise & (pred > 0) & (rho > eta)
-        accept = finite & jnp.where(newton_small, actual >= -noise, accept_ratio | accept_noise)
+        accept = finite & jnp.where(newton_small, actual >= -slack, accept_ratio | accept_noise)
 
-        # Radius update (Nocedal & Wright, Algorithm 4.1), in scaled units.
+        # Radius update (Nocedal & Wright, Algorithm 4.1), in scaled units. A step accepted on the
+        # gradient at the boundary also grows the radius, so that the Newton step fits again.
         step_norm = jnp.linalg.norm(z)
         shrink = ~accept | (~in_noise & (rho < 0.25))
-        grow = accept & ~in_noise & (rho > 0.75) & (step_norm >= 0.99 * state.radius)
+        good = in_noise | (rho > 0.75)
+        grow = accept & good & (step_norm >= 0.99 * state.radius)
         radius = jnp.where(
             shrink,
             0.25 * jnp.minimum(step_norm, state.radius),
@@ -197,7 +258,6 @@ def newton(
         converged = newton_small
         collapsed = radius < min_radius
         # Precision-limited: PD, no representable decrease, and the Newton step is small but above xtol.
-        newton_norm = jnp.max(jnp.abs(newton_scaled))
         precision = collapsed & pd & (newton_norm <= jnp.sqrt(xtol))
         done = converged | collapsed
         status = jnp.where(
