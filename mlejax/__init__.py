@@ -8,6 +8,21 @@ estimates with standard errors from the Fisher information, on CPU or GPU, eager
 from . import constraints
 from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
 from ._src.fit import fit
+from ._src.inference import (
+    Chi2Test,
+    DeltaResult,
+    Profile,
+    ProfileInterval,
+    aicc,
+    delta,
+    information_matrix_test,
+    lr_test,
+    profile,
+    profile_ci,
+    score_test,
+    wald_test,
+    with_cov,
+)
 from ._src.result import FitResult
 from ._src.status import Status
 
@@ -24,4 +39,18 @@ __all__ = [
     "unit_interval",
     "simplex",
     "ordered",
+    # inference
+    "lr_test",
+    "wald_test",
+    "score_test",
+    "information_matrix_test",
+    "profile_ci",
+    "profile",
+    "delta",
+    "with_cov",
+    "aicc",
+    "Chi2Test",
+    "DeltaResult",
+    "ProfileInterval",
+    "Profile",
 ]

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .covariance import describe_cov
 from .information import flat_directions
 from .status import Status
 from .summary import Summary, normal_two_sided_p
@@ -28,7 +29,9 @@ _DATA_FIELDS = (
     "jacobian",
     "unconstrained",
 )
-_META_FIELDS = ("param_names", "unconstrained_names", "fixed_names", "method", "cov_type")
+_META_FIELDS = ("param_names", "unconstrained_names", "fixed_names", "method", "cov_type", "cov_options")
+# Meta fields that may be left out when a FitResult is built (their defaults).
+_META_DEFAULTS: dict[str, Any] = {"cov_options": ()}
 
 
 def _normal_quantile(level):
@@ -56,12 +59,18 @@ class FitResult:
     * ``information`` -- observed (or requested) information on the unconstrained scale, ``jacobian``
       -- ``d params / d u`` (``k x k_u``), ``unconstrained`` -- the optimum ``u``.
 
-    Static metadata: ``param_names``, ``unconstrained_names``, ``fixed_names``, ``method``, ``cov_type``.
+    Static metadata: ``param_names``, ``unconstrained_names``, ``fixed_names``, ``method``, ``cov_type``
+    (``"observed"``, ``"opg"``, ``"robust"`` or ``"cluster"``), ``cov_options`` (static ``(key, value)``
+    pairs such as ``("small_sample", True)``).
+
+    Inference (see ``docs/inference.md``): :meth:`confint` (Wald), :meth:`profile_ci` and :meth:`profile`
+    (profile likelihood), :meth:`wald_test`, :meth:`score_test`, :meth:`information_matrix_test`,
+    :meth:`delta`, :meth:`with_cov`, :attr:`aicc`; ``mj.lr_test(restricted, full)``.
     """
 
     def __init__(self, **fields: Any):
         for name in _DATA_FIELDS + _META_FIELDS:
-            setattr(self, name, fields.pop(name))
+            setattr(self, name, fields.pop(name, _META_DEFAULTS[name]) if name in _META_DEFAULTS else fields.pop(name))
         # A reference to the problem (loglik, data, options) for eager follow-ups such as profile
         # likelihoods; deliberately not part of the pytree.
         self._problem = fields.pop("problem", None)
@@ -158,6 +167,100 @@ class FitResult:
         half = z * self.bse
         return jnp.stack([est - half, est + half], axis=-1)
 
+    # -- inference (implemented in mlejax/_src/inference.py) ---------------------------------------
+    @property
+    def aicc(self):
+        """AIC with the small-sample correction ``2k(k+1)/(n-k-1)`` (Hurvich & Tsai 1989), ``k`` free
+        parameters (fixed ones excluded); infinite when ``n <= k + 1``."""
+        from .inference import aicc
+
+        return aicc(self)
+
+    def with_cov(self, cov) -> FitResult:
+        """This fit with its covariance recomputed: ``cov`` as in ``mj.fit`` (``"observed"``, ``"opg"``,
+        ``"robust"``, ``("robust", {"small_sample": True})``, ``("cluster", groups)``).
+
+        Eager results only (they keep the log-likelihood and data); under ``jit`` use ``mj.with_cov``.
+
+        >>> import jax.numpy as jnp, mlejax as mj
+        >>> x = jnp.array([0.2, 1.4, 2.1, 2.2, 3.9, 5.0])
+        >>> res = mj.fit(lambda p, x: -0.5 * (x - p["mu"]) ** 2, {"mu": 0.0}, x)
+        >>> rob = res.with_cov("robust")
+        >>> rob.cov_type, bool(jnp.allclose(rob.se["mu"], jnp.std(x) / jnp.sqrt(6.0)))
+        ('robust', True)
+        """
+        self._require_single("with_cov()")
+        from .inference import _problem, with_cov
+
+        prob = _problem(self, "with_cov")
+        new = with_cov(
+            self,
+            cov,
+            loglik=prob["loglik"],
+            data=prob["data"],
+            constraints=prob["constraints"],
+            chunk_size=prob["chunk_size"],
+        )
+        new._problem = {**prob, "cov": cov}
+        new._profile_cache = dict(getattr(self, "_profile_cache", {}))
+        return new
+
+    def profile_ci(self, name, level: float = 0.95, **options):
+        """Profile-likelihood interval ``(lower, upper)`` for one parameter element such as ``"sigma"``
+        or ``"beta[3]"``; a list of names (or ``None`` for all) gives a ``(m, 2)`` array, computed
+        together under ``vmap``.
+
+        An open side is ``-inf``/``+inf`` with a warning; a non-monotone profile warns. Intervals are
+        remembered and shown by :meth:`summary`. ``options``: ``method``, ``tol``, ``maxiter`` of the
+        constrained fits. Eager results only; under ``jit``/``vmap`` use ``mj.profile_ci``.
+
+        >>> import jax, jax.numpy as jnp, mlejax as mj
+        >>> jax.config.update("jax_enable_x64", True)
+        >>> x = jnp.array([0.5, 1.5, 1.0, 2.5, 0.7])
+        >>> res = mj.fit(lambda p, x: jnp.log(p["r"]) - p["r"] * x, {"r": 1.0}, x, constraints={"r": mj.positive})
+        >>> lo, hi = res.profile_ci("r")
+        >>> # closed form: 2 n (r/rhat - 1 - log(r/rhat)) = 3.841...
+        >>> g = lambda r: 2 * 5 * (r / res.params["r"] - 1 - jnp.log(r / res.params["r"]))
+        >>> bool(jnp.allclose(jnp.array([g(lo), g(hi)]), 3.841458820694124))
+        True
+        """
+        from .inference import _profile_ci_eager
+
+        return _profile_ci_eager(self, name, level, **options)
+
+    def profile(self, name: str, grid, **options):
+        """The profile log-likelihood of one parameter element on ``grid`` (an ``mj.Profile`` with
+        ``values``, ``loglik``, ``lr``, ``signed_root``, ``converged``), for plotting. Eager results only;
+        under ``jit``/``vmap`` use ``mj.profile``."""
+        from .inference import _profile_eager
+
+        return _profile_eager(self, name, grid, **options)
+
+    def wald_test(self, hypothesis, q=None):
+        """Wald test of ``R theta = q``: ``"beta[1] = beta[2], sigma = 1"``, ``{"sigma": 1.0}``, a matrix
+        ``R`` with ``q``, or a function ``g(params)`` (delta method). See ``mj.wald_test``."""
+        from .inference import wald_test
+
+        return wald_test(self, hypothesis, q)
+
+    def delta(self, fn):
+        """Estimate, standard error and covariance of ``fn(params)`` by the delta method (``mj.delta``)."""
+        from .inference import delta
+
+        return delta(self, fn)
+
+    def score_test(self, **options):
+        """Score (Lagrange multiplier) test of this fit's ``fixed=`` restriction (``mj.score_test``)."""
+        from .inference import score_test
+
+        return score_test(self, **options)
+
+    def information_matrix_test(self, **options):
+        """White's information-matrix test of misspecification (``mj.information_matrix_test``)."""
+        from .inference import information_matrix_test
+
+        return information_matrix_test(self, **options)
+
     # -- reporting -------------------------------------------------------------------------------
     def summary(self, level: float = 0.95, title: str = "Maximum-likelihood fit") -> Summary:
         """A table of estimates, standard errors, z, p-values and Wald intervals, with fit facts.
@@ -182,16 +285,21 @@ class FitResult:
         lo = f"[{(1 - level) / 2:.3g}"
         hi = f"{1 - (1 - level) / 2:.3g}]"
         columns = ["estimate", "std err", "z", "P>|z|", lo, hi]
+        profiled = {n: v for (n, lev), v in getattr(self, "_profile_cache", {}).items() if lev == float(level)}
+        if profiled:
+            columns += ["profile lo", "profile hi"]
+            rows = [(n, vals + list(profiled.get(n, (None, None)))) for n, vals in rows]
         status = Status(int(self.status))
         n = float(self.nobs)
         header = [
             ("log-likelihood", f"{float(self.loglik):.6g}"),
             ("AIC", f"{float(self.aic):.6g}"),
+            ("AICc", f"{float(self.aicc):.6g}" if math.isfinite(float(self.aicc)) else "n/a"),
             ("BIC", f"{float(self.bic):.6g}" if math.isfinite(float(self.bic)) else "n/a"),
             ("observations", f"{int(n)}" if math.isfinite(n) else "unknown"),
             ("parameters", f"{self.df_model}"),
             ("method", str(self.method)),
-            ("covariance", str(self.cov_type)),
+            *describe_cov(self.cov_type, self.cov_options),
             ("iterations", f"{int(self.n_iter)}"),
             ("converged", "yes" if status == Status.success else "NO"),
             ("max |gradient|", f"{float(self.grad_norm):.3g}"),
