@@ -158,3 +158,18 @@ def test_chunked_objective_equals_unchunked():
     np.testing.assert_allclose(b.params["beta"], a.params["beta"], rtol=1e-10)
     np.testing.assert_allclose(b.cov, a.cov, rtol=1e-9)
     np.testing.assert_allclose(b.loglik, a.loglik, rtol=1e-12)
+
+
+def test_parameter_running_to_its_boundary_is_reported():
+    # All successes: the MLE of p is the edge of (0, 1); all observations equal: sigma -> 0.
+    y = jnp.ones(20)
+    res = mj.fit(
+        lambda p, y: y * jnp.log(p["p"]) + (1 - y) * jnp.log1p(-p["p"]),
+        {"p": 0.5},
+        y,
+        constraints={"p": mj.unit_interval},
+    )
+    assert int(res.status) == mj.Status.at_boundary and not bool(res.converged)
+    assert "edge of its constraint" in str(res.summary())
+    res = mj.fit(normal_loglik, INIT, jnp.full(10, 3.0), constraints=CONS)
+    assert int(res.status) == mj.Status.at_boundary

@@ -13,15 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import params as P  # noqa: N812
+from .cache import ensure_persistent_cache, store_any_compile
+from .covariance import COV_KINDS, CovSpec, check_cov, parse_cov, unconstrained_cov
 from .information import delta_cov, invert_information
 from .objective import make_objective
 from .result import FitResult
 from .solvers import get_solver, newton, run
 from .status import Status
 
-COV_TYPES = ("observed",)
+COV_TYPES = COV_KINDS  # ("observed", "opg", "robust", "cluster"); see mlejax/_src/covariance.py
 DEFAULT_MAXITER = {"newton": 500, "bfgs": 2000, "lbfgs": 5000}
-DEFAULT_RADII = (1.0, 0.01, 100.0, 0.1)
+DEFAULT_RADII = (0.1, 1.0, 0.01, 100.0)  # the first is the Newton solver's own default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +43,7 @@ class _Static:
     n_rows: int | None
     cov_type: str
     radii: tuple | None
+    cov_spec: CovSpec = CovSpec()
 
     def merge(self, free, fixed_values):
         if not self.fixed_keys:
@@ -59,7 +62,7 @@ def fit(
     constraints=None,
     fixed: Mapping | None = None,
     method="newton",
-    cov: str = "observed",
+    cov: str | tuple = "observed",
     maxiter: int | None = None,
     tol: float = 1e-8,
     nobs: int | None = None,
@@ -79,8 +82,22 @@ def fit(
         (they are not estimated and get no standard error).
       method: ``"newton"`` (trust-region Newton on the exact Hessian, the default), ``"bfgs"``,
         ``"lbfgs"`` (optax's L-BFGS with zoom line search), or any ``optax.GradientTransformation``.
-      cov: ``"observed"``: the inverse of the observed information (negative Hessian), mapped to the
-        user's scale by the delta method.
+      cov: how the covariance of the estimates is computed (in the unconstrained space, then mapped to
+        the user's scale by the delta method):
+
+        * ``"observed"`` (default): inverse of the observed information (negative Hessian);
+        * ``"opg"``: inverse of the outer product of the per-observation scores;
+        * ``"robust"`` (alias ``"HC0"``): the sandwich ``H^-1 J H^-1`` (White 1982), valid under
+          misspecification; ``("robust", {"small_sample": True})`` (alias ``"HC1"``) multiplies it by
+          ``n / (n - k)``;
+        * ``("cluster", groups)``: cluster-robust sandwich over the clusters labelled by ``groups`` (one
+          label per observation), times statsmodels' default factor ``G/(G-1) * (N-1)/(N-K)``;
+          ``("cluster", groups, {"small_sample": False})`` drops it. Under ``jit``/``vmap`` the labels
+          must be integer codes ``0..G-1`` (``{"n_groups": G}`` bounds memory to ``G x k``).
+
+        Score-based types need ``loglik`` to return one value per observation. See
+        ``mlejax/_src/covariance.py`` and ``docs/inference.md``; :meth:`FitResult.with_cov` recomputes
+        the covariance of an existing fit.
       maxiter: iteration limit (default 500 for Newton, 2000 for BFGS, 5000 otherwise).
       tol: relative tolerance. Newton stops when the scaled Hessian is positive definite and the Newton
         step is at most ``tol`` relative to each variable's magnitude (then takes it); gradient methods
@@ -113,8 +130,7 @@ def fit(
     """
     if not callable(loglik):
         raise TypeError(f"loglik must be a function loglik(params, data), got {type(loglik).__name__}")
-    if cov not in COV_TYPES:
-        raise ValueError(f"unknown cov {cov!r}; use one of {COV_TYPES}")
+    check_cov(cov)  # the form only; checked against the data once the number of rows is known
     traced = P.is_traced(init) or P.is_traced(data) or P.is_traced(fixed)
 
     # Structure: fixed parameters, constraints, dtype, specification of the free vector.
@@ -125,7 +141,8 @@ def fit(
         free_constraints = {k: v for k, v in constraints.items() if k not in fixed}
     _check_numeric_leaves(init, "init")
     dtype = P.float_dtype(jax.tree_util.tree_leaves(init))
-    free_init = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype), free_init)
+    # Concrete starts stay NumPy arrays: an eager jnp conversion would compile a tiny program per leaf.
+    free_init = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if traced else np.asarray(x, dtype), free_init)
     fixed_values = {k: jax.tree_util.tree_map(lambda x: _as_float(x, dtype), v) for k, v in fixed_values.items()}
     spec = P.make_spec(free_init, free_constraints, tuple(fixed_values), dtype)
     if spec.k == 0:
@@ -159,7 +176,7 @@ def fit(
         int(maxiter),
         None,
         None,
-        cov,
+        "observed",
         radii,
     )
     # Output shape and dtype (static, so these checks hold under jit too).
@@ -181,13 +198,18 @@ def fit(
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
     n_obs = _nobs(n_rows, nobs, data)
+    cov_spec, cov_groups = parse_cov(cov, n_rows=n_rows)
 
-    if not traced:
+    static = dataclasses.replace(
+        static_probe, chunk_size=chunk_size, n_rows=n_rows, cov_type=cov_spec.kind, cov_spec=cov_spec
+    )
+    ensure_persistent_cache()
+    with store_any_compile():
+        res = _fit_compiled(static, free_init, fixed_values, data, np.asarray(n_obs, dtype), cov_groups)
+    if not traced and int(res.status) == Status.nonfinite:
+        # The compiled fit evaluated the start anyway; only when something was not finite is the
+        # log-likelihood evaluated eagerly, to name the observations at fault.
         _validate_start(loglik, static_probe.merge(free_init, fixed_values), data)
-
-    static = dataclasses.replace(static_probe, chunk_size=chunk_size, n_rows=n_rows)
-    u0 = spec.to_unconstrained(free_init)
-    res = _fit_compiled(static, u0, fixed_values, data, jnp.asarray(n_obs, dtype))
     if not traced:
         res._problem = dict(
             loglik=loglik,
@@ -231,44 +253,89 @@ def _nobs(n_rows, nobs, data):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _fit_compiled(static: _Static, u0, fixed_values, data, n_obs) -> FitResult:
+def _fit_compiled(static: _Static, free_init, fixed_values, data, n_obs, cov_groups=None) -> FitResult:
     spec = static.spec
+    u0 = spec.to_unconstrained(free_init)
 
     def to_params(u):
         return static.to_params(u, fixed_values)
 
-    objective = make_objective(static.loglik, to_params, data, chunk_size=static.chunk_size, n_rows=static.n_rows)
+    def build_objective(d, fv):
+        return make_objective(
+            static.loglik,
+            lambda u: static.to_params(u, fv),
+            d,
+            chunk_size=static.chunk_size,
+            n_rows=static.n_rows,
+        )
 
-    if static.radii is not None:
-        radii = jnp.asarray(static.radii, u0.dtype)
-        sols = jax.vmap(lambda r: run(newton(static.tol, initial_radius=r), objective, u0, static.maxiter))(radii)
-        ok = sols.status == Status.success
-        score = jnp.where(jnp.isfinite(sols.f), sols.f, jnp.inf)
-        best = jnp.where(jnp.any(ok), jnp.argmin(jnp.where(ok, score, jnp.inf)), jnp.argmin(score))
-        sol = jax.tree_util.tree_map(lambda a: a[best], sols)
-        n_iter = jnp.sum(sols.n_iter)
-    else:
-        sol = run(get_solver(static.method, static.tol), objective, u0, static.maxiter)
-        n_iter = sol.n_iter
+    objective = build_objective(data, fixed_values)
 
-    u = sol.x
+    def solve(_, u_start):
+        if static.radii is not None:
+            radii = jnp.asarray(static.radii, u_start.dtype)
+            sols = jax.vmap(lambda r: run(newton(static.tol, initial_radius=r), objective, u_start, static.maxiter))(
+                radii
+            )
+            # Prefer converged lanes, then precision-limited ones, then the lowest -loglik of any lane.
+            ok = sols.status == Status.success
+            ok = jnp.where(jnp.any(ok), ok, sols.status == Status.precision_limited)
+            score = jnp.where(jnp.isfinite(sols.f), sols.f, jnp.inf)
+            best = jnp.where(jnp.any(ok), jnp.argmin(jnp.where(ok, score, jnp.inf)), jnp.argmin(score))
+            sol = jax.tree_util.tree_map(lambda a: a[best], sols)
+            n_iter = jnp.sum(sols.n_iter)
+        else:
+            sol = run(get_solver(static.method, static.tol), objective, u_start, static.maxiter)
+            n_iter = sol.n_iter
+        hess = sol.state.hess if static.method_name == "newton" else jnp.zeros((0,), u_start.dtype)
+        # Integer aux outputs trip custom_root's JVP (it builds integer, not float0, zero tangents).
+        dt = u_start.dtype
+        return sol.x, (sol.f, sol.grad, hess, sol.status.astype(dt), n_iter.astype(dt))
+
+    # The optimum u*(data) is differentiable with respect to the data (and fixed values) by the implicit
+    # function theorem on the optimality condition grad f(u*) = 0; the solver itself is not traced
+    # by autodiff.
+    u, (f_solver, g_solver, h_solver, solver_status, n_iter) = jax.lax.custom_root(
+        lambda v: objective.value_and_grad(v)[1], u0, solve, _dense_tangent_solve, has_aux=True
+    )
     if static.method_name == "newton":
-        f, g, hess = sol.f, sol.grad, sol.state.hess
+        # The solver's last (f, g, H) were evaluated at u*: reuse them, with exact derivatives.
+        def vgh(v, d, fv):
+            return build_objective(d, fv).value_grad_hess(v)
+
+        f, g, hess = _reuse_with_jvp((f_solver, g_solver, h_solver), vgh, u, data, fixed_values)
     else:
         f, g, hess = objective.value_grad_hess(u)
 
     inv = invert_information(hess)
     jac = jax.jacfwd(spec.flat_user)(u)
-    cov = delta_cov(jac, inv.cov)
+    # Covariance in the unconstrained space (observed, OPG, sandwich or cluster sandwich), then mapped
+    # to the user's scale by the delta method.
+    cov_u, info = unconstrained_cov(
+        static.cov_spec,
+        hess,
+        lambda v, d: static.loglik(to_params(v), d),
+        u,
+        data,
+        n_rows=static.n_rows,
+        chunk_size=static.chunk_size,
+        codes=cov_groups,
+        inverse=inv,
+    )
+    cov = delta_cov(jac, cov_u)
 
-    status = sol.status
+    status = solver_status.astype(jnp.int32)
     success = Status.success
     # A final information matrix that is not positive definite explains a stalled search better than
     # the search's own failure code does.
     stalled = (status == success) | (status == Status.line_search_failed) | (status == Status.precision_limited)
     status = jnp.where(stalled & ~inv.pd, Status.hessian_not_positive_definite, status)
     status = jnp.where(
-        (status != success) & (status != Status.nonfinite) & spec.saturated(u), Status.at_boundary, status
+        # A precision-limited end (positive-definite Hessian, no resolvable decrease) is not a run to the
+        # edge even when a coordinate is far out (e.g. sigma = 1e-13 of a near-perfect fit).
+        (status != success) & (status != Status.nonfinite) & (status != Status.precision_limited) & spec.saturated(u),
+        Status.at_boundary,
+        status,
     )
     finite = jnp.isfinite(f) & jnp.all(jnp.isfinite(g))
     status = jnp.where(finite, status, Status.nonfinite).astype(jnp.int32)
@@ -294,7 +361,7 @@ def _fit_compiled(static: _Static, u0, fixed_values, data, n_obs) -> FitResult:
         status=status,
         n_iter=n_iter.astype(jnp.int32),
         grad_norm=jnp.max(jnp.abs(g)),
-        information=0.5 * (hess + hess.T),
+        information=0.5 * (info + info.T),
         jacobian=jac,
         unconstrained=u,
         param_names=spec.element_names,
@@ -302,7 +369,31 @@ def _fit_compiled(static: _Static, u0, fixed_values, data, n_obs) -> FitResult:
         fixed_names=static.fixed_keys,
         method=static.method_name,
         cov_type=static.cov_type,
+        cov_options=static.cov_spec.options,
     )
+
+
+def _dense_tangent_solve(linear_fn, rhs):
+    return jnp.linalg.solve(jax.jacfwd(linear_fn)(rhs), rhs)
+
+
+def _reuse_with_jvp(values, fn, *args):
+    """``values`` (already computed, equal to ``fn(*args)``) with the derivatives of ``fn``.
+
+    The primal costs nothing; under differentiation the JVP of ``fn`` is evaluated.
+    """
+
+    @jax.custom_jvp
+    def reuse(values, args):
+        return values
+
+    @reuse.defjvp
+    def reuse_jvp(primals, tangents):
+        _, fn_args = primals
+        _, fn_tangents = tangents
+        return jax.jvp(lambda a: fn(*a), (fn_args,), (fn_tangents,))
+
+    return reuse(values, args)
 
 
 # -- eager validation ---------------------------------------------------------------------------

@@ -26,7 +26,9 @@ class Status(enum.IntEnum):
 
 
 _MESSAGES = {
-    Status.success: "converged: the gradient vanishes and the Hessian is positive definite",
+    Status.success: (
+        "converged: the Hessian is positive definite and the last Newton step (or the scaled gradient) is below tol"
+    ),
     Status.max_iterations: "not converged: the iteration limit (maxiter) was reached",
     Status.nonfinite: (
         "failed: the log-likelihood or its derivatives are NaN or infinite at the initial values "

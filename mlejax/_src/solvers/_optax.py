@@ -73,9 +73,7 @@ def bfgs_transform(max_linesearch_steps: int = 30) -> optax.GradientTransformati
     return optax.chain(
         scale_by_bfgs(),
         optax.scale(-1.0),
-        optax.scale_by_zoom_linesearch(
-            max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"
-        ),
+        optax.scale_by_zoom_linesearch(max_linesearch_steps=max_linesearch_steps, initial_guess_strategy="one"),
     )
 
 
@@ -158,9 +156,10 @@ def optax_solver(
         no_move = jnp.all(x == state.x)
         n_stall = jnp.where(no_move, state.n_stall + 1, jnp.zeros_like(state.n_stall))
         small = grad_small(x, f, g)
-        flat = (rel_change <= jnp.maximum(ftol, 4 * eps)) & ~no_move & (
-            jnp.max(jnp.abs(g) * jnp.maximum(jnp.abs(x), 1.0))
-            <= jnp.sqrt(gtol) * jnp.maximum(jnp.abs(f), 1.0)
+        flat = (
+            (rel_change <= jnp.maximum(ftol, 4 * eps))
+            & ~no_move
+            & (jnp.max(jnp.abs(g) * jnp.maximum(jnp.abs(x), 1.0)) <= jnp.sqrt(gtol) * jnp.maximum(jnp.abs(f), 1.0))
         )
         stalled = n_stall >= 3
         done = ~finite | small | flat | stalled
