@@ -37,11 +37,15 @@ def invert_information(info) -> Inverse:
     dd = d[:, None] * d[None, :]
     scaled = info / dd
     finite = jnp.all(jnp.isfinite(scaled))
-    lam, vec = jnp.linalg.eigh(jnp.where(finite, scaled, jnp.eye(info.shape[0], dtype=info.dtype)))
+    safe = jnp.where(finite, scaled, jnp.eye(info.shape[0], dtype=info.dtype))
+    # The eigen-decomposition only judges positive definiteness: its derivative is undefined at repeated
+    # eigenvalues (a diagonal information scales to the identity), so it is kept out of autodiff and the
+    # inverse itself comes from a Cholesky solve, which differentiates cleanly.
+    lam, vec = jnp.linalg.eigh(jax.lax.stop_gradient(safe))
     lam = jnp.where(finite, lam, jnp.nan)
     pd = finite & (lam[0] > pd_threshold(lam)) if info.shape[0] else jnp.asarray(True)
-    inv_lam = 1.0 / jnp.where(pd, lam, 1.0)
-    cov = (vec * inv_lam[None, :]) @ vec.T / dd
+    chol = jnp.linalg.cholesky(jnp.where(pd, safe, jnp.eye(info.shape[0], dtype=info.dtype)))
+    cov = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(info.shape[0], dtype=info.dtype)) / dd
     cov = jnp.where(pd, 0.5 * (cov + cov.T), jnp.nan)
     return Inverse(cov, pd, lam, vec, d)
 

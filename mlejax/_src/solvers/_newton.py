@@ -245,7 +245,7 @@ def newton(
         radius = jnp.where(
             shrink,
             0.25 * jnp.minimum(step_norm, state.radius),
-            jnp.where(grow, jnp.minimum(2.0 * state.radius, max_radius), state.radius),
+            jnp.where(grow, jnp.minimum(4.0 * state.radius, max_radius), state.radius),
         )
 
         x = jnp.where(accept, x_trial, state.x)
@@ -254,8 +254,18 @@ def newton(
         hess = jnp.where(accept, h_t, state.hess)
         scale = jnp.where(accept, _scale(x_trial, state.floor), s)
 
+        # Convergence seen at the point just accepted: when its Newton step is already far below xtol
+        # (1e-3 xtol), that step is taken on the quadratic model without another pass over the data. The
+        # H kept is then that of a point 1e-3 xtol away (relative): standard errors move by that times the
+        # condition number, far below their statistical meaning, and f and g are off at second order.
+        pd_new, p_new = _jacobi_newton(hess, g)
+        small_new = accept & ~newton_small & pd_new & (jnp.max(jnp.abs(p_new / scale)) <= 1e-3 * xtol)
+        x = jnp.where(small_new, x + p_new, x)
+        f = jnp.where(small_new, f + 0.5 * jnp.dot(g, p_new), f)
+        g = jnp.where(small_new, g + hess @ p_new, g)
+
         # Stopping: a small positive-definite Newton step was just taken (or was not even needed).
-        converged = newton_small
+        converged = newton_small | small_new
         collapsed = radius < min_radius
         # Precision-limited: PD, no representable decrease, and the Newton step is small but above xtol.
         precision = collapsed & pd & (newton_norm <= jnp.sqrt(xtol))
