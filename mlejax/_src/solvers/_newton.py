@@ -50,6 +50,7 @@ class NewtonState(NamedTuple):
     done: jax.Array
     status: jax.Array
     n_reject: jax.Array
+    n_step: jax.Array
 
 
 def _scale(x, floor):
@@ -175,6 +176,7 @@ def trust_region_step(lam, gh, radius, n_bisect: int = 60):
 def newton(
     xtol: float = 1e-8,
     initial_radius: float = 0.1,
+    first_radius: float = 1.0,
     max_radius: float = 1e10,
     min_radius: float = 1e-13,
     eta: float = 1e-4,
@@ -185,6 +187,13 @@ def newton(
         f, g, hess = objective.value_grad_hess(x0)
         floor = _scale_floor(x0, f, hess)
         ok = _all_finite(f, g, hess)
+        # First step: where the Hessian at the start is positive definite, the trust region admits the
+        # full Newton step up to ``first_radius`` (easy problems then converge in textbook Newton's
+        # iterations); a first step that is rejected falls back to ``initial_radius``.
+        r0 = jnp.asarray(initial_radius, x0.dtype)
+        pd0, p0 = _jacobi_newton(hess, g)
+        n0 = jnp.linalg.norm(p0 / _scale(x0, floor))
+        radius0 = jnp.where(ok & pd0 & jnp.isfinite(n0), jnp.clip(1.0001 * n0, r0, jnp.maximum(r0, first_radius)), r0)
         return NewtonState(
             x=x0,
             f=f,
@@ -192,10 +201,11 @@ def newton(
             hess=hess,
             scale=_scale(x0, floor),
             floor=floor,
-            radius=jnp.asarray(initial_radius, x0.dtype),
+            radius=radius0,
             done=~ok,
             status=jnp.where(ok, Status.success, Status.nonfinite).astype(jnp.int32),
             n_reject=jnp.asarray(0, jnp.int32),
+            n_step=jnp.asarray(0, jnp.int32),
         )
 
     def step(objective: Objective, state: NewtonState):
@@ -242,9 +252,11 @@ def newton(
         shrink = ~accept | (~in_noise & (rho < 0.25))
         good = in_noise | (rho > 0.75)
         grow = accept & good & (step_norm >= 0.99 * state.radius)
+        shrunk = 0.25 * jnp.minimum(step_norm, state.radius)
+        shrunk = jnp.where(state.n_step == 0, jnp.minimum(shrunk, initial_radius), shrunk)
         radius = jnp.where(
             shrink,
-            0.25 * jnp.minimum(step_norm, state.radius),
+            shrunk,
             jnp.where(grow, jnp.minimum(4.0 * state.radius, max_radius), state.radius),
         )
 
@@ -286,6 +298,7 @@ def newton(
             done=done,
             status=status,
             n_reject=state.n_reject + (~accept).astype(jnp.int32),
+            n_step=state.n_step + 1,
         )
 
     def terminate(state: NewtonState):
