@@ -271,7 +271,8 @@ def _fit_compiled(static: _Static, free_init, fixed_values, data, n_obs, cov_gro
 
     objective = build_objective(data, fixed_values)
 
-    def solve(_, u_start):
+    def solve(u_start, d, fv):
+        objective = build_objective(d, fv)
         if static.radii is not None:
             radii = jnp.asarray(static.radii, u_start.dtype)
             sols = jax.vmap(lambda r: run(newton(static.tol, initial_radius=r), objective, u_start, static.maxiter))(
@@ -288,16 +289,31 @@ def _fit_compiled(static: _Static, free_init, fixed_values, data, n_obs, cov_gro
             sol = run(get_solver(static.method, static.tol), objective, u_start, static.maxiter)
             n_iter = sol.n_iter
         hess = sol.state.hess if static.method_name == "newton" else jnp.zeros((0,), u_start.dtype)
-        # Integer aux outputs trip custom_root's JVP (it builds integer, not float0, zero tangents).
-        dt = u_start.dtype
+        dt = u_start.dtype  # float aux outputs: their (zero) tangents need no float0 handling
         return sol.x, (sol.f, sol.grad, hess, sol.status.astype(dt), n_iter.astype(dt))
 
     # The optimum u*(data) is differentiable with respect to the data (and fixed values) by the implicit
-    # function theorem on the optimality condition grad f(u*) = 0; the solver itself is not traced
-    # by autodiff.
-    u, (f_solver, g_solver, h_solver, solver_status, n_iter) = jax.lax.custom_root(
-        lambda v: objective.value_and_grad(v)[1], u0, solve, _dense_tangent_solve, has_aux=True
-    )
+    # function theorem on the optimality condition grad f(u*) = 0: du* = -H^-1 d(grad f). The solver
+    # itself is never differentiated, and the rule is traced only when something is differentiated.
+    @jax.custom_jvp
+    def optimum(u_start, d, fv):
+        return solve(u_start, d, fv)
+
+    @optimum.defjvp
+    def optimum_jvp(primals, tangents):
+        u_start, d, fv = primals
+        _, d_dot, fv_dot = tangents
+        out = optimum(u_start, d, fv)
+        u_star = out[0]
+
+        def grad_at(v, d, fv):
+            return build_objective(d, fv).value_and_grad(v)[1]
+
+        _, rhs = jax.jvp(lambda d, fv: grad_at(u_star, d, fv), (d, fv), (d_dot, fv_dot))
+        u_dot = -jnp.linalg.solve(jax.jacfwd(grad_at)(u_star, d, fv), rhs)
+        return out, (u_dot, jax.tree_util.tree_map(jnp.zeros_like, out[1]))
+
+    u, (f_solver, g_solver, h_solver, solver_status, n_iter) = optimum(u0, data, fixed_values)
     if static.method_name == "newton":
         # The solver's last (f, g, H) were evaluated at u*: reuse them, with exact derivatives.
         def vgh(v, d, fv):
@@ -371,10 +387,6 @@ def _fit_compiled(static: _Static, free_init, fixed_values, data, n_obs, cov_gro
         cov_type=static.cov_type,
         cov_options=static.cov_spec.options,
     )
-
-
-def _dense_tangent_solve(linear_fn, rhs):
-    return jnp.linalg.solve(jax.jacfwd(linear_fn)(rhs), rhs)
 
 
 def _reuse_with_jvp(values, fn, *args):

@@ -53,7 +53,8 @@ def element_names(name: str, shape: tuple[int, ...]) -> list[str]:
 
 def float_dtype(leaves) -> np.dtype:
     """The common floating dtype of the parameter leaves: float32 stays float32."""
-    default = jnp.zeros(()).dtype  # float64 with jax_enable_x64, float32 otherwise
+    # float64 with jax_enable_x64, float32 otherwise (without running a JAX computation)
+    default = jax.dtypes.canonicalize_dtype(np.float64)
     seen = set()
     for leaf in leaves:
         dt = getattr(leaf, "dtype", None)
