@@ -98,6 +98,17 @@ def _problem(res, what: str) -> dict:
     return prob
 
 
+def _problem_fit_kwargs(prob: dict, method=None) -> dict:
+    """The keywords that refit the problem of an eager result (profiles reuse its loglik, data, ...)."""
+    return dict(
+        loglik=prob["loglik"],
+        data=prob["data"],
+        constraints=prob["constraints"],
+        chunk_size=prob["chunk_size"],
+        method=prob["method"] if method is None and isinstance(prob["method"], str) else method,
+    )
+
+
 def _run_compiled(fn, *args):
     """Call a jitted function of this module under mlejax's persistent-compilation-cache policy."""
     ensure_persistent_cache()
@@ -1420,18 +1431,7 @@ def _profile_ci_eager(res: FitResult, names, level, method=None, tol=1e-8, maxit
     single = isinstance(names, str)
     if names is None:
         names = list(res.param_names)
-    out = profile_ci(
-        res,
-        names,
-        level,
-        loglik=prob["loglik"],
-        data=prob["data"],
-        constraints=prob["constraints"],
-        chunk_size=prob["chunk_size"],
-        method=prob["method"] if method is None and isinstance(prob["method"], str) else method,
-        tol=tol,
-        maxiter=maxiter,
-    )
+    out = profile_ci(res, names, level, tol=tol, maxiter=maxiter, **_problem_fit_kwargs(prob, method))
     name_list = [names] if single else list(names)
     if not bool(res.converged):
         warnings.warn(
@@ -1576,18 +1576,7 @@ def profile(
 def _profile_eager(res: FitResult, name, grid, method=None, tol=1e-8, maxiter=None) -> Profile:
     res._require_single("profile()")
     prob = _problem(res, "profile")
-    pr = profile(
-        res,
-        name,
-        grid,
-        loglik=prob["loglik"],
-        data=prob["data"],
-        constraints=prob["constraints"],
-        chunk_size=prob["chunk_size"],
-        method=prob["method"] if method is None and isinstance(prob["method"], str) else method,
-        tol=tol,
-        maxiter=maxiter,
-    )
+    pr = profile(res, name, grid, tol=tol, maxiter=maxiter, **_problem_fit_kwargs(prob, method))
     v = np.asarray(pr.values)
     lr = np.asarray(pr.lr)
     est = float(pr.estimate)
