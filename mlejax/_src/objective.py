@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from .solvers import Objective
+from .solvers._base import value_grad_hess
 
 #: Suggested ``chunk_size`` for large data on CPU: 8k-32k rows measured within a few percent of each other
 #: for a 20-parameter logistic regression with a million rows (docs/performance.md).
@@ -96,24 +97,9 @@ def row_blocks(data, n: int, chunk: int):
     return n_blocks, block
 
 
-def value_grad_hess(fun: Callable) -> Callable:
-    """``x -> (f, g, H)`` of a scalar function in one pass: the Hessian reverse-over-reverse."""
-    vg = jax.value_and_grad(fun)
-
-    def grad_with_aux(x):
-        f, g = vg(x)
-        return g, (f, g)
-
-    def vgh(x):
-        hess, (f, g) = jax.jacrev(grad_with_aux, has_aux=True)(x)
-        return f, g, hess
-
-    return vgh
-
-
 def from_function(fun: Callable) -> Objective:
     """:class:`Objective` of a scalar function: value, ``value_and_grad``, one-pass value/grad/Hessian."""
-    return _traced_once(Objective(fun, jax.value_and_grad(fun), value_grad_hess(fun)))
+    return _traced_once(Objective.from_function(fun))
 
 
 def _traced_once(objective: Objective) -> Objective:

@@ -28,19 +28,24 @@ class Objective(NamedTuple):
 
     @classmethod
     def from_function(cls, fun: Callable) -> Objective:
-        """Derivatives by autodiff; the Hessian pass is forward-over-reverse with the gradient as aux."""
+        """Derivatives by autodiff, (f, g, H) in one pass (see :func:`value_grad_hess`)."""
+        return cls(fun, jax.value_and_grad(fun), value_grad_hess(fun))
 
-        vg = jax.value_and_grad(fun)
 
-        def grad_with_aux(x):
-            f, g = vg(x)
-            return g, (f, g)
+def value_grad_hess(fun: Callable) -> Callable:
+    """``x -> (f, g, H)`` of a scalar function in one pass: the Hessian reverse-over-reverse (measured
+    20-25% faster than forward-over-reverse on XLA CPU, docs/performance.md)."""
+    vg = jax.value_and_grad(fun)
 
-        def vgh(x):
-            hess, (f, g) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
-            return f, g, hess
+    def grad_with_aux(x):
+        f, g = vg(x)
+        return g, (f, g)
 
-        return cls(fun, vg, vgh)
+    def vgh(x):
+        hess, (f, g) = jax.jacrev(grad_with_aux, has_aux=True)(x)
+        return f, g, hess
+
+    return vgh
 
 
 class Solver(NamedTuple):
