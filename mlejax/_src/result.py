@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import extensions
 from .covariance import describe_cov
 from .information import flat_directions
 from .status import Status
@@ -260,6 +261,15 @@ class FitResult:
         from .inference import information_matrix_test
 
         return information_matrix_test(self, **options)
+
+    def bootstrap(self, simulate, n: int, key, **options):
+        """Parametric bootstrap: refit ``n`` datasets drawn by ``simulate(params, key)`` as one batch
+        (``mj.parametric_bootstrap``). Eager results only."""
+        return extensions.call("bootstrap", self, simulate, n, key, **options)
+
+    def plot(self, *args, **options):
+        """Plot the fit (``mlejax.plots``; needs matplotlib). Eager results only."""
+        return extensions.call("plot", self, *args, **options)
 
     # -- reporting -------------------------------------------------------------------------------
     def summary(self, level: float = 0.95, title: str = "Maximum-likelihood fit") -> Summary:

@@ -1,0 +1,34 @@
+"""Methods of low-layer objects implemented by the top layers (batch, plots), looked up by name.
+
+``FitResult.bootstrap`` is implemented in ``batch`` and ``FitResult.plot`` in ``plots``, both of which
+import ``fit`` and so sit above ``result``. A method cannot import its implementation without an import
+cycle; instead the implementing module registers a function here when it is imported (``mlejax``
+imports all of them), and the method calls it by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+_REGISTRY: dict[str, Callable] = {}
+
+
+def register(name: str) -> Callable[[Callable], Callable]:
+    """Decorator: ``@register("bootstrap")`` makes the function the implementation of that name."""
+
+    def deco(fn: Callable) -> Callable:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def call(name: str, *args, **kwargs):
+    """Call the implementation registered under ``name``."""
+    try:
+        fn = _REGISTRY[name]
+    except KeyError:
+        raise RuntimeError(
+            f"{name}() is implemented by an mlejax module that is not loaded; `import mlejax` loads it"
+        ) from None
+    return fn(*args, **kwargs)
