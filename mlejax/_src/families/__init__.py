@@ -1,0 +1,1 @@
+"""Ready distribution families: users of ``fit``, never special cases inside it."""

@@ -1,0 +1,1 @@
+"""Models built on ``fit``: fit_dist, glm, curve_fit."""
