@@ -40,7 +40,7 @@ import numpy as np
 from jax import lax
 
 from .information import invert_information
-from .objective import merge_rows, split_rows
+from .rows import merge_rows, split_rows
 
 COV_KINDS = ("observed", "opg", "robust", "cluster")
 SCORE_KINDS = ("opg", "robust", "cluster")

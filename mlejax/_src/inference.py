@@ -845,7 +845,7 @@ def _vech_index(k: int, diagonal: bool):
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _im_test_compiled(model: _Model, indicators: str, u, data, fixed_values):
-    from .objective import merge_rows, split_rows
+    from .rows import merge_rows, split_rows
 
     k = u.shape[0]
     n = model.n_rows
