@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import normal as normal_loglik
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.scipy import stats
@@ -16,10 +17,6 @@ from jax.scipy import stats
 import mlejax as mj
 
 RNG = np.random.default_rng(20261125)
-
-
-def normal_loglik(p, x):
-    return stats.norm.logpdf(x, p["mu"], p["sigma"])
 
 
 def test_normal_mean_sd_and_standard_errors():

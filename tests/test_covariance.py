@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import normal, unit_normal
 from jax.scipy import stats
 
 import mlejax as mj
@@ -11,14 +12,6 @@ from mlejax._src.covariance import parse_cov
 
 RNG = np.random.default_rng(11)
 CONS = {"sigma": mj.positive}
-
-
-def unit_normal(p, x):  # N(mu, 1): misspecified when the data are not unit-variance
-    return -0.5 * (x - p["mu"]) ** 2 - 0.5 * jnp.log(2 * jnp.pi)
-
-
-def normal(p, x):
-    return stats.norm.logpdf(x, p["mu"], p["sigma"])
 
 
 def normal_scalar(p, x):

@@ -3,17 +3,13 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.scipy import stats
+from helpers import normal as normal_loglik
 
 import mlejax as mj
 
 X = jnp.asarray(np.random.default_rng(3).normal(size=30))
 INIT = {"mu": 0.0, "sigma": 1.0}
 CONS = {"sigma": mj.positive}
-
-
-def normal_loglik(p, x):
-    return stats.norm.logpdf(x, p["mu"], p["sigma"])
 
 
 def test_nan_in_data_names_the_leaf():

@@ -6,16 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.scipy import stats
+from helpers import normal as normal_loglik
 
 import mlejax as mj
 
 X = jnp.asarray(np.random.default_rng(11).normal(2.0, 3.0, 12))
 N = X.shape[0]
-
-
-def normal_loglik(p, x):
-    return stats.norm.logpdf(x, p["mu"], p["sigma"])
 
 
 def outputs(x, method="newton"):

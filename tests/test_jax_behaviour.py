@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+from helpers import normal as normal_loglik
 from jax.scipy import stats
 
 import mlejax as mj
@@ -11,10 +12,6 @@ from mlejax._src import fit as fit_module
 RNG = np.random.default_rng(7)
 CONS = {"sigma": mj.positive}
 INIT = {"mu": 0.0, "sigma": 1.0}
-
-
-def normal_loglik(p, x):
-    return stats.norm.logpdf(x, p["mu"], p["sigma"])
 
 
 def fit_normal(x):

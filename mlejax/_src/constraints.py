@@ -6,7 +6,12 @@ Each constraint is a small immutable object with
 * ``inverse(x) -> u``: the reverse map;
 * ``unconstrained_shape(shape)``: the shape of ``u`` for a parameter of shape ``shape``;
 * ``check(x) -> bool``: whether a concrete value lies in the (open) support;
-* ``saturated(u) -> bool``: whether ``u`` has run so far that ``x`` sits on the edge of the support.
+* ``saturated(u) -> bool``: whether ``u`` has run so far that ``x`` sits on the edge of the support;
+* ``hold(name, k, offset, shape, element) -> Held``: how to hold one element of the parameter at a value
+  while the other coordinates move (profile likelihoods): a reparametrisation of the fit's unconstrained
+  vector ``u`` (``k`` coordinates, this parameter's starting at ``offset``) as ``(w, t)``, ``t`` a
+  coordinate that maps one-to-one to the element's value (``element_value``/``element_coordinate``),
+  with the element's ``support``.
 
 Maximum likelihood is invariant under reparametrisation, so no log-det-Jacobian enters the objective;
 covariances on the user's scale follow by the delta method through ``forward``.
@@ -15,7 +20,10 @@ covariances on the user's scale follow by the delta method through ``forward``.
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,6 +40,19 @@ __all__ = [
 
 # Beyond this many units of an exp/sigmoid transform the value is within ~1e-11 (relative) of the edge.
 _SATURATION = 25.0
+
+# How far (in the profiling coordinate t) a profile may run before its side is declared open.
+CAP_REAL, CAP_LOG, CAP_LOGIT, CAP_ATANH = 0, 1, 2, 3
+
+
+class Held(NamedTuple):
+    """One element of a parameter held fixed: ``slice.split(u, idx) -> (w, t)`` and
+    ``slice.embed(w, t, idx) -> u`` (``slice`` is hashable, a static part of compiled profiles; ``idx``
+    integer data), ``cap`` one of the ``CAP_*`` codes."""
+
+    slice: Any
+    idx: tuple
+    cap: int
 
 
 class Constraint:
@@ -54,16 +75,43 @@ class Constraint:
     def saturated(self, u):
         return jnp.zeros((), dtype=bool)
 
+    #: A user-defined constraint that acts element by element may set this to ``True`` to be profiled
+    #: through ``forward``/``inverse`` of each element.
+    elementwise = False
+    #: The support of one element, for messages and profile grids.
+    support: tuple[float, float] = (-math.inf, math.inf)
+    _cap = CAP_REAL
+
+    def hold(self, name: str, k: int, offset: int, shape: tuple[int, ...], element: int) -> Held:
+        if not self.elementwise:
+            raise ValueError(
+                f"cannot profile {name!r}: its constraint {self!r} is not one of mlejax's built-in constraints "
+                "(give the constraint class an attribute elementwise = True if it acts elementwise)"
+            )
+        return Held(_ElemSlice(k), (offset + element, 0), self._cap)
+
+    def element_value(self, t):
+        """The element's value at profiling coordinate ``t``."""
+        return self.forward(t)
+
+    def element_coordinate(self, v):
+        """The profiling coordinate of an element value ``v`` (inverse of :meth:`element_value`)."""
+        return self.inverse(v)
+
     def __repr__(self) -> str:
         return self.name
 
 
 class _Real(Constraint):
     name = "real"
+    elementwise = True
 
 
 class _Positive(Constraint):
     name = "positive"
+    elementwise = True
+    support = (0.0, math.inf)
+    _cap = CAP_LOG
 
     def forward(self, u):
         return jnp.exp(u)
@@ -85,6 +133,12 @@ class interval(Constraint):  # noqa: N801 - lower case like numpyro's factories
 
     lo: float
     hi: float
+    elementwise = True
+    _cap = CAP_LOGIT
+
+    @property
+    def support(self) -> tuple[float, float]:  # type: ignore[override]
+        return (self.lo, self.hi)
 
     def __post_init__(self):
         object.__setattr__(self, "lo", float(self.lo))
@@ -97,7 +151,10 @@ class interval(Constraint):  # noqa: N801 - lower case like numpyro's factories
         return f"interval({self.lo:g}, {self.hi:g})"
 
     def forward(self, u):
-        return self.lo + (self.hi - self.lo) * jax_sigmoid(u)
+        # Measured from the nearer edge, so that the distance to that edge keeps its relative precision
+        # in both tails (lo + width * sigmoid(u) would round values near hi to hi too early).
+        width = self.hi - self.lo
+        return jnp.where(u < 0, self.lo + width * sigmoid(u), self.hi - width * sigmoid(-u))
 
     def inverse(self, x):
         t = (x - self.lo) / (self.hi - self.lo)
@@ -111,9 +168,9 @@ class interval(Constraint):  # noqa: N801 - lower case like numpyro's factories
         return jnp.any(jnp.abs(u) > _SATURATION)
 
 
-def jax_sigmoid(u):
-    # 1 / (1 + exp(-u)) written with tanh so both tails keep full relative precision.
-    return 0.5 * (jnp.tanh(0.5 * u) + 1.0)
+def sigmoid(u):
+    """``1 / (1 + exp(-u))`` with full relative precision in the lower tail (``lax.logistic``)."""
+    return jax.lax.logistic(u)
 
 
 class _Simplex(Constraint):
@@ -150,6 +207,18 @@ class _Simplex(Constraint):
     def saturated(self, u):
         return jnp.any(jnp.abs(u) > _SATURATION)
 
+    support = (0.0, 1.0)
+
+    def hold(self, name, k, offset, shape, element):
+        K = shape[-1]
+        return Held(_SimplexSlice(k, K), (offset + (element // K) * (K - 1), element % K), CAP_LOGIT)
+
+    def element_value(self, t):
+        return sigmoid(t)
+
+    def element_coordinate(self, v):
+        return jnp.log(v) - jnp.log1p(-v)
+
 
 class _Ordered(Constraint):
     """Strictly increasing vectors along the last axis: ``x_0 = u_0``, ``x_i = x_{i-1} + exp(u_i)``."""
@@ -181,6 +250,16 @@ class _Ordered(Constraint):
 
     def saturated(self, u):
         return jnp.any(u[..., 1:] < -_SATURATION)
+
+    def hold(self, name, k, offset, shape, element):
+        K = shape[-1]
+        return Held(_OrderedSlice(k), (offset + (element // K) * K, element % K), CAP_REAL)
+
+    def element_value(self, t):
+        return t
+
+    def element_coordinate(self, v):
+        return v
 
 
 class _CorrCholesky(Constraint):
@@ -240,6 +319,182 @@ class _CorrCholesky(Constraint):
 
     def saturated(self, u):
         return jnp.any(jnp.abs(u) > 0.5 * _SATURATION)
+
+    support = (-1.0, 1.0)
+
+    def hold(self, name, k, offset, shape, element):
+        d = shape[-1]
+        mat, within = divmod(element, d * d)
+        a, b = divmod(within, d)
+        if b >= a:
+            raise ValueError(
+                f"{name!r} is {'on the diagonal' if a == b else 'above the diagonal'} of a corr_cholesky "
+                "factor and is determined by the other entries; profile an entry below the diagonal"
+            )
+        r = offset + mat * (d * (d - 1) // 2) + a * (a - 1) // 2
+        return Held(_CorrSlice(k, r, a), (b, 0), CAP_ATANH)
+
+    def element_value(self, t):
+        return jnp.tanh(t)
+
+    def element_coordinate(self, v):
+        return jnp.arctanh(v)
+
+
+# -- holding one element fixed (profile likelihoods) --------------------------------------------------
+
+
+def _insert(w, pos, val):
+    """``w`` with ``val`` inserted at (traced) position ``pos``."""
+    k = w.shape[0] + 1
+    val = jnp.asarray(val, w.dtype)
+    if k == 1:
+        return jnp.reshape(val, (1,))
+    i = jnp.arange(k, dtype=jnp.int32)
+    src = jnp.clip(i - (i > pos).astype(jnp.int32), 0, k - 2)
+    return jnp.where(i == pos, val, w[src])
+
+
+def _remove(u, pos):
+    k = u.shape[0]
+    i = jnp.arange(k - 1, dtype=jnp.int32)
+    return u[i + (i >= pos).astype(jnp.int32)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _ElemSlice:
+    """An element of a parameter whose constraint acts elementwise: ``t = u[m]``; ``idx = (m, 0)``."""
+
+    k: int
+
+    def split(self, u, idx):
+        return _remove(u, idx[0]), u[idx[0]]
+
+    def embed(self, w, t, idx):
+        return _insert(w, idx[0], t)
+
+
+@dataclasses.dataclass(frozen=True)
+class _OrderedSlice:
+    """Element ``j`` of an ordered row starting at ``u[m]``: ``t = x_j = u_m + sum_{i=1..j} exp(u_{m+i})``;
+    the row's first coordinate is eliminated. ``idx = (m, j)``."""
+
+    k: int
+
+    def split(self, u, idx):
+        m, j = idx[0], idx[1]
+        i = jnp.arange(self.k, dtype=jnp.int32)
+        mask = (i > m) & (i <= m + j)
+        tail = jnp.sum(jnp.where(mask, jnp.exp(jnp.where(mask, u, 0.0)), 0.0))
+        return _remove(u, m), u[m] + tail
+
+    def embed(self, w, t, idx):
+        m, j = idx[0], idx[1]
+        i = jnp.arange(self.k - 1, dtype=jnp.int32)
+        mask = (i >= m) & (i < m + j)
+        tail = jnp.sum(jnp.where(mask, jnp.exp(jnp.where(mask, w, 0.0)), 0.0))
+        return _insert(w, m, t - tail)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SimplexSlice:
+    """Entry ``j`` of a simplex row (``K`` entries, ``K - 1`` coordinates starting at ``u[m]``):
+    ``t = logit(p_j)``. For ``j < K - 1`` the coordinate ``u_{m+j}`` is eliminated
+    (``u_{m+j} = t + log(1 + sum_{i != j} exp u_i)``); for the reference entry ``j = K - 1`` the row is
+    ``[a, 0] + c`` with ``c = -t - log(1 + sum exp a)``. ``idx = (m, j)``."""
+
+    k: int
+    K: int
+
+    def _row_mask(self, n, m, width):
+        i = jnp.arange(n, dtype=jnp.int32)
+        return (i >= m) & (i < m + width)
+
+    def split(self, u, idx):
+        m, j = idx[0], idx[1]
+        K = self.K
+        ref = j == K - 1
+        in_row = self._row_mask(self.k, m, K - 1)
+        i = jnp.arange(self.k, dtype=jnp.int32)
+        neg_inf = jnp.asarray(-jnp.inf, u.dtype)
+        others = in_row & (i != m + j)
+        zero = jnp.zeros((1,), u.dtype)
+        lse_others = jax.scipy.special.logsumexp(jnp.concatenate([zero, jnp.where(others, u, neg_inf)]))
+        t_nonref = u[jnp.minimum(m + j, self.k - 1)] - lse_others
+        t_ref = -jax.scipy.special.logsumexp(jnp.where(in_row, u, neg_inf))
+        t = jnp.where(ref, t_ref, t_nonref)
+        pivot = jnp.where(ref, m + K - 2, m + j)
+        w = _remove(u, pivot)
+        in_row_w = self._row_mask(self.k - 1, m, K - 2)
+        w = jnp.where(ref & in_row_w, w - u[m + K - 2], w)
+        return w, t
+
+    def embed(self, w, t, idx):
+        m, j = idx[0], idx[1]
+        K = self.K
+        ref = j == K - 1
+        in_row_w = self._row_mask(self.k - 1, m, K - 2)
+        zero = jnp.zeros((1,), w.dtype)
+        lse = jax.scipy.special.logsumexp(
+            jnp.concatenate([zero, jnp.where(in_row_w, w, jnp.asarray(-jnp.inf, w.dtype))])
+        )
+        c = -t - lse
+        pivot = jnp.where(ref, m + K - 2, m + j)
+        w2 = jnp.where(ref & in_row_w, w + c, w)
+        return _insert(w2, pivot, jnp.where(ref, c, t + lse))
+
+
+def _stick_forward(z):
+    """Unit vector of length ``len(z) + 1`` with positive last entry from ``tanh`` stick-breaking."""
+    out, rem = [], jnp.ones((), z.dtype)
+    for c in range(z.shape[0]):
+        e = jnp.tanh(z[c]) * jnp.sqrt(rem)
+        out.append(e)
+        rem = rem - e * e
+    out.append(jnp.sqrt(jnp.maximum(rem, 0.0)))
+    return jnp.stack(out)
+
+
+def _stick_inverse(row):
+    """Inverse of :func:`_stick_forward` (uses all entries but the last)."""
+    out, rem = [], jnp.ones((), row.dtype)
+    for c in range(row.shape[0] - 1):
+        out.append(jnp.arctanh(row[c] / jnp.sqrt(rem)))
+        rem = rem - row[c] * row[c]
+    if not out:
+        return jnp.zeros((0,), row.dtype)
+    return jnp.stack(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class _CorrSlice:
+    """Entry ``L[a, b]`` (``b < a``) of a Cholesky factor of a correlation matrix: ``t = atanh(L[a, b])``.
+
+    Row ``a`` (coordinates ``u[r : r + a]``) is re-parametrised: the other entries of the row form
+    ``sech(t)`` times a unit vector with positive last entry, itself built by stick-breaking from
+    ``a - 1`` free coordinates. ``idx = (b, 0)``."""
+
+    k: int
+    r: int
+    a: int
+
+    def split(self, u, idx):
+        b = idx[0]
+        r, a = self.r, self.a
+        row = _stick_forward(u[r : r + a])  # a + 1 entries
+        v = row[b]
+        t = jnp.arctanh(v)
+        i = jnp.arange(a, dtype=jnp.int32)
+        others = row[i + (i >= b).astype(jnp.int32)] * jnp.cosh(t)
+        w_row = _stick_inverse(others)
+        return jnp.concatenate([u[:r], w_row, u[r + a :]]), t
+
+    def embed(self, w, t, idx):
+        b = idx[0]
+        r, a = self.r, self.a
+        others = _stick_forward(w[r : r + a - 1]) / jnp.cosh(t)  # a entries
+        row = _insert(others, b, jnp.tanh(t))
+        return jnp.concatenate([w[:r], _stick_inverse(row), w[r + a - 1 :]])
 
 
 real = _Real()

@@ -8,6 +8,11 @@ Notation: ``l_i(u)`` is observation ``i``'s log-likelihood, ``s_i = d l_i / d u`
 outer product of the scores (the "meat").
 
 * ``"observed"``: ``H^-1``.
+* ``"expected"``: the inverse of the expected (Fisher) information, for models that know it in closed
+  form (``mj.fit_dist``, ``mj.glm``): the log-likelihood object has a method
+  ``expected_information(params, data)`` giving it over ``ravel_pytree(params)`` (fixed entries included);
+  the free block ``I_x`` is taken to the solver's coordinates as ``J' I_x J`` with ``J = d params / d u``
+  (Fisher scoring's information).
 * ``"opg"``: ``J^-1`` (outer product of gradients; Berndt, Hall, Hall & Hausman 1974).
 * ``"robust"``: ``H^-1 J H^-1``, the sandwich estimator (Huber 1967; White 1982), valid when the model is
   misspecified: it estimates the covariance of the quasi-maximum-likelihood estimate, which converges to
@@ -39,10 +44,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .information import invert_information
-from .rows import merge_rows, split_rows
+from .information import delta_cov, invert_information
+from .linalg import symmetrize
+from .rows import row_blocks
 
-COV_KINDS = ("observed", "opg", "robust", "cluster")
+COV_KINDS = ("observed", "expected", "opg", "robust", "cluster")
 SCORE_KINDS = ("opg", "robust", "cluster")
 # statsmodels' names, accepted as aliases.
 _ALIASES = {"HC0": ("robust", False), "HC1": ("robust", True)}
@@ -72,28 +78,6 @@ class CovSpec:
         return out
 
 
-def describe_cov(cov_type: str, options: tuple = ()) -> list[tuple[str, str]]:
-    """The covariance choice in words, as ``(key, value)`` lines for summary headers."""
-    opts = dict(options)
-    small = bool(opts.get("small_sample", False))
-    if cov_type == "observed":
-        return [("covariance", "observed information")]
-    if cov_type == "opg":
-        return [("covariance", "OPG (outer product of scores)")]
-    if cov_type == "robust":
-        return [
-            ("covariance", "robust sandwich, " + ("HC1" if small else "HC0")),
-            ("small-sample factor", "n/(n-k)" if small else "none"),
-        ]
-    if cov_type == "cluster":
-        g = opts.get("n_groups")
-        return [
-            ("covariance", f"cluster-robust, {g} clusters" if g is not None else "cluster-robust"),
-            ("small-sample factor", "G/(G-1)*(N-1)/(N-K)" if small else "none"),
-        ]
-    return [("covariance", str(cov_type))]
-
-
 def _is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
@@ -120,6 +104,16 @@ def parse_cov(cov, *, n_rows: int | None) -> tuple[CovSpec, Any]:
     return CovSpec("cluster", small, n_groups), codes
 
 
+def check_expected(cov, loglik) -> None:
+    """``cov="expected"`` needs a log-likelihood object that knows its expected information."""
+    if _normalise(cov)[0] == "expected" and not callable(getattr(loglik, "expected_information", None)):
+        raise ValueError(
+            "cov='expected' needs a model that knows its expected (Fisher) information, such as mj.fit_dist "
+            "or mj.glm; a plain loglik function does not (its log-likelihood object would need a method "
+            "expected_information(params, data)). Use cov='observed' (the default) instead."
+        )
+
+
 def check_cov(cov) -> None:
     """Check the form of a ``cov=`` argument (not yet against the data)."""
     _normalise(cov)
@@ -137,7 +131,7 @@ def _normalise(cov):
         options = {**options, "small_sample": default_small}
     if kind not in COV_KINDS:
         raise ValueError(
-            f"unknown cov {kind!r}; use 'observed', 'opg', 'robust' (or 'HC0'/'HC1'), "
+            f"unknown cov {kind!r}; use 'observed', 'expected', 'opg', 'robust' (or 'HC0'/'HC1'), "
             "('robust', {'small_sample': True}) or ('cluster', groups)"
         )
     if "small_sample" in options and kind not in ("robust", "cluster"):
@@ -242,18 +236,13 @@ def score_moments(
         w = jnp.ones((n_rows,), bool)
         return accumulate(S, codes if cluster else None, w)
 
-    blocks, whole, weights, treedef = split_rows(data, n_rows, int(chunk_size))
-    n_blocks, chunk = weights.shape
-    if cluster:
-        pad = n_blocks * chunk - n_rows
-        code_blocks = jnp.concatenate([codes, jnp.zeros((pad,), codes.dtype)]).reshape(n_blocks, chunk)
-    else:
-        code_blocks = jnp.zeros((n_blocks, chunk), jnp.int32)
+    n_blocks, block = row_blocks((data, codes if cluster else None), n_rows, int(chunk_size))
 
-    def body(acc, xs):
-        b, w, c = xs
-        S = _row_jacobian(loglik_u, u, merge_rows(b, whole, treedef))
-        new = accumulate(S, c if cluster else None, w)
+    def body(acc, i):
+        (d, c), keep = block(i)
+        w = jnp.ones((int(chunk_size),), bool) if keep is None else keep
+        S = _row_jacobian(loglik_u, u, d)
+        new = accumulate(S, c, w)
         return jax.tree_util.tree_map(jnp.add, acc, new), None
 
     init = (
@@ -261,46 +250,43 @@ def score_moments(
         jnp.zeros((n_segments, k), u.dtype) if cluster else None,
         jnp.zeros((n_segments,), jnp.int32) if cluster else None,
     )
-    acc, _ = lax.scan(body, init, (blocks, weights, code_blocks))
+    acc, _ = lax.scan(body, init, jnp.arange(n_blocks))
     return acc
 
 
-def _sym(a):
-    return 0.5 * (a + a.T)
-
-
 def unconstrained_cov(
-    spec: CovSpec,
-    information,
-    loglik_u: Callable,
-    u,
-    data,
-    *,
-    n_rows: int | None,
-    chunk_size: int | None = None,
-    codes=None,
-    inverse=None,
+    spec: CovSpec, information, problem, u, data, fixed_values, *, codes=None, jac=None, inverse=None
 ):
     """Covariance of the estimate in unconstrained coordinates, and the information matrix to report.
 
     ``information`` is the observed information ``H`` (negative Hessian of the total log-likelihood) at
-    ``u``; ``inverse`` optionally its :func:`invert_information` (reused when given). Returns
-    ``(cov_u, info)`` where ``info`` is ``H`` except for ``"opg"`` (then ``J``). A matrix that is not
-    positive definite gives NaN covariances (never a forced positive-definite substitute).
+    ``u``; ``inverse`` optionally its :func:`invert_information` (reused when given); ``problem`` the fit's
+    :class:`~mlejax._src.problem.Problem`; ``jac`` is ``d params / d u`` (needed by ``"expected"``).
+    Returns ``(cov_u, info)`` where ``info`` is ``H`` except for ``"opg"`` (then ``J``) and ``"expected"``
+    (then the expected information). A matrix that is not positive definite gives NaN covariances (never
+    a forced positive-definite substitute).
     """
+    if spec.kind == "expected":
+        full = problem.to_params(u, fixed_values)
+        i_full = jnp.asarray(problem.loglik.expected_information(full, data), u.dtype)
+        idx = problem.free_indices(full)
+        i_x = i_full[np.ix_(idx, idx)]
+        info = symmetrize(jac.T @ i_x @ jac)
+        return invert_information(info).cov, info
     inv = invert_information(information) if inverse is None else inverse
     if spec.kind == "observed":
         return inv.cov, information
+    n_rows = problem.n_rows
     J, Sg, sizes = score_moments(
-        loglik_u,
+        problem.loglik_u(fixed_values),
         u,
         data,
         n_rows=n_rows,
-        chunk_size=chunk_size,
+        chunk_size=problem.chunk_size,
         codes=codes if spec.kind == "cluster" else None,
         n_segments=spec.n_groups,
     )
-    J = _sym(J)
+    J = symmetrize(J)
     if spec.kind == "opg":
         return invert_information(J).cov, J
     bread = inv.cov
@@ -311,8 +297,25 @@ def unconstrained_cov(
         meat = J
         factor = n / (n - k) if spec.small_sample else jnp.ones((), dtype)
     else:  # cluster
-        meat = _sym(Sg.T @ Sg)
+        meat = symmetrize(Sg.T @ Sg)
         g = jnp.sum(sizes > 0).astype(dtype)
         factor = (g / (g - 1.0)) * ((n - 1.0) / (n - k)) if spec.small_sample else jnp.ones((), dtype)
     cov = factor * (bread @ meat @ bread)
-    return _sym(cov), information
+    return symmetrize(cov), information
+
+
+def fit_covariance(spec: CovSpec, information, problem, u, data, fixed_values, jac, *, codes=None, inverse=None):
+    """The covariance of a fit on the user's scale and its standard errors -- the one code path of
+    ``fit`` and ``with_cov``.
+
+    Returns ``(cov, se, info)``: ``cov`` over the free parameters (``ravel_pytree`` order), ``se`` a
+    pytree like the full parameters (NaN for fixed ones), ``info`` the information matrix to report
+    (unconstrained coordinates, symmetrised).
+    """
+    cov_u, info = unconstrained_cov(
+        spec, information, problem, u, data, fixed_values, codes=codes, jac=jac, inverse=inverse
+    )
+    cov = delta_cov(jac, cov_u)
+    nan_fixed = jax.tree_util.tree_map(lambda x: jnp.full(jnp.shape(x), jnp.nan, u.dtype), fixed_values)
+    se = problem.merge(problem.spec.unflatten_user(jnp.sqrt(jnp.diagonal(cov))), nan_fixed)
+    return cov, se, symmetrize(info)

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import extensions
-from .covariance import describe_cov
-from .information import flat_directions
+from . import extensions, inference
+from .inference import check_level
+from .params import is_fixed_path
 from .status import Status
-from .summary import Summary, normal_two_sided_p
+from .summary import Summary, fit_warnings, summarize
 
 _DATA_FIELDS = (
     "params",
@@ -30,18 +29,21 @@ _DATA_FIELDS = (
     "jacobian",
     "unconstrained",
 )
-_META_FIELDS = ("param_names", "unconstrained_names", "fixed_names", "method", "cov_type", "cov_options")
+_META_FIELDS = (
+    "param_names",
+    "unconstrained_names",
+    "fixed_names",
+    "method",
+    "cov_type",
+    "cov_options",
+    "param_order",
+)
 # Meta fields that may be left out when a FitResult is built (their defaults).
-_META_DEFAULTS: dict[str, Any] = {"cov_options": ()}
+_META_DEFAULTS: dict[str, Any] = {"cov_options": (), "param_order": None}
 
 
 def _normal_quantile(level):
     return jax.scipy.special.ndtri(0.5 + 0.5 * jnp.asarray(level))
-
-
-def check_level(level) -> None:
-    if not isinstance(level, jax.core.Tracer) and not (0.0 < float(level) < 1.0):
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
 
 
 @jax.tree_util.register_pytree_node_class
@@ -61,8 +63,9 @@ class FitResult:
       -- ``d params / d u`` (``k x k_u``), ``unconstrained`` -- the optimum ``u``.
 
     Static metadata: ``param_names``, ``unconstrained_names``, ``fixed_names``, ``method``, ``cov_type``
-    (``"observed"``, ``"opg"``, ``"robust"`` or ``"cluster"``), ``cov_options`` (static ``(key, value)``
-    pairs such as ``("small_sample", True)``).
+    (``"observed"``, ``"expected"``, ``"opg"``, ``"robust"`` or ``"cluster"``), ``cov_options`` (static
+    ``(key, value)`` pairs such as ``("small_sample", True)``), ``param_order`` (indices into
+    ``param_names`` in the order the parameters were written in ``init``, used by the summary).
 
     Inference (see ``docs/inference.md``): :meth:`confint` (Wald), :meth:`profile_ci` and :meth:`profile`
     (profile likelihood), :meth:`wald_test`, :meth:`score_test`, :meth:`information_matrix_test`,
@@ -72,9 +75,7 @@ class FitResult:
     def __init__(self, **fields: Any):
         for name in _DATA_FIELDS + _META_FIELDS:
             setattr(self, name, fields.pop(name, _META_DEFAULTS[name]) if name in _META_DEFAULTS else fields.pop(name))
-        # A reference to the problem (loglik, data, options) for eager follow-ups such as profile
-        # likelihoods; deliberately not part of the pytree.
-        self._problem = fields.pop("problem", None)
+        self._set_eager_state(fields.pop("problem", None))
         if fields:
             raise TypeError(f"unknown FitResult fields {sorted(fields)}")
 
@@ -91,8 +92,15 @@ class FitResult:
             setattr(obj, n, v)
         for n, v in zip(_META_FIELDS, aux):
             setattr(obj, n, v)
-        obj._problem = None
+        obj._set_eager_state(None)
         return obj
+
+    def _set_eager_state(self, problem, profiles=None) -> None:
+        """State of eager results, deliberately not part of the pytree: the bound problem (loglik, data,
+        options; a :class:`~mlejax._src.problem.BoundProblem`) for follow-ups such as profile
+        likelihoods, and the profile intervals computed so far (shown by :meth:`summary`)."""
+        self._problem = problem
+        self._profiles = {} if profiles is None else dict(profiles)
 
     def replace(self, **changes) -> FitResult:
         children, aux = self.tree_flatten()
@@ -101,7 +109,7 @@ class FitResult:
             if k not in _DATA_FIELDS + _META_FIELDS:
                 raise TypeError(f"FitResult has no field {k!r}")
             setattr(new, k, v)
-        new._problem = self._problem
+        new._set_eager_state(self._problem, self._profiles)
         return new
 
     # -- derived quantities -------------------------------------------------------------------
@@ -122,13 +130,10 @@ class FitResult:
     @property
     def estimates(self):
         """The free parameters on the user's scale as one flat vector (order of ``param_names``)."""
-        return self.jacobian_free_values()
-
-    def jacobian_free_values(self):
         leaves = [
             jnp.reshape(x, self.batch_shape + (-1,))
             for path, x in jax.tree_util.tree_leaves_with_path(self.params)
-            if _top_key(path) not in self.fixed_names
+            if not is_fixed_path(path, self.fixed_names)
         ]
         return jnp.concatenate(leaves, axis=-1)
 
@@ -168,14 +173,12 @@ class FitResult:
         half = z * self.bse
         return jnp.stack([est - half, est + half], axis=-1)
 
-    # -- inference (implemented in mlejax/_src/inference.py) ---------------------------------------
+    # -- inference (implemented in mlejax/_src/inference/) ----------------------------------------
     @property
     def aicc(self):
         """AIC with the small-sample correction ``2k(k+1)/(n-k-1)`` (Hurvich & Tsai 1989), ``k`` free
         parameters (fixed ones excluded); infinite when ``n <= k + 1``."""
-        from .inference import aicc
-
-        return aicc(self)
+        return inference.aicc(self)
 
     def with_cov(self, cov) -> FitResult:
         """This fit with its covariance recomputed: ``cov`` as in ``mj.fit`` (``"observed"``, ``"opg"``,
@@ -190,21 +193,7 @@ class FitResult:
         >>> rob.cov_type, bool(jnp.allclose(rob.se["mu"], jnp.std(x) / jnp.sqrt(6.0)))
         ('robust', True)
         """
-        self._require_single("with_cov()")
-        from .inference import _problem, with_cov
-
-        prob = _problem(self, "with_cov")
-        new = with_cov(
-            self,
-            cov,
-            loglik=prob["loglik"],
-            data=prob["data"],
-            constraints=prob["constraints"],
-            chunk_size=prob["chunk_size"],
-        )
-        new._problem = {**prob, "cov": cov}
-        new._profile_cache = dict(getattr(self, "_profile_cache", {}))
-        return new
+        return inference.with_cov_eager(self, cov)
 
     def profile_ci(self, name, level: float = 0.95, **options):
         """Profile-likelihood interval ``(lower, upper)`` for one parameter element such as ``"sigma"``
@@ -225,43 +214,32 @@ class FitResult:
         >>> bool(jnp.allclose(jnp.array([g(lo), g(hi)]), 3.841458820694124))
         True
         """
-        from .inference import _profile_ci_eager
+        return inference.profile_ci_eager(self, name, level, **options)
 
-        return _profile_ci_eager(self, name, level, **options)
-
-    def profile(self, name: str, grid, **options):
+    def profile(self, name: str, grid=None, **options):
         """The profile log-likelihood of one parameter element on ``grid`` (an ``mj.Profile`` with
         ``values``, ``loglik``, ``lr``, ``signed_root``, ``converged``), for plotting. Eager results only;
         under ``jit``/``vmap`` use ``mj.profile``."""
-        from .inference import _profile_eager
-
-        return _profile_eager(self, name, grid, **options)
+        return inference.profile_eager(self, name, grid, **options)
 
     def wald_test(self, hypothesis, q=None):
         """Wald test of ``R theta = q``: ``"beta[1] = beta[2], sigma = 1"``, ``{"sigma": 1.0}``, a matrix
         ``R`` with ``q``, or a function ``g(params)`` (delta method). See ``mj.wald_test``."""
-        from .inference import wald_test
-
-        return wald_test(self, hypothesis, q)
+        return inference.wald_test(self, hypothesis, q)
 
     def delta(self, fn):
         """Estimate, standard error and covariance of ``fn(params)`` by the delta method (``mj.delta``)."""
-        from .inference import delta
-
-        return delta(self, fn)
+        return inference.delta(self, fn)
 
     def score_test(self, **options):
         """Score (Lagrange multiplier) test of this fit's ``fixed=`` restriction (``mj.score_test``)."""
-        from .inference import score_test
-
-        return score_test(self, **options)
+        return inference.score_test(self, **options)
 
     def information_matrix_test(self, **options):
         """White's information-matrix test of misspecification (``mj.information_matrix_test``)."""
-        from .inference import information_matrix_test
+        return inference.information_matrix_test(self, **options)
 
-        return information_matrix_test(self, **options)
-
+    # -- implemented by the top layers (batch, plots), registered by name ---------------------------
     def bootstrap(self, simulate, n: int, key, **options):
         """Parametric bootstrap: refit ``n`` datasets drawn by ``simulate(params, key)`` as one batch
         (``mj.parametric_bootstrap``). Eager results only."""
@@ -271,7 +249,7 @@ class FitResult:
         """Plot the fit (``mlejax.plots``; needs matplotlib). Eager results only."""
         return extensions.call("plot", self, *args, **options)
 
-    # -- reporting -------------------------------------------------------------------------------
+    # -- reporting (text in mlejax/_src/summary.py) ------------------------------------------------
     def summary(self, level: float = 0.95, title: str = "Maximum-likelihood fit") -> Summary:
         """A table of estimates, standard errors, z, p-values and Wald intervals, with fit facts.
 
@@ -279,76 +257,13 @@ class FitResult:
         """
         self._require_single("summary()")
         check_level(level)
-        est = np.asarray(self.estimates, dtype=float)
-        se = np.asarray(self.bse, dtype=float)
-        ci = np.asarray(self.confint(level), dtype=float)
-        rows = []
-        for i, name in enumerate(self.param_names):
-            z = est[i] / se[i] if se[i] > 0 else float("nan")
-            rows.append((name, [est[i], se[i], z, normal_two_sided_p(z), ci[i, 0], ci[i, 1]]))
-        for path, x in jax.tree_util.tree_leaves_with_path(self.params):
-            if _top_key(path) in self.fixed_names:
-                from .params import element_names, path_name
-
-                for n, v in zip(element_names(path_name(path), np.shape(x)), np.ravel(np.asarray(x))):
-                    rows.append((n + " (fixed)", [float(v), None, None, None, None, None]))
-        lo = f"[{(1 - level) / 2:.3g}"
-        hi = f"{1 - (1 - level) / 2:.3g}]"
-        columns = ["estimate", "std err", "z", "P>|z|", lo, hi]
-        profiled = {n: v for (n, lev), v in getattr(self, "_profile_cache", {}).items() if lev == float(level)}
-        if profiled:
-            columns += ["profile lo", "profile hi"]
-            rows = [(n, vals + list(profiled.get(n, (None, None)))) for n, vals in rows]
-        status = Status(int(self.status))
-        n = float(self.nobs)
-        header = [
-            ("log-likelihood", f"{float(self.loglik):.6g}"),
-            ("AIC", f"{float(self.aic):.6g}"),
-            ("AICc", f"{float(self.aicc):.6g}" if math.isfinite(float(self.aicc)) else "n/a"),
-            ("BIC", f"{float(self.bic):.6g}" if math.isfinite(float(self.bic)) else "n/a"),
-            ("observations", f"{int(n)}" if math.isfinite(n) else "unknown"),
-            ("parameters", f"{self.df_model}"),
-            ("method", str(self.method)),
-            *describe_cov(self.cov_type, self.cov_options),
-            ("iterations", f"{int(self.n_iter)}"),
-            ("converged", "yes" if status == Status.success else "NO"),
-            ("max |gradient|", f"{float(self.grad_norm):.3g}"),
-        ]
-        return Summary(title, header, columns, rows, self.warnings(), level)
+        profiled = {n: v for (n, lev), v in self._profiles.items() if lev == float(level)}
+        return summarize(self, level, title, profiled, float(self.aicc))
 
     def warnings(self) -> list[str]:
         """The fit's problems in words (empty when all is well)."""
         self._require_single("warnings()")
-        out = []
-        status = Status(int(self.status))
-        if status != Status.success:
-            out.append(f"{status.name}: {status.message}.")
-        info = np.asarray(self.information, dtype=float)
-        flat = flat_directions(info, self.unconstrained_names)
-        if flat or not np.all(np.isfinite(np.asarray(self.cov))):
-            if flat:
-                parts = []
-                for lam, loads in flat:
-                    who = ", ".join(f"{n} ({v:+.2f})" for n, v in loads)
-                    parts.append(f"eigenvalue {lam:.2e} of the scaled information along {who}")
-                out.append(
-                    "the information matrix is not positive definite; standard errors are NaN. "
-                    "Flat or negative directions: " + "; ".join(parts) + "."
-                )
-            elif status == Status.hessian_not_positive_definite or not np.all(np.isfinite(info)):
-                out.append("the information matrix is not positive definite or not finite; standard errors are NaN.")
-        if np.dtype(self.cov.dtype) == np.float32 and info.size:
-            d = np.sqrt(np.abs(np.diag(info)))
-            d[d == 0] = 1.0
-            ev = np.linalg.eigvalsh(info / np.outer(d, d))
-            cond = ev[-1] / ev[0] if ev[0] > 0 else np.inf
-            out.append(
-                f"computed in float32: the Hessian carries about 7 significant digits (condition number "
-                f"{cond:.2g} after scaling), so standard errors may be accurate to only "
-                f"~{max(0, 7 - int(np.log10(max(cond, 1.0)))) if np.isfinite(cond) else 0} digits; "
-                "enable float64 with jax.config.update('jax_enable_x64', True)."
-            )
-        return out
+        return fit_warnings(self)
 
     def __repr__(self) -> str:
         if self.batch_shape:
@@ -357,9 +272,3 @@ class FitResult:
             f"FitResult(params={self.params!r}, loglik={float(self.loglik):.6g}, "
             f"converged={bool(self.converged)}, status={Status(int(self.status)).name})"
         )
-
-
-def _top_key(path) -> Any:
-    if path and isinstance(path[0], jax.tree_util.DictKey):
-        return path[0].key
-    return None

@@ -1,15 +1,25 @@
-"""Integer status codes carried by every fit, with a message for each."""
+"""Status codes carried by every fit, their messages, and the one rule that decides a fit's final status.
+
+Under ``jit``/``vmap`` no exception can be raised, so a fit reports how it ended through an integer code.
+Solvers report how *their search* ended; :func:`final_status` combines that with what the fit learns at
+the end point (is the information matrix positive definite? did a parameter run to the edge of its
+support? is everything finite?) by one precedence rule, used by ``fit`` and by nothing else.
+"""
 
 from __future__ import annotations
 
 import enum
 
+import jax.numpy as jnp
+
 
 class Status(enum.IntEnum):
     """Why a fit stopped. ``converged`` is ``status == Status.success``.
 
-    Under ``jit``/``vmap`` no exception can be raised, so a fit reports what happened through this code;
-    ``FitResult.summary()`` prints :attr:`message`.
+    ``FitResult.summary()`` prints :attr:`message`; ``str(status)`` is the name.
+
+    >>> str(Status.success), int(Status.max_iterations)
+    ('success', 1)
     """
 
     success = 0
@@ -23,6 +33,9 @@ class Status(enum.IntEnum):
     @property
     def message(self) -> str:
         return _MESSAGES[self]
+
+    def __str__(self) -> str:
+        return self.name
 
 
 _MESSAGES = {
@@ -45,3 +58,41 @@ _MESSAGES = {
         "further increase of the log-likelihood can be resolved; the estimate may be less accurate than tol"
     ),
 }
+
+
+def final_status(solver_status, *, information_pd, saturated, finite):
+    """The status of a fit from its solver's status and the facts at the end point, by precedence:
+
+    1. not finite (value or gradient at the end point) -> ``nonfinite``;
+    2. a search that stopped without a better point (``success``, ``line_search_failed``,
+       ``precision_limited``) at a point whose information is not positive definite ->
+       ``hessian_not_positive_definite`` (that explains the stop better than the search's own code);
+    3. any other failure with a parameter at the edge of its support -> ``at_boundary`` (a
+       precision-limited end is not a run to the edge even when a coordinate is far out, e.g.
+       ``sigma = 1e-13`` of a near-perfect fit);
+    4. otherwise the solver's status.
+    """
+    status = jnp.asarray(solver_status, jnp.int32)
+    stopped = (status == Status.success) | (status == Status.line_search_failed) | (status == Status.precision_limited)
+    status = jnp.where(stopped & ~information_pd, Status.hessian_not_positive_definite, status)
+    edge = (status != Status.success) & (status != Status.nonfinite) & (status != Status.precision_limited)
+    status = jnp.where(edge & saturated, Status.at_boundary, status)
+    return jnp.where(finite, status, Status.nonfinite).astype(jnp.int32)
+
+
+def usable(status):
+    """Whether an end point can be used as an optimum: ``success`` or ``precision_limited``."""
+    return (status == Status.success) | (status == Status.precision_limited)
+
+
+def rank(status, f):
+    """Sort key (lower is better) of several runs of one problem: converged runs first, then
+    precision-limited ones, then any other, each by the lowest objective ``f`` (non-finite last).
+
+    Returns a float array; ``argmin`` picks the best run.
+    """
+    tier = jnp.where(status == Status.success, 0.0, jnp.where(status == Status.precision_limited, 1.0, 2.0))
+    score = jnp.where(jnp.isfinite(f), f, jnp.inf)
+    # Tiers dominate: rank by tier first, then by f within a tier.
+    order = jnp.argsort(jnp.argsort(score))
+    return tier * (score.shape[-1] + 1) + order.astype(tier.dtype)

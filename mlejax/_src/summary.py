@@ -1,12 +1,26 @@
-"""A summary table: ``print`` gives text, notebooks get HTML, ``to_pandas()`` a DataFrame."""
+"""All report text: the summary table of a fit, its warnings in words, the covariance description.
+
+:func:`summarize` builds a :class:`Summary` (``print`` gives text, notebooks get HTML, ``to_pandas()`` a
+DataFrame) from a fitted result; :func:`fit_warnings` says what went wrong, including which directions
+of the information matrix are flat and how many digits a float32 fit can be trusted to.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import html
 import math
+from typing import TYPE_CHECKING
 
+import jax
 import numpy as np
+
+from .linalg import scaled_eigh_numpy
+from .params import element_names, is_fixed_path, path_name
+from .status import Status
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .result import FitResult
 
 
 def _fmt(x, width: int = 11) -> str:
@@ -95,3 +109,118 @@ class Summary:
 
 def normal_two_sided_p(z: float) -> float:
     return math.erfc(abs(z) / math.sqrt(2.0)) if np.isfinite(z) else float("nan")
+
+
+def describe_cov(cov_type: str, options: tuple = ()) -> list[tuple[str, str]]:
+    """The covariance choice in words, as ``(key, value)`` lines for summary headers."""
+    opts = dict(options)
+    small = bool(opts.get("small_sample", False))
+    if cov_type == "observed":
+        return [("covariance", "observed information")]
+    if cov_type == "expected":
+        return [("covariance", "expected information")]
+    if cov_type == "opg":
+        return [("covariance", "OPG (outer product of scores)")]
+    if cov_type == "robust":
+        return [
+            ("covariance", "robust sandwich, " + ("HC1" if small else "HC0")),
+            ("small-sample factor", "n/(n-k)" if small else "none"),
+        ]
+    if cov_type == "cluster":
+        g = opts.get("n_groups")
+        return [
+            ("covariance", f"cluster-robust, {g} clusters" if g is not None else "cluster-robust"),
+            ("small-sample factor", "G/(G-1)*(N-1)/(N-K)" if small else "none"),
+        ]
+    return [("covariance", str(cov_type))]
+
+
+def flat_directions(info, names, rel_tol: float = 1e-8, top: int = 3):
+    """Describe the near-null directions of ``info`` (given on the parameters named by ``names``).
+
+    Returns a list of ``(eigenvalue, [(name, loading), ...])`` for scaled eigenvalues at or below
+    ``rel_tol`` times the largest one, each with the parameters loading most on it.
+    """
+    info = np.asarray(info, dtype=float)
+    if info.size == 0 or not np.all(np.isfinite(info)):
+        return []
+    lam, vec, _ = scaled_eigh_numpy(info)
+    lam_max = max(np.max(np.abs(lam)), np.finfo(float).tiny)
+    out = []
+    for i in np.nonzero(lam <= rel_tol * lam_max)[0]:
+        v = vec[:, i] / np.max(np.abs(vec[:, i]))
+        order = np.argsort(-np.abs(v))[:top]
+        out.append((float(lam[i] / lam_max), [(names[j], float(v[j])) for j in order if abs(v[j]) > 0.05]))
+    return out
+
+
+def fit_warnings(res: FitResult) -> list[str]:
+    """The problems of a single fit in words (empty when all is well)."""
+    out = []
+    status = Status(int(res.status))
+    if status != Status.success:
+        out.append(f"{status.name}: {status.message}.")
+    info = np.asarray(res.information, dtype=float)
+    flat = flat_directions(info, res.unconstrained_names)
+    if flat:
+        parts = []
+        for lam, loads in flat:
+            who = ", ".join(f"{n} ({v:+.2f})" for n, v in loads)
+            parts.append(f"eigenvalue {lam:.2e} of the scaled information along {who}")
+        out.append(
+            "the information matrix is not positive definite; standard errors are NaN. "
+            "Flat or negative directions: " + "; ".join(parts) + "."
+        )
+    elif not np.all(np.isfinite(np.asarray(res.cov))) and (
+        status == Status.hessian_not_positive_definite or not np.all(np.isfinite(info))
+    ):
+        out.append("the information matrix is not positive definite or not finite; standard errors are NaN.")
+    if np.dtype(res.cov.dtype) == np.float32 and info.size and np.all(np.isfinite(info)):
+        ev, _, _ = scaled_eigh_numpy(info)
+        cond = ev[-1] / ev[0] if ev[0] > 0 else np.inf
+        digits = max(0, 7 - int(np.log10(max(cond, 1.0)))) if np.isfinite(cond) else 0
+        out.append(
+            f"computed in float32: the Hessian carries about 7 significant digits (condition number "
+            f"{cond:.2g} after scaling), so standard errors may be accurate to only ~{digits} digits; "
+            "enable float64 with jax.config.update('jax_enable_x64', True)."
+        )
+    return out
+
+
+def summarize(res: FitResult, level: float, title: str, profiled: dict, aicc: float) -> Summary:
+    """The summary table of a single fit; ``profiled`` maps names to computed profile intervals."""
+    est = np.asarray(res.estimates, dtype=float)
+    se = np.asarray(res.bse, dtype=float)
+    ci = np.asarray(res.confint(level), dtype=float)
+    rows = []
+    order = res.param_order if res.param_order is not None else range(len(res.param_names))
+    for i in order:
+        name = res.param_names[i]
+        z = est[i] / se[i] if se[i] > 0 else float("nan")
+        rows.append((name, [est[i], se[i], z, normal_two_sided_p(z), ci[i, 0], ci[i, 1]]))
+    for path, x in jax.tree_util.tree_leaves_with_path(res.params):
+        if is_fixed_path(path, res.fixed_names):
+            for n, v in zip(element_names(path_name(path), np.shape(x)), np.ravel(np.asarray(x))):
+                rows.append((n + " (fixed)", [float(v), None, None, None, None, None]))
+    lo = f"[{(1 - level) / 2:.3g}"
+    hi = f"{1 - (1 - level) / 2:.3g}]"
+    columns = ["estimate", "std err", "z", "P>|z|", lo, hi]
+    if profiled:
+        columns += ["profile lo", "profile hi"]
+        rows = [(n, vals + list(profiled.get(n, (None, None)))) for n, vals in rows]
+    status = Status(int(res.status))
+    n = float(res.nobs)
+    header = [
+        ("log-likelihood", f"{float(res.loglik):.6g}"),
+        ("AIC", f"{float(res.aic):.6g}"),
+        ("AICc", f"{aicc:.6g}" if math.isfinite(aicc) else "n/a"),
+        ("BIC", f"{float(res.bic):.6g}" if math.isfinite(float(res.bic)) else "n/a"),
+        ("observations", f"{int(n)}" if math.isfinite(n) else "unknown"),
+        ("parameters", f"{res.df_model}"),
+        ("method", str(res.method)),
+        *describe_cov(res.cov_type, res.cov_options),
+        ("iterations", f"{int(res.n_iter)}"),
+        ("converged", "yes" if status == Status.success else "NO"),
+        ("max |gradient|", f"{float(res.grad_norm):.3g}"),
+    ]
+    return Summary(title, header, columns, rows, fit_warnings(res), level)

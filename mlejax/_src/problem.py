@@ -1,0 +1,308 @@
+"""The one static description of a fit, built once from the user's arguments, and its eager checks.
+
+A :class:`Problem` holds everything about a fit that is not an array -- the log-likelihood, the
+specification of the free parameters (their constraints and shapes), where the fixed parameters sit,
+the number of rows the log-likelihood returns and the row chunking. It is hashable: with the
+:class:`SolveOptions` it is the jit cache key of the compiled fit, of profile likelihoods and of tests.
+Arrays (data, fixed values, starting values) are passed beside it.
+
+:func:`build_problem` turns ``fit``'s arguments into a ``Problem`` and validates what can be validated:
+structure always (also under ``jit``), concrete values when the call is eager. Eager results keep a
+:class:`BoundProblem` (the problem with its data and options) outside their pytree, so that follow-ups
+such as ``res.profile_ci("sigma")`` need no arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import params
+from .objective import make_objective
+from .solvers import Solver, get_solver, newton
+
+DEFAULT_MAXITER = {"newton": 500, "bfgs": 2000, "lbfgs": 5000}
+#: Initial trust-region radii of ``multistart=True`` lanes (the first is the Newton solver's own default).
+DEFAULT_RADII = (0.1, 1.0, 0.01, 100.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Static description of a log-likelihood over its free parameters (see the module docstring)."""
+
+    loglik: Callable
+    spec: params.ParamSpec
+    layout: params.FixedLayout | None  # where fixed parameters sit; None without fixed parameters
+    n_rows: int | None  # values returned by loglik (None: a scalar log-likelihood)
+    chunk_size: int | None = None
+
+    @property
+    def fixed_names(self) -> tuple[str, ...]:
+        return () if self.layout is None else self.layout.names
+
+    def merge(self, free, fixed_values):
+        """Full parameters from the free ones and the fixed values."""
+        return free if self.layout is None else self.layout.merge(free, fixed_values)
+
+    def to_params(self, u, fixed_values):
+        """Full parameters (user scale) at the unconstrained point ``u``."""
+        return self.merge(self.spec.from_unconstrained(u), fixed_values)
+
+    def loglik_u(self, fixed_values) -> Callable:
+        """``(u, data) -> loglik(params(u), data)`` (per-observation values where loglik gives them)."""
+        return lambda u, d: self.loglik(self.to_params(u, fixed_values), d)
+
+    def objective(self, data, fixed_values, to_u: Callable | None = None):
+        """The solver's :class:`~mlejax._src.solvers.Objective`: ``-sum loglik`` as a function of ``x``,
+        with ``u = to_u(x)`` (the identity by default; profiles embed a reduced vector)."""
+        if to_u is None:
+            to_params = lambda u: self.to_params(u, fixed_values)  # noqa: E731
+        else:
+            to_params = lambda x: self.to_params(to_u(x), fixed_values)  # noqa: E731
+        return make_objective(self.loglik, to_params, data, chunk_size=self.chunk_size, n_rows=self.n_rows)
+
+    def free_indices(self, full_params) -> np.ndarray:
+        """Positions of the free entries in ``ravel_pytree(full_params)`` order."""
+        out, start = [], 0
+        for path, leaf in jax.tree_util.tree_leaves_with_path(full_params):
+            size = math.prod(np.shape(leaf))
+            if not params.is_fixed_path(path, self.fixed_names):
+                out.append(np.arange(start, start + size))
+            start += size
+        return np.concatenate(out) if out else np.zeros((0,), int)
+
+
+@dataclasses.dataclass(frozen=True)
+class SolveOptions:
+    """How the optimum is searched for (static, hashable)."""
+
+    method: Any = "newton"
+    tol: float = 1e-8
+    maxiter: int = DEFAULT_MAXITER["newton"]
+    radii: tuple | None = None  # multistart lanes (Newton only)
+
+    @property
+    def method_name(self) -> str:
+        m = self.method
+        return m if isinstance(m, str) else getattr(m, "name", type(m).__name__)
+
+    def solver(self, initial_radius=None) -> Solver:
+        if initial_radius is not None:
+            return newton(self.tol, initial_radius=initial_radius)
+        return get_solver(self.method, self.tol)
+
+
+def solve_options(method="newton", tol=1e-8, maxiter=None, multistart=None) -> SolveOptions:
+    """Validate ``fit``'s solver keywords."""
+    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+        raise ValueError(f"tol must be a float in (0, 1), got {tol!r}")
+    get_solver(method, float(tol))  # validates the method
+    options = SolveOptions(method, float(tol), 1)
+    if maxiter is None:
+        maxiter = DEFAULT_MAXITER.get(options.method_name, 5000)
+    if int(maxiter) < 1:
+        raise ValueError(f"maxiter must be a positive integer, got {maxiter}")
+    return dataclasses.replace(options, maxiter=int(maxiter), radii=_radii(multistart, options.method_name))
+
+
+def _radii(multistart, method_name):
+    if multistart is None or multistart is False:
+        return None
+    if method_name != "newton":
+        raise ValueError("multistart runs several trust-region radii and needs method='newton'")
+    radii = DEFAULT_RADII if multistart is True else tuple(float(r) for r in multistart)
+    if not radii or any(not (r > 0 and math.isfinite(r)) for r in radii):
+        raise ValueError(f"multistart radii must be positive and finite, got {multistart!r}")
+    return radii
+
+
+@dataclasses.dataclass(eq=False)
+class BoundProblem:
+    """An eager fit's problem with its data, fixed values and the keywords it was called with.
+
+    Kept by eager :class:`FitResult` objects outside their pytree (``res._problem``); never part of a
+    traced computation.
+    """
+
+    problem: Problem
+    data: Any
+    fixed_values: Any
+    fit_kwargs: dict  # every keyword of mj.fit that reproduces the fit (loglik, init, data, constraints, ...)
+
+    @property
+    def constraints(self):
+        return self.fit_kwargs["constraints"]
+
+    @property
+    def method(self):
+        return self.fit_kwargs["method"]
+
+
+# -- building a problem from fit's arguments ----------------------------------------------------------
+
+
+def build_problem(
+    loglik, init, data, *, constraints=None, fixed=None, chunk_size=None, nobs=None, labels=None, traced=False
+):
+    """Check ``fit``'s structural arguments and build its :class:`Problem`.
+
+    Returns ``(problem, free_init, fixed_values, n_obs)``: the free starting values as arrays of the
+    fit's dtype, the fixed values, and the number of observations for BIC.
+    """
+    if not callable(loglik):
+        raise TypeError(f"loglik must be a function loglik(params, data), got {type(loglik).__name__}")
+    free_init, fixed_values, layout = params.split_fixed(init, fixed)
+    written = free_init
+    params.leaf_constraints(constraints, init)  # validates constraint names against init
+    free_constraints = params.restrict_constraints(constraints, free_init)
+    check_numeric_leaves(init, "init")
+    dtype = params.float_dtype(jax.tree_util.tree_leaves(init))
+    # Concrete starts stay NumPy arrays: an eager jnp conversion would compile a tiny program per leaf.
+    free_init = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if traced else np.asarray(x, dtype), free_init)
+    fixed_values = jax.tree_util.tree_map(lambda x: _as_float(x, dtype), fixed_values)
+    spec = params.make_spec(free_init, free_constraints, dtype, labels, written)
+    if spec.k == 0:
+        raise ValueError("there is nothing to estimate: the free parameters have no entries")
+    if not traced:
+        validate_init(free_init, spec, "init")
+        validate_fixed(fixed_values, constraints)
+        validate_data(data)
+
+    probe = Problem(loglik, spec, layout, None)
+    # Output shape and dtype (static, so these checks hold under jit too).
+    out = jax.eval_shape(loglik, probe.merge(free_init, fixed_values), data)
+    out_dtype = getattr(out, "dtype", None)
+    if out_dtype is None or not jnp.issubdtype(out_dtype, jnp.floating):
+        got = out_dtype if out_dtype is not None else type(out).__name__
+        raise TypeError(f"loglik must return floating-point values, got {got}")
+    if len(out.shape) > 1:
+        raise ValueError(
+            f"loglik must return a scalar or a 1-D array with one value per observation, got shape {out.shape}"
+        )
+    n_rows = out.shape[0] if len(out.shape) == 1 else None
+    if n_rows == 0:
+        raise ValueError("loglik returned an empty array: there are no observations")
+    if chunk_size is not None:
+        if n_rows is None:
+            raise ValueError("chunk_size needs a loglik that returns one value per observation")
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        chunk_size = int(chunk_size)
+    problem = Problem(loglik, spec, layout, n_rows, chunk_size)
+    return problem, free_init, fixed_values, _nobs(n_rows, nobs, data)
+
+
+def n_rows_of(loglik, full_params, data) -> int | None:
+    """The number of values ``loglik`` returns (``None`` for a scalar)."""
+    out = jax.eval_shape(loglik, full_params, data)
+    return out.shape[0] if len(out.shape) == 1 else None
+
+
+def _nobs(n_rows, nobs, data):
+    if n_rows is not None:
+        if nobs is not None and int(nobs) != n_rows:
+            raise ValueError(f"nobs={nobs} disagrees with the {n_rows} values loglik returns")
+        return n_rows
+    if nobs is not None:
+        if int(nobs) < 1:
+            raise ValueError(f"nobs must be a positive integer, got {nobs}")
+        return int(nobs)
+    lead = {np.shape(leaf)[0] for leaf in jax.tree_util.tree_leaves(data) if np.ndim(leaf) >= 1}
+    return lead.pop() if len(lead) == 1 else float("nan")
+
+
+def _as_float(x, dtype):
+    arr = jnp.asarray(x)
+    return arr.astype(dtype) if jnp.issubdtype(arr.dtype, jnp.number) else arr
+
+
+# -- eager validation ---------------------------------------------------------------------------------
+
+
+def check_numeric_leaves(tree, where: str) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        dt = getattr(leaf, "dtype", None)
+        if dt is None:
+            if not isinstance(leaf, (int, float, np.number)) or isinstance(leaf, bool):
+                raise TypeError(f"{where} leaf '{params.path_name(path)}' must be a number or array, got {leaf!r}")
+        elif not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)):
+            raise TypeError(f"{where} leaf '{params.path_name(path)}' must be real-valued, got dtype {dt}")
+
+
+def validate_init(free_init, spec: params.ParamSpec, where: str) -> None:
+    leaves = spec.treedef.flatten_up_to(free_init)
+    for name, c, x in zip(spec.names, spec.constraints, leaves):
+        arr = np.asarray(x)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"initial value of '{name}' is not finite: {arr}")
+        if not c.check(arr):
+            raise ValueError(f"initial value of '{name}' ({arr}) is outside its constraint {c.name}")
+
+
+def validate_fixed(fixed_values, constraints, where: str = "") -> None:
+    for k, v in fixed_values.items():
+        name = f"{where}.{k}" if where else str(k)
+        c = params.constraint_at(constraints, k)
+        if isinstance(v, Mapping) and not hasattr(c, "check"):
+            validate_fixed(v, c, name)
+            continue
+        for path, leaf in jax.tree_util.tree_leaves_with_path(v):
+            if not np.all(np.isfinite(np.asarray(leaf))):
+                raise ValueError(f"fixed value of '{name}{params.path_name(path) if path else ''}' is not finite")
+        if c is not None and hasattr(c, "check") and not c.check(np.asarray(v)):
+            raise ValueError(f"fixed value of '{name}' ({np.asarray(v)}) is outside its constraint {c.name}")
+
+
+def validate_data(data) -> None:
+    for path, leaf in jax.tree_util.tree_leaves_with_path(data):
+        name = params.leaf_label("data", path)
+        try:
+            arr = np.asarray(leaf)
+        except Exception:  # noqa: BLE001 - not an array: leave it to loglik
+            continue
+        if arr.dtype.kind in "fc":
+            if arr.size == 0:
+                raise ValueError(f"{name} is empty (shape {arr.shape})")
+            bad = ~np.isfinite(arr)
+            if bad.any():
+                idx = np.argwhere(bad)[:3].tolist()
+                kind = "NaN" if np.isnan(arr[bad]).any() else "infinite"
+                raise ValueError(f"{name} contains {kind} values ({int(bad.sum())} entries, first at {idx})")
+        elif arr.dtype.kind in "iub" and arr.size == 0:
+            raise ValueError(f"{name} is empty (shape {arr.shape})")
+
+
+def validate_start(loglik, full_params, data) -> None:
+    """Name the observations whose log-likelihood is not finite at the start (eager calls only)."""
+    value = loglik(full_params, data)
+    arr = np.asarray(value)
+    if not np.all(np.isfinite(arr)):
+        if arr.ndim == 1:
+            bad = np.nonzero(~np.isfinite(arr))[0]
+            raise ValueError(
+                f"the log-likelihood is not finite at init for {bad.size} of {arr.size} observations "
+                f"(first: {bad[:5].tolist()}, values {arr[bad[:5]].tolist()}); check init and data"
+            )
+        raise ValueError(f"the log-likelihood is not finite at init (value {arr}); check init and data")
+
+
+def is_traced(*trees) -> bool:
+    return any(params.is_traced(t) for t in trees)
+
+
+__all__ = [
+    "Problem",
+    "SolveOptions",
+    "BoundProblem",
+    "build_problem",
+    "solve_options",
+    "n_rows_of",
+    "DEFAULT_MAXITER",
+    "DEFAULT_RADII",
+]
