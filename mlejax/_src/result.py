@@ -109,7 +109,7 @@ class FitResult:
             if k not in _DATA_FIELDS + _META_FIELDS:
                 raise TypeError(f"FitResult has no field {k!r}")
             setattr(new, k, v)
-        new._set_eager_state(self._problem, self._profiles)
+        new._set_eager_state(self._problem)  # profile intervals of the old fields may not hold
         return new
 
     # -- derived quantities -------------------------------------------------------------------
