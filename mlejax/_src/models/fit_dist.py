@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -276,12 +277,24 @@ def fit_dist(
 
     if hasattr(fam, "init_candidates") and not user_init:
         best = None
-        for cand in fam.init_candidates(x_init, w):
+        for cand in _candidates(fam, x_init, w):
             res = run(start_from(cand))
             best = res if best is None else _better(res, best, traced)
         ordered = fam.canonical_order(best.params) if (hasattr(fam, "canonical_order") and not fixed) else best.params
         return run(start_from(ordered))
-    return run(start_from(fam.init_params(x_init, w)))
+    return run(start_from(_init_params(fam, x_init, w)))
+
+
+# Starting points are computed by one compiled program per family and data shape (many small eager
+# operations would each dispatch on their own).
+@functools.partial(jax.jit, static_argnums=0)
+def _init_params(fam, x, w):
+    return fam.init_params(x, w)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _candidates(fam, x, w):
+    return fam.init_candidates(x, w)
 
 
 def _better(res, best, traced):
