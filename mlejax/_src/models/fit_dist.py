@@ -254,12 +254,22 @@ def fit_dist(
 
     # -- start, boundary estimates and fixed values -----------------------------------------------
     names = tuple(fam.param_names)
-    x_init = x if not censored else jnp.where(code == INTERVAL, 0.5 * (x + hi), x)
+    x_init, w_init = x, w
+    if censored:
+        # Censored rows start the family at their bound (the midpoint of an interval); a bound at the
+        # edge of the support (right-censored at 0) carries no value for the start and gets no weight.
+        x_init = jnp.where(code == INTERVAL, 0.5 * (x + hi), x)
+        s_lo, s_hi = getattr(fam, "support", (-math.inf, math.inf))
+        usable = (x_init > s_lo) | (code == EXACT) if math.isfinite(s_lo) else jnp.ones(x.shape, bool)
+        if math.isfinite(s_hi):
+            usable = usable & ((x_init < s_hi) | (code == EXACT))
+        x_init = jnp.where(usable, x_init, _safe(fam, x))
+        w_init = jnp.where(usable, jnp.ones_like(x) if w is None else w, 0.0)
     fixed = dict(fixed or {})
     _check_names(fixed, names, "fixed")
     user_init = dict(init or {})
     _check_names(user_init, names, "init")
-    boundary = fam.boundary_params(x_init, w) if hasattr(fam, "boundary_params") else {}
+    boundary = fam.boundary_params(x_init, w_init) if hasattr(fam, "boundary_params") else {}
     for k, v in boundary.items():
         if k not in fixed and k not in user_init:
             fixed[k] = v
@@ -277,12 +287,12 @@ def fit_dist(
 
     if hasattr(fam, "init_candidates") and not user_init:
         best = None
-        for cand in _candidates(fam, x_init, w):
+        for cand in _candidates(fam, x_init, w_init):
             res = run(start_from(cand))
             best = res if best is None else _better(res, best, traced)
         ordered = fam.canonical_order(best.params) if (hasattr(fam, "canonical_order") and not fixed) else best.params
         return run(start_from(ordered))
-    return run(start_from(_init_params(fam, x_init, w)))
+    return run(start_from(_init_params(fam, x_init, w_init)))
 
 
 # Starting points are computed by one compiled program per family and data shape (many small eager
