@@ -185,7 +185,7 @@ def fit_dist(
       >>> round(float(res.params["scale"]), 6)             # total time / number of events
       11.8
       >>> round(float(res.se["scale"]), 6)                 # scale / sqrt(events)
-      5.277121
+      5.27712
     """
     fam = get_family(family)
     if isinstance(data, CensoredData) or _is_scipy_censored(data):
