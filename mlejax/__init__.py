@@ -23,6 +23,8 @@ from ._src.inference import (
     wald_test,
     with_cov,
 )
+from ._src.models.curve_fit import curve_fit
+from ._src.models.glm import glm
 from ._src.result import FitResult
 from ._src.status import Status
 
@@ -39,6 +41,9 @@ __all__ = [
     "unit_interval",
     "simplex",
     "ordered",
+    # models
+    "glm",
+    "curve_fit",
     # inference
     "lr_test",
     "wald_test",

@@ -10,8 +10,9 @@ covariance reported is the least-squares one, from the exact Jacobian ``J`` of t
   the standard deviations NIST certifies;
 * ``absolute_sigma=True``: ``(J'J)^-1``, the ``sigma_i`` taken as known standard deviations.
 
-``(J'J)^-1`` comes from the singular value decomposition of ``J`` (never forming ``J'J``, whose condition
-number is the square of ``J``'s), and is NaN when ``J`` is numerically rank deficient.
+``(J'J)^-1`` comes from the singular value decomposition of ``J`` with unit-length columns (never forming
+``J'J``, whose condition number is the square of ``J``'s), and is NaN when ``J`` is numerically rank
+deficient.
 
 Why the likelihood and not a Levenberg-Marquardt solver on the residuals: on the NIST StRD problems the
 exact-Hessian Newton with variable scaling and the several trust-region radii of ``multistart=True`` (the
@@ -136,7 +137,8 @@ def curve_fit(
       and the fit's ``status``/``converged``. Works under ``jit`` and ``vmap`` (a batch of fits is one call).
 
     Example:
-      >>> import jax.numpy as jnp, numpy as np, mlejax as mj
+      >>> import jax, jax.numpy as jnp, numpy as np, mlejax as mj
+      >>> jax.config.update("jax_enable_x64", True)
       >>> x = np.linspace(0.0, 4.0, 30)
       >>> y = 2.5 * np.exp(-1.3 * x) + 0.5 + 0.01 * np.sin(7.0 * x)
       >>> def f(p, x):
@@ -184,6 +186,8 @@ def curve_fit(
     s0 = jnp.std(ys) if traced else np.std(ys)
     s0 = jnp.where(s0 > 0, s0, 1.0) if traced else (float(s0) if s0 > 0 else 1.0)
     fit_options.setdefault("multistart", True)
+    if jnp.dtype(dtype) == jnp.float32:
+        fit_options.setdefault("tol", 1e-5)  # a relative Newton step of 1e-8 is below float32's resolution
     if fit_options.get("method", "newton") != "newton":
         fit_options.pop("multistart")
     loglik = _LSQLoglik(f)
@@ -205,11 +209,14 @@ def _least_squares_result(res, f, x, y, sig, absolute_sigma, n, k) -> CurveFitRe
     rss = jnp.sum(r * r)
     dof = n - k
     s2 = jnp.asarray(1.0, dtype) if absolute_sigma else rss / max(dof, 1)
-    _, svals, vt = jnp.linalg.svd(J, full_matrices=False)
+    # SVD of the column-scaled Jacobian: badly scaled parameters (Hahn1, Nelson) lose no accuracy.
+    norms = jnp.sqrt(jnp.sum(J * J, axis=0))
+    norms = jnp.where(norms > 0, norms, 1.0)
+    _, svals, vt = jnp.linalg.svd(J / norms[None, :], full_matrices=False)
     cutoff = jnp.finfo(dtype).eps * max(n, k) * svals[0]
     full_rank = svals[-1] > cutoff
     inv_s2 = jnp.where(full_rank, 1.0 / jnp.where(full_rank, svals, 1.0) ** 2, jnp.nan)
-    cov = s2 * (vt.T * inv_s2[None, :]) @ vt
+    cov = s2 * ((vt.T * inv_s2[None, :]) @ vt) / (norms[:, None] * norms[None, :])
     se_flat = jnp.sqrt(jnp.diagonal(cov))
     se = unravel(se_flat)
     # The FitResult of the likelihood, with the least-squares covariance for p and the MLE's for s.
