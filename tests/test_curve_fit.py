@@ -60,9 +60,9 @@ def test_nist_certified_values_from_both_starts(name):
             np.testing.assert_allclose(rss[lane], pr.rss, rtol=1e-6)
 
 
-def test_status_is_honest_when_the_iteration_limit_stops_the_fit():
-    pr = load("MGH17")
-    res = curve_fit(pr.model, pr.x, pr.y, pr.start1, maxiter=3)
+def test_status_is_honest_when_the_iteration_limit_stops_the_fit(decay_data):
+    x, y, _ = decay_data
+    res = curve_fit(decay, x, y, {"a": 100.0, "c": -50.0, "k": 10.0}, maxiter=3)
     assert not bool(res.converged)
     assert int(res.status) == mj.Status.max_iterations
     assert "NO" in str(res.summary())
@@ -113,11 +113,11 @@ def test_against_scipy_curve_fit(decay_data, absolute_sigma):
 def test_vmap_equals_loop(decay_data):
     x, _, _ = decay_data
     rng = np.random.default_rng(5)
-    ys = 3.0 * np.exp(-0.8 * x) + 0.4 + 0.05 * rng.standard_normal((3, x.size))
+    ys = 3.0 * np.exp(-0.8 * x) + 0.4 + 0.05 * rng.standard_normal((2, x.size))
     init = {"a": 1.0, "c": 0.0, "k": 1.0}
     batched = jax.vmap(lambda y: curve_fit(decay, x, y, init))(jnp.asarray(ys))
     assert isinstance(batched, mj._src.models.curve_fit.CurveFitResult)
-    for i in range(3):
+    for i in range(2):
         single = curve_fit(decay, x, ys[i], init)
         for k in init:
             np.testing.assert_allclose(batched.params[k][i], single.params[k], rtol=1e-9)

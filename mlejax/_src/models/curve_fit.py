@@ -149,6 +149,8 @@ def curve_fit(
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
+    if "fixed" in fit_options or "constraints" in fit_options:
+        raise TypeError("curve_fit takes no fixed= or constraints=: close over fixed values in f, or reparametrise f")
     traced = is_traced(init) or is_traced(x) or is_traced(y) or is_traced(sigma)
     y_arr = y if isinstance(y, jax.Array) else np.asarray(y)
     if not (jnp.issubdtype(y_arr.dtype, jnp.floating) or jnp.issubdtype(y_arr.dtype, jnp.integer)):
@@ -193,13 +195,14 @@ def curve_fit(
     loglik = _LSQLoglik(f)
     data = {"y": y_arr, "x": x, "sigma": sig}
     res = fit(loglik, {"p": init, "s": s0}, data, constraints={"s": positive}, **fit_options)
-    return _least_squares_result(res, f, x, y_arr, sig, absolute_sigma, n, k)
+    return _least_squares_result(res, f, x, y_arr, sig, absolute_sigma, n, k, traced)
 
 
-def _least_squares_result(res, f, x, y, sig, absolute_sigma, n, k) -> CurveFitResult:
-    params = res.params["p"]
+def _least_squares_numbers(f, absolute_sigma, params, x, y, sig, mle_cov):
+    """Jacobian, RSS, residual variance and covariances (pure: jitted for eager calls)."""
     flat, unravel = ravel_pytree(params)
     dtype = flat.dtype
+    n, k = y.shape[0], flat.shape[0]
 
     def resid(v):
         return (y - f(unravel(v), x)) / sig
@@ -207,8 +210,7 @@ def _least_squares_result(res, f, x, y, sig, absolute_sigma, n, k) -> CurveFitRe
     r = resid(flat)
     J = jax.jacfwd(resid)(flat)
     rss = jnp.sum(r * r)
-    dof = n - k
-    s2 = jnp.asarray(1.0, dtype) if absolute_sigma else rss / max(dof, 1)
+    s2 = jnp.asarray(1.0, dtype) if absolute_sigma else rss / max(n - k, 1)
     # SVD of the column-scaled Jacobian: badly scaled parameters (Hahn1, Nelson) lose no accuracy.
     norms = jnp.sqrt(jnp.sum(J * J, axis=0))
     norms = jnp.where(norms > 0, norms, 1.0)
@@ -217,15 +219,24 @@ def _least_squares_result(res, f, x, y, sig, absolute_sigma, n, k) -> CurveFitRe
     full_rank = svals[-1] > cutoff
     inv_s2 = jnp.where(full_rank, 1.0 / jnp.where(full_rank, svals, 1.0) ** 2, jnp.nan)
     cov = s2 * ((vt.T * inv_s2[None, :]) @ vt) / (norms[:, None] * norms[None, :])
-    se_flat = jnp.sqrt(jnp.diagonal(cov))
-    se = unravel(se_flat)
-    # The FitResult of the likelihood, with the least-squares covariance for p and the MLE's for s.
-    cov_full = jnp.zeros_like(res.cov)
-    cov_full = cov_full.at[:k, :k].set(cov).at[k:, k:].set(res.cov[k:, k:])
+    # The likelihood's covariance with the least-squares block for p (the MLE's for the scale s).
+    cov_full = jnp.zeros_like(mle_cov).at[:k, :k].set(cov).at[k:, k:].set(mle_cov[k:, k:])
+    return cov, rss, s2, J, cov_full
+
+
+_least_squares_numbers_jit = jax.jit(_least_squares_numbers, static_argnums=(0, 1))
+
+
+def _least_squares_result(res, f, x, y, sig, absolute_sigma, n, k, traced) -> CurveFitResult:
+    params = res.params["p"]
+    numbers = _least_squares_numbers if traced else _least_squares_numbers_jit
+    cov, rss, s2, J, cov_full = numbers(f, bool(absolute_sigma), params, x, y, sig, res.cov)
+    _, unravel = ravel_pytree(params)
+    se = unravel(jnp.sqrt(jnp.diagonal(cov)))
     se_full = {"p": se, "s": res.se["s"]}
     fit_res = res.replace(cov=cov_full, se=se_full, cov_type="least squares (scipy curve_fit, NIST)")
-    names = tuple(name[len("p") :].lstrip(".") or "p" for name in res.param_names[:k])
-    return CurveFitResult(params, se, cov, rss, s2, jnp.asarray(dof), J, fit_res, param_names=names)
+    names = tuple(name[2:] if name.startswith("p.") else name for name in res.param_names[:k])
+    return CurveFitResult(params, se, cov, rss, s2, jnp.asarray(n - k), J, fit_res, param_names=names)
 
 
 __all__ = ["curve_fit", "CurveFitResult"]
