@@ -780,7 +780,7 @@ def glm(
       >>> y = rng.poisson(np.exp(0.5 + 0.3 * x))
       >>> res = mj.glm(y, X, family="poisson")
       >>> bool(res.converged), np.round(np.asarray(res.params["beta"]), 2).tolist()
-      [True, [0.51, 0.3]]
+      (True, [0.56, 0.28])
       >>> res.exog_names
       ['x0', 'x1']
     """
