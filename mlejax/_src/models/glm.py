@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.flatten_util import ravel_pytree
 from jax.scipy.special import gammaln, polygamma
 
 from ..constraints import positive
@@ -639,10 +638,7 @@ class GLMResult:
 
     def with_cov(self, cov) -> GLMResult:
         """This fit with its covariance recomputed (``"expected"`` or any ``cov`` of ``FitResult.with_cov``)."""
-        if isinstance(cov, str) and cov == "expected":
-            new = _with_expected_cov(self.fit, self.loglik_fn, self.data)
-        else:
-            new = self.fit.with_cov(cov)
+        new = self.fit.with_cov(cov)
         return GLMResult(
             new,
             loglik=self.loglik_fn,
@@ -851,40 +847,8 @@ def glm(
         fit_options["tol"] = FLOAT32_TOL
     if "chunk_size" not in fit_options and n >= 4 * DEFAULT_CHUNK:
         fit_options["chunk_size"] = DEFAULT_CHUNK
-    expected = isinstance(cov, str) and cov == "expected"
-    res = fit(loglik, init, data_tree, constraints=constraints, cov="observed" if expected else cov, **fit_options)
-    if expected:
-        res = _with_expected_cov(res, loglik, data_tree)
+    res = fit(loglik, init, data_tree, constraints=constraints, cov=cov, **fit_options)
     return GLMResult(res, loglik=loglik, data=data_tree, exog_names=names, formula=formula, model_spec=model_spec)
-
-
-def _with_expected_cov(res, loglik: GLMLoglik, data: dict):
-    """``res`` with the covariance from the expected information at the estimate (free parameters)."""
-    params = res.params
-    info_full = np.asarray(loglik.expected_information(params, data), float)
-    fixed = set(res.fixed_names)
-    mask = []
-    for key in sorted(params):
-        size = int(np.size(params[key]))
-        mask += [key not in fixed] * size
-    mask = np.asarray(mask, bool)
-    info = info_full[np.ix_(mask, mask)]
-    try:
-        chol = np.linalg.cholesky(0.5 * (info + info.T))
-        inv_l = np.linalg.inv(chol)
-        cov = inv_l.T @ inv_l
-    except np.linalg.LinAlgError:
-        cov = np.full_like(info, np.nan)
-    dtype = np.asarray(res.cov).dtype
-    cov = jnp.asarray(cov, dtype)
-    se_flat = jnp.sqrt(jnp.diagonal(cov))
-    free = {k: v for k, v in params.items() if k not in fixed}
-    _, unravel = ravel_pytree(free)
-    se_free = unravel(se_flat)
-    se = {k: (se_free[k] if k in se_free else jnp.full(jnp.shape(params[k]), jnp.nan, dtype)) for k in params}
-    jac = np.asarray(res.jacobian, float)
-    information_u = jnp.asarray(jac.T @ info @ jac, dtype)
-    return res.replace(cov=cov, se=se, information=information_u, cov_type="expected")
 
 
 __all__ = ["glm", "GLMResult", "GLMLoglik", "Prediction", "check_rank", "make_data"]
