@@ -188,6 +188,9 @@ def fit_dist(
       5.27712
     """
     fam = get_family(family)
+    for k in ("constraints", "loglik"):
+        if k in fit_options:
+            raise TypeError(f"fit_dist takes no {k}=: the family defines it")
     if isinstance(data, CensoredData) or _is_scipy_censored(data):
         if censoring is not None:
             raise ValueError("give the censored data once: as data or as censoring=, not both")
