@@ -6,8 +6,8 @@ estimates with standard errors from the Fisher information, on CPU or GPU, eager
 """
 
 from . import constraints
-from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
 from ._src.batch import BootstrapResult, ToyLRTest, fit_batch, lr_test_toys, parametric_bootstrap, shard_rows
+from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
 from ._src.fit import fit
 from ._src.inference import (
     Chi2Test,

@@ -212,7 +212,7 @@ def _outside_support(init, constraints, n: int) -> np.ndarray:
         x = jnp.asarray(np.asarray(init[name], float))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            back = jax.vmap(lambda v: c.forward(c.inverse(v)))(x)
+            back = jax.vmap(lambda v, c=c: c.forward(c.inverse(v)))(x)
         back = np.asarray(back).reshape(n, -1)
         xs = np.asarray(x).reshape(n, -1)
         ok = np.isfinite(back).all(axis=1) & np.isclose(back, xs, rtol=1e-6, atol=1e-12).all(axis=1)
