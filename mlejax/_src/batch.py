@@ -443,12 +443,12 @@ class _Runner:
             return tree
         return jax.device_put(tree, self.sharding)
 
-    def _call(self, init, init_b, data, fixed, fixed_b):
+    def _call(self, init, init_b, data, fixed, fixed_b, maxiter=None):
         in_axes = (0 if init_b else None, 0 if fixed_b else None)
         res = _fit_members(
             self.loglik,
             self.options,
-            self.r_iters,
+            self.r_iters if maxiter is None else maxiter,
             in_axes,
             self._put(init) if init_b else init,
             self._put(data),
@@ -456,27 +456,46 @@ class _Runner:
         )
         return jax.tree_util.tree_map(np.array, res)
 
+    def _scatter(self, res, members, new):
+        for leaf, nl in zip(jax.tree_util.tree_leaves(res), jax.tree_util.tree_leaves(new)):
+            leaf[members] = nl[: members.size]
+
+    def _compact(self, members, size):
+        bucket = _bucket(members.size, size, self.n_dev)
+        return np.concatenate([members, np.full(bucket - members.size, members[-1])])
+
     def solve(self, init, init_b, data, fixed, fixed_b) -> FitResult:
         res = self._call(init, init_b, data, fixed, fixed_b)
         size = np.shape(res.status)[0]
         total = res.n_iter.astype(np.int64)
+        continued = np.zeros(size, bool)
         while True:
             running = np.nonzero((res.status == Status.max_iterations) & (total < self.maxiter))[0]
             if running.size == 0:
                 break
-            bucket = _bucket(running.size, size, self.n_dev)
-            sel = np.concatenate([running, np.full(bucket - running.size, running[-1])])
+            continued[running] = True
+            sel = self._compact(running, size)
             # Warm start: each running member continues from the point its last round reached.
-            new = self._call(
-                _take(res.params, sel), True, _take(data, sel), _take(fixed, sel) if fixed_b else fixed, fixed_b
-            )
-            m = running.size
-            leaves = jax.tree_util.tree_leaves(res)
-            new_leaves = jax.tree_util.tree_leaves(new)
-            for leaf, nl in zip(leaves, new_leaves):
-                leaf[running] = nl[:m]
-            total[running] += new.n_iter[:m]
+            fx = _take(fixed, sel) if fixed_b else fixed
+            new = self._call(_take(res.params, sel), True, _take(data, sel), fx, fixed_b)
+            self._scatter(res, running, new)
+            total[running] += new.n_iter[: running.size]
         res.n_iter = np.minimum(total, np.iinfo(np.int32).max).astype(np.int32)
+        # A restart forgets the solver's trust region and scaling, which only matters for members that
+        # fail: those are refitted from their own start in one run, so that a failing member reports
+        # exactly what a single fit reports (its status, iterations and point).
+        failed = np.nonzero(continued & (res.status != Status.success))[0]
+        if failed.size and self.r_iters < self.maxiter:
+            sel = self._compact(failed, size)
+            new = self._call(
+                _take(init, sel) if init_b else init,
+                init_b,
+                _take(data, sel),
+                _take(fixed, sel) if fixed_b else fixed,
+                fixed_b,
+                maxiter=self.maxiter,
+            )
+            self._scatter(res, failed, new)
         return res
 
 
