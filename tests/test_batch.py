@@ -194,4 +194,4 @@ def test_bucket_sizes_are_few():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert batch_module._default_batch_size(np.zeros((10, 3)), 10, 1) == 10
-        assert batch_module._default_batch_size(np.zeros((100_000, 200)), 100_000, 1) == 1024  # 2 MiB of data
+        assert batch_module._default_batch_size(np.zeros((100_000, 200)), 100_000, 1) == 16384  # 32 MiB of data
