@@ -154,7 +154,8 @@ def main():
     args = ap.parse_args()
     B, N = args.datasets, args.obs
     print(
-        f"CPU: {cpu_model()} ({jax.local_device_count()} JAX device(s), {jax.devices()[0].platform}); jax {jax.__version__}"
+        f"CPU: {cpu_model()} ({jax.local_device_count()} JAX device(s), {jax.devices()[0].platform}); "
+        f"jax {jax.__version__}"
     )
     print(f"{B} datasets x {N} Weibull(k=1.5, lam=2) draws, float64, each with SEs; best of {args.repeat} warm runs\n")
     rng = np.random.default_rng(0)
@@ -177,7 +178,7 @@ def main():
     vfitp = jax.jit(jax.vmap(lambda d: mj.fit(ll_pow, INIT, d, constraints=CONS)))
     f, w, _ = timed(lambda: vfitp(t), args.repeat)
     report("jax.vmap(mj.fit), (t / lam) ** k form", f, w)
-    zj, tj = jnp.asarray(z), jnp.asarray(t)
+    zj = jnp.asarray(z)
     if not args.skip_anchors:
         nh = newton_handwritten(zj)
         f, w, (x_nh, se_nh, _) = timed(lambda: nh(zj), args.repeat)
@@ -208,7 +209,8 @@ def main():
         except ImportError:
             print("iminuit not installed: skipped")
         print(
-            f"    max |k| difference, fit_batch vs hand-written Newton: {np.max(np.abs(x_nh[:, 0] - fb.params['k'])):.1e}"
+            "    max |k| difference, fit_batch vs hand-written Newton: "
+            f"{np.max(np.abs(x_nh[:, 0] - fb.params['k'])):.1e}"
         )
     print(f"    max |k| difference, fit_batch log vs pow form: {np.max(np.abs(fbp.params['k'] - fb.params['k'])):.1e}")
     print(f"    max |se(k)| difference, fit_batch vs vmap(fit): {np.max(np.abs(vf.se['k'] - fb.se['k'])):.1e}")
