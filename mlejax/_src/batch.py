@@ -238,6 +238,18 @@ def _outside_support(init, constraints, n: int) -> np.ndarray:
     return bad
 
 
+def _check_shared(init, init_b, fixed, fixed_b, constraints) -> None:
+    checks = [] if init_b else [("initial value", init)]
+    checks += [] if fixed_b or not fixed else [("fixed value", fixed)]
+    for what, tree in checks:
+        for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+            arr = np.asarray(leaf)
+            if arr.dtype.kind in "fiu" and not np.all(np.isfinite(arr)):
+                raise ValueError(f"{what} of '{jax.tree_util.keystr(path)}' is not finite: {arr}")
+    if not init_b and _outside_support(jax.tree_util.tree_map(lambda x: np.asarray(x)[None], init), constraints, 1)[0]:
+        raise ValueError(f"init lies outside its constraints ({constraints}): {init}")
+
+
 def _report_problems(problems: dict[str, np.ndarray], n: int, errors: str) -> None:
     if not problems:
         return
@@ -382,30 +394,12 @@ def fit_batch(
     dtype = _float_dtype(init)
     init = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), init)
 
-    # Validate the shared parts once, eagerly, with fit's own checks (a single member stands for all).
-    probe_init = _take(init, 0) if init_b else init
-    probe_fixed = _take(fixed_values, 0) if fixed_b else fixed_values
+    # Shared inputs are checked once (a bad shared start fails every member); batched ones per member.
+    # Everything else (structure, constraints, method, the loglik's output) is checked by fit itself
+    # when the first round is traced.
+    _check_shared(init, init_b, fixed_values, fixed_b, fit_options.get("constraints"))
     problems = _member_problems(init, init_b, data, fixed_values, fixed_b, n, fit_options.get("constraints"))
     _report_problems(problems, n, errors)
-    bad = np.zeros(n, bool)
-    for idx in problems.values():
-        bad[idx] = True
-    good = int(np.argmin(bad)) if not bad.all() else 0
-    if not bad.all():
-        opts_probe = {**fit_options, "maxiter": 1}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                fit(
-                    loglik,
-                    probe_init if not init_b else _take(init, good),
-                    _take(data, good),
-                    fixed=probe_fixed if not fixed_b else _take(fixed_values, good),
-                    **opts_probe,
-                )
-            except ValueError as err:
-                if "not finite at init" not in str(err):
-                    raise
 
     method = fit_options.get("method", "newton")
     method_name = method if isinstance(method, str) else "custom"
