@@ -169,7 +169,12 @@ def main():
 
     kw = dict(constraints=CONS, progress=False)
     f, w, fb = timed(lambda: mj.fit_batch(ll_log, INIT, z, **kw), args.repeat)
-    report("fit_batch, log-data form", f, w, f"(converged {int(np.sum(fb.converged))}/{B})")
+    report(
+        "fit_batch, log-data form",
+        f,
+        w,
+        f"(converged {int(np.sum(fb.converged))}/{B}; iterations: max {int(np.max(fb.n_iter))})",
+    )
     f, w, fbp = timed(lambda: mj.fit_batch(ll_pow, INIT, t, **kw), args.repeat)
     report("fit_batch, (t / lam) ** k form", f, w)
     vfit = jax.jit(jax.vmap(lambda d: mj.fit(ll_log, INIT, d, constraints=CONS)))
@@ -181,8 +186,8 @@ def main():
     zj = jnp.asarray(z)
     if not args.skip_anchors:
         nh = newton_handwritten(zj)
-        f, w, (x_nh, se_nh, _) = timed(lambda: nh(zj), args.repeat)
-        report("hand-written vmapped Newton + jax.hessian", f, w)
+        f, w, (x_nh, se_nh, it_nh) = timed(lambda: nh(zj), args.repeat)
+        report("hand-written vmapped Newton + jax.hessian", f, w, f"(iterations: max {int(np.max(it_nh))})")
         try:
             ob = optimistix_bfgs(zj, ll_log)
             f, w, (x_ob, se_ob) = timed(lambda: ob(zj), args.repeat)
