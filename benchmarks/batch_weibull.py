@@ -130,13 +130,15 @@ def scipy_loop(t):
 def iminuit_loop(t):
     from iminuit import Minuit
 
-    out = []
-    for ti in t:
-
-        def nll(k, lam, ti=ti):
+    def make_nll(ti):
+        def nll(k, lam):
             return -np.sum(np.log(k / lam) + (k - 1) * np.log(ti / lam) - (ti / lam) ** k)
 
-        m = Minuit(nll, k=1.0, lam=1.0)
+        return nll
+
+    out = []
+    for ti in t:
+        m = Minuit(make_nll(ti), k=1.0, lam=1.0)
         m.limits = [(1e-6, None), (1e-6, None)]
         m.errordef = Minuit.LIKELIHOOD
         m.migrad()
