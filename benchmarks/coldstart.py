@@ -184,9 +184,8 @@ def import_profile(env, top=8):
     print(f"import mlejax (python -X importtime): {total / 1e6:.2f} s, largest packages:")
     for root, cum in sorted(roots.items(), key=lambda kv: -kv[1])[:top]:
         print(f"  {root:20s} {cum / 1e6:6.3f} s")
-    print(
-        f"  (packages nest: jax includes numpy and ml_dtypes; mlejax beyond jax: {(total - roots.get('jax', 0)) / 1e6:.3f} s)"
-    )
+    beyond = (total - roots.get("jax", 0)) / 1e6
+    print(f"  (packages nest: jax includes numpy and ml_dtypes; mlejax beyond jax: {beyond:.3f} s)")
 
 
 if __name__ == "__main__":
