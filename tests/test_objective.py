@@ -235,20 +235,31 @@ _SHARDED = textwrap.dedent(
     jax.config.update("jax_num_cpu_devices", 2)
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
     import mlejax as mj
     from mlejax._src.objective import make_objective
     rng = np.random.default_rng(0)
     n = {n}
-    X = jnp.asarray(np.column_stack([np.ones(n), rng.standard_normal((n, 2))]))
-    y = jnp.asarray((rng.random(n) < 0.4).astype(float))
+    X = np.column_stack([np.ones(n), rng.standard_normal((n, 2))])
+    y = (rng.random(n) < 0.4).astype(float)
+    rows = NamedSharding(Mesh(np.asarray(jax.devices()), ("obs",)), PartitionSpec("obs"))
     def loglik(b, d):
         X, y = d
         eta = X @ b
         return y * eta - jnp.logaddexp(0.0, eta)
-    obj = make_objective(loglik, lambda v: v, (X, y), n_rows=n)
-    assert "shard_map" in str(jax.make_jaxpr(obj.value_grad_hess)(jnp.zeros(3)))
-    r = mj.fit(loglik, jnp.zeros(3), (X, y))
-    print(repr([float(v) for v in r.params] + [float(v) for v in r.se] + [int(r.status)]))
+    out = []
+    dev0 = jax.devices()[0]
+    for data, split in [
+        ((jax.device_put(X, rows), jax.device_put(y, rows)), True),  # placed on both devices: split
+        ((X, y), False),  # NumPy: one device, as without the setting
+        ((jax.device_put(X, dev0), jax.device_put(y, dev0)), False),  # committed to one device
+    ]:
+        jaxpr = str(jax.make_jaxpr(lambda d: make_objective(loglik, lambda v: v, d, n_rows=n).value_grad_hess(
+            jnp.zeros(3)))(data))
+        assert ("shard_map" in jaxpr) == split, split
+        r = mj.fit(loglik, jnp.zeros(3), data)
+        out.append([float(v) for v in r.params] + [float(v) for v in r.se] + [int(r.status)])
+    print(repr(out))
     """
 )
 
@@ -261,11 +272,12 @@ def test_rows_split_over_two_cpu_devices_match_one_device():
         [sys.executable, "-c", _SHARDED.format(n=n)], env=env, capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    got = np.array(eval(out.stdout.strip().splitlines()[-1]))  # noqa: S307 - our own repr of floats
+    runs = np.array(eval(out.stdout.strip().splitlines()[-1]))  # noqa: S307 - our own repr of floats
     rng = np.random.default_rng(0)
     X = jnp.asarray(np.column_stack([np.ones(n), rng.standard_normal((n, 2))]))
     y = jnp.asarray((rng.random(n) < 0.4).astype(float))
     ref = mj.fit(_logistic, jnp.zeros(3), (X, y), chunk_size=n)
-    np.testing.assert_allclose(got[:3], np.asarray(ref.params), rtol=1e-10)
-    np.testing.assert_allclose(got[3:6], np.asarray(ref.se), rtol=1e-10)
-    assert got[6] == int(mj.Status.success)
+    for got in runs:
+        np.testing.assert_allclose(got[:3], np.asarray(ref.params), rtol=1e-10)
+        np.testing.assert_allclose(got[3:6], np.asarray(ref.se), rtol=1e-10)
+        assert got[6] == int(mj.Status.success)

@@ -16,11 +16,12 @@ jaxpr, traced once, nothing evaluated); otherwise the pass runs over all rows at
 bytes a row occupies); an explicit ``chunk_size`` on a loglik whose rows cannot be proved independent
 raises ``ValueError`` rather than return a wrong estimate.
 
-**Several CPU devices.** When JAX exposes several devices of the default backend (on CPU: the user set
-``jax.config.update("jax_num_cpu_devices", n)`` before JAX started) and the rows are proved independent,
-the rows are split over the devices with ``shard_map`` (one block loop per device, the sums reduced with
-``psum``): XLA CPU runs one program's elementwise work on one core, so this is how one fit uses several
-cores (docs/performance.md).
+**Several devices.** When the data's row leaves already lie on a mesh of several devices (on CPU: the user
+set ``jax.config.update("jax_num_cpu_devices", n)`` before JAX started and placed the data with
+``jax.device_put(x, NamedSharding(mesh, PartitionSpec("rows")))``) and the rows are proved independent,
+every pass splits the rows over the devices with ``shard_map`` (one block loop per device, the sums
+reduced with ``psum``): XLA CPU runs one program's elementwise work on one core, so this is how one fit
+uses several cores (docs/performance.md).
 
 Blocks are read in place with ``lax.dynamic_slice`` (no padded copy of the data); when the block size does
 not divide the rows, the last block is the last ``block`` rows and the rows it shares with the block before
@@ -89,13 +90,23 @@ def auto_block_rows(data, n_rows: int, k: int) -> int:
     return math.ceil(n_rows / n_blocks)
 
 
-def _devices():
-    """The default backend's devices when there are several (rows are then split over them)."""
-    try:
-        devices = jax.devices()
-    except RuntimeError:
+def _row_devices(data, n_rows: int):
+    """The devices to split the rows over: JAX's devices when a row leaf of ``data`` already lies on a mesh
+    of several devices (the user placed it there, e.g. ``jax.device_put(x, NamedSharding(mesh, P("rows")))``),
+    else ``None``. Read from the abstract value, so it works on tracers; data on one device never trigger it,
+    so a process with several devices runs fits of ordinary arrays exactly as before."""
+    size = 1
+    for leaf, is_row in zip(jax.tree_util.tree_leaves(data), row_leaf_mask(data, n_rows)):
+        if is_row:
+            try:
+                mesh = jax.typeof(leaf).sharding.mesh
+                size = max(size, math.prod(mesh.axis_sizes) if mesh.axis_sizes else 1)
+            except AttributeError:  # no sharding on the abstract value (older JAX, or not an array)
+                continue
+    if size <= 1:
         return None
-    return devices if len(devices) > 1 else None
+    devices = jax.devices()
+    return devices if len(devices) == size else None
 
 
 def make_objective(
@@ -151,7 +162,7 @@ def make_objective(
 
 def _plan(loglik, to_params, data, u, chunk_size, n_rows, whole) -> Objective:
     k = int(np.prod(jnp.shape(u)))
-    devices = _devices()
+    devices = _row_devices(data, n_rows)
     n_dev = len(devices) if devices is not None and n_rows % len(devices) == 0 else 1
     local_rows = n_rows // n_dev
     if chunk_size is not None:
