@@ -222,6 +222,17 @@ def test_proof_rejects_dependent_rows(name):
         prove_row_separable(fn, (_P, (_X, _Y, _G)), N, BLOCK)
 
 
+def test_proof_under_jit_with_values_of_the_enclosing_trace():
+    @jax.jit
+    def check(scale):  # the loglik closes over a tracer, as fit's fixed parameters do
+        prove_row_separable(lambda p, d: _logistic(p["b"] * scale, d[:2]), (_P, (_X, _Y, _G)), N, BLOCK)
+        with pytest.raises(NotSeparableError):
+            prove_row_separable(lambda p, d: d[1] - jnp.mean(d[1]) * scale, (_P, (_X, _Y, _G)), N, BLOCK)
+        return scale
+
+    check(jnp.asarray(2.0))
+
+
 def test_proof_works_on_shapes_only():
     avals = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (_P, (_X, _Y, _G)))
     prove_row_separable(_rich, avals, N, BLOCK)

@@ -322,8 +322,10 @@ def _fingerprint(jaxpr, consts, out):
     """What must not change between traces at two row counts: the primitives, their non-shape parameters,
     the literal values and the small constants, in order (sub-programs included)."""
     for c in consts:
-        arr = np.asarray(c) if np.ndim(c) == 0 or np.size(c) <= 4096 else None
-        out.append(("const", None if arr is None else _bits(arr)))
+        if isinstance(c, jax.core.Tracer) or np.size(c) > 4096:  # a value of an enclosing trace, or large
+            out.append(("const", jnp.shape(c), str(jnp.result_type(c))))
+        else:
+            out.append(("const", _bits(np.asarray(c))))
     for eqn in jaxpr.eqns:
         params = []
         for k, v in sorted(eqn.params.items()):
