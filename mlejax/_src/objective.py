@@ -44,7 +44,7 @@ from .solvers._base import value_grad_hess
 
 #: Bytes of one block's row data and per-row derivative temporaries that keep a block in the CPU caches:
 #: blocks of 8k-32k rows were within 10% of each other for a 20-parameter logistic regression on a
-#: million rows, and 2k-4k rows for 200 parameters (docs/performance.md).
+#: million rows, and 500-1,000 rows were best for 200 parameters (docs/performance.md).
 BLOCK_BYTES = 3 * 2**20
 #: Rows per block are kept within these bounds.
 MIN_BLOCK, MAX_BLOCK = 1024, 65536
