@@ -50,8 +50,6 @@ BLOCK_BYTES = 3 * 2**20
 MIN_BLOCK, MAX_BLOCK = 1024, 65536
 #: Below this many rows one pass over all rows is as fast and compiles a simpler program.
 AUTO_MIN_ROWS = 32768
-#: Kept for callers that want the old fixed suggestion (a 20-parameter model on CPU).
-DEFAULT_CHUNK_SIZE = 16384
 
 
 def from_function(fun: Callable) -> Objective:
