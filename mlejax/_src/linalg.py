@@ -49,7 +49,7 @@ def scaled_eigh(a) -> ScaledEigh:
     """Jacobi-scale a symmetric matrix, decompose it and judge positive definiteness."""
     d = jacobi_scale(a)
     scaled = symmetrize(a / (d[..., :, None] * d[..., None, :]))
-    lam, vec = jnp.linalg.eigh(scaled)
+    lam, vec = eigh(scaled)
     pd = lam[..., 0] > pd_threshold(lam) if a.shape[-1] else jnp.asarray(True)
     return ScaledEigh(lam, vec, d, pd)
 
