@@ -79,8 +79,11 @@ def fit(
         stop when ``max_k |g_k| max(|u_k|, 1) <= tol max(|f|, 1)``.
       nobs: number of observations for BIC when ``loglik`` returns a scalar (otherwise its length).
       chunk_size: evaluate a per-observation ``loglik`` over blocks of this many rows (every data leaf
-        with one row per observation is split). Faster for large data on CPU and bounded in memory;
-        valid when each observation's value depends only on its own rows.
+        with one row per observation is split). ``None`` (default): on CPU, large data are summed over
+        blocks chosen automatically where a check of the log-likelihood's program proves that each
+        observation depends only on its own rows (one pass over all rows otherwise, always correct). An
+        explicit size on rows that cannot be proved independent raises ``ValueError``; a size of at least
+        the number of rows means one pass (see the performance guide, ``docs/performance.md``).
       multistart: Newton only. ``True`` or a sequence of initial trust-region radii: one vmapped run per
         radius, keeping the best converged log-likelihood (a cheap remedy for hard nonlinear fits).
       labels: names for the elements of vector (or matrix) parameters, e.g.
