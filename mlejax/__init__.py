@@ -5,7 +5,7 @@ estimates with standard errors from the Fisher information, on CPU or GPU, eager
 ``vmap``.
 """
 
-from . import constraints
+from . import constraints, plots
 from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
 from ._src.fit import fit
 from ._src.inference import (
@@ -33,6 +33,7 @@ __all__ = [
     "FitResult",
     "Status",
     "constraints",
+    "plots",
     "real",
     "positive",
     "interval",
