@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import statistics
+import warnings
 from collections.abc import Sequence
 
 import jax
@@ -215,11 +216,25 @@ def _scalar_param(res, prob, name: str):
     return float(params[name])
 
 
-def _axis_values(res, prob, name: str, est: float, se: float, reach: float, points: int):
+def _axis_values(res, prob, name: str, est: float, se: float, reach: float | None, level: float, points: int):
+    """Grid values of one axis: by default the profile interval at the 2-D critical value (the exact
+    extent of the joint region along this axis) with a 15% margin; ``reach`` standard errors otherwise."""
     c = _constraint_for(prob.constraints, name)
     lo_s, hi_s = c.support if c is not None else (-math.inf, math.inf)
+    lo = hi = math.nan
+    if reach is None:
+        crit = _chi2_quantile(level, 2)
+        level1 = math.erf(math.sqrt(crit / 2.0))  # P(chi2_1 <= crit)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lo, hi = res.profile_ci(name, level=level1)
+        if math.isfinite(lo) and math.isfinite(hi):
+            margin = 0.15 * (hi - lo)
+            lo, hi = lo - margin, hi + margin
+        reach = 1.6 * math.sqrt(crit)
     width = reach * se if (math.isfinite(se) and se > 0) else 0.5 * max(abs(est), 1.0)
-    lo, hi = est - width, est + width
+    lo = lo if math.isfinite(lo) else est - width
+    hi = hi if math.isfinite(hi) else est + width
     if math.isfinite(lo_s):
         lo = max(lo, lo_s + 0.02 * (est - lo_s))
     if math.isfinite(hi_s):
@@ -248,8 +263,9 @@ def likelihood_grid(res, a: str, b: str, *, points: int = 21, reach: float | Non
 
     Returns ``(a_values, b_values, lr, converged)`` with ``lr[i, j]`` at ``(a_values[j], b_values[i])``
     (the layout of ``ax.contour``). The grid spans ``reach`` standard errors around the estimate on each
-    axis (default: 1.6 times the Wald half-width of the joint region at ``level``), clipped to the
-    parameters' supports. Eager results of ``mj.fit`` (and of the models built on it) only.
+    axis, or by default each axis spans the profile interval at the ``chi2_2(level)`` critical value (the
+    extent of the joint region along that axis) with a 15% margin, inside the parameters' supports.
+    Eager results of ``mj.fit`` (and of the models built on it) only.
 
     >>> import jax, jax.numpy as jnp, mlejax as mj
     >>> jax.config.update("jax_enable_x64", True)
@@ -267,10 +283,8 @@ def likelihood_grid(res, a: str, b: str, *, points: int = 21, reach: float | Non
         raise ValueError("a contour needs two different parameters")
     ea, eb = _scalar_param(res, prob, a), _scalar_param(res, prob, b)
     se = dict(zip(res.param_names, np.asarray(res.bse, dtype=float)))
-    if reach is None:
-        reach = 1.6 * math.sqrt(_chi2_quantile(level, 2))
-    av = _axis_values(res, prob, a, ea, se[a], reach, points)
-    bv = _axis_values(res, prob, b, eb, se[b], reach, points)
+    av = _axis_values(res, prob, a, ea, se[a], reach, level, points)
+    bv = _axis_values(res, prob, b, eb, se[b], reach, level, points)
     A, B = np.meshgrid(av, bv)
     kw = prob.fit_kwargs
     dtype = np.asarray(res.loglik).dtype
