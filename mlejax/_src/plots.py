@@ -112,7 +112,7 @@ def profile_interval(profile, level: float = 0.95) -> tuple[float, float]:
 
 
 @extensions.register("plot_profile")
-def plot_profile(profile, ax=None, *, level: float = 0.95, kind: str = "lr", name: str | None = None, **line_kw):
+def plot_profile(profile, ax=None, *, level: float = 0.95, kind: str = "lr", label: str | None = None, **line_kw):
     """Plot a profile likelihood (``mj.Profile``) with its interval at ``level`` marked; returns the axes.
 
     ``kind="lr"`` (default) draws the likelihood-ratio statistic ``2 (loglik_max - loglik_p)`` with the
@@ -120,13 +120,14 @@ def plot_profile(profile, ax=None, *, level: float = 0.95, kind: str = "lr", nam
     draws ``sign(v - estimate) sqrt(LR)`` with ``-/+ z`` lines, whose departure from a straight line
     shows how far the Wald interval is from the profile one; ``"loglik"`` the profile log-likelihood. The
     interval (read off the curve by :func:`profile_interval`) is shaded, the estimate marked; points whose
-    constrained fit failed are drawn as crosses. Extra keywords go to ``ax.plot``.
+    constrained fit failed are drawn as crosses. ``label`` names the x axis (``res.plot("profile", name)``
+    sets it to the parameter's name). Extra keywords go to ``ax.plot``.
 
     >>> import jax, jax.numpy as jnp, mlejax as mj
     >>> import matplotlib; matplotlib.use("Agg")
     >>> x = jnp.array([0.5, 1.5, 1.0, 2.5, 0.7])
     >>> res = mj.fit(lambda p, x: jnp.log(p["r"]) - p["r"] * x, {"r": 1.0}, x, constraints={"r": mj.positive})
-    >>> ax = res.profile("r").plot()          # the grid spans the profile interval with a margin
+    >>> ax = res.profile("r").plot(label="r")   # the grid spans the profile interval with a margin
     >>> ax.get_xlabel()
     'r'
     """
@@ -161,7 +162,7 @@ def plot_profile(profile, ax=None, *, level: float = 0.95, kind: str = "lr", nam
         if math.isfinite(end):
             ax.axvline(end, color="C0", ls=":", lw=1)
     ax.axvline(float(profile.estimate), color="k", lw=1, label="estimate")
-    ax.set_xlabel(name if name is not None else getattr(profile, "name", None) or "value")
+    ax.set_xlabel(label if label is not None else "value")
     ax.set_ylabel(ylabel)
     ax.legend(loc="best", fontsize="small")
     return ax
@@ -170,7 +171,7 @@ def plot_profile(profile, ax=None, *, level: float = 0.95, kind: str = "lr", nam
 def _profile_plot(res, name: str, grid=None, *, ax=None, level: float = 0.95, kind: str = "lr", **options):
     prof_opts = {k: options.pop(k) for k in ("method", "tol", "maxiter", "points") if k in options}
     pr = res.profile(name, grid, level=level, **prof_opts)
-    return plot_profile(pr, ax, level=level, kind=kind, name=name, **options)
+    return plot_profile(pr, ax, level=level, kind=kind, label=name, **options)
 
 
 def _profiles_figure(res, *, level: float = 0.95, **options):
@@ -488,7 +489,8 @@ def plot_hist(res, ax=None, bins="auto"):
         ax.plot(ks, _fitted(fam, params, "logpdf", ks), "o-", color="C0", label="fitted pmf")
         ax.set_ylabel("probability")
     else:
-        ax.hist(x, bins=bins, weights=w, density=True, color="0.8", label="data")
+        edges = np.histogram_bin_edges(x, bins) if isinstance(bins, str) else bins  # rules need no weights
+        ax.hist(x, bins=edges, weights=w, density=True, color="0.8", label="data")
         span = x.max() - x.min()
         grid = np.linspace(x.min() - 0.05 * span, x.max() + 0.05 * span, 200)
         s_lo, s_hi = getattr(fam, "support", (-math.inf, math.inf))
