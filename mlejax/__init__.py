@@ -5,7 +5,7 @@ estimates with standard errors from the Fisher information, on CPU or GPU, eager
 ``vmap``.
 """
 
-from . import constraints, plots
+from . import constraints, families, plots
 from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
 from ._src.fit import fit
 from ._src.inference import (
@@ -23,6 +23,8 @@ from ._src.inference import (
     wald_test,
     with_cov,
 )
+from ._src.models.censoring import CensoredData
+from ._src.models.fit_dist import fit_dist
 from ._src.result import FitResult
 from ._src.status import Status
 
@@ -34,6 +36,9 @@ __all__ = [
     "Status",
     "constraints",
     "plots",
+    "families",
+    "fit_dist",
+    "CensoredData",
     "real",
     "positive",
     "interval",
