@@ -277,8 +277,8 @@ class FitResult:
         >>> x = jnp.array([1.0, 2.0, 3.0, 4.0])
         >>> res = mj.fit(lambda p, x: -0.5 * (x - p["mu"]) ** 2, {"mu": 0.0}, x)
         >>> print(res.confint_table().round(4))
-             lower   upper
-        mu  1.5200  3.4800
+            lower  upper
+        mu   1.52   3.48
         """
         self._require_single("confint_table()")
         if method == "wald":
