@@ -1,6 +1,7 @@
 """The documentation site builds without warnings (``mkdocs build --strict``) when mkdocs is installed."""
 
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def test_site_builds_strict(tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
-        env={"NO_MKDOCS_2_WARNING": "1", **__import__("os").environ},
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     api = (tmp_path / "site" / "api" / "index.html").read_text()
