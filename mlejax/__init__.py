@@ -24,7 +24,9 @@ from ._src.inference import (
     with_cov,
 )
 from ._src.models.censoring import CensoredData
+from ._src.models.curve_fit import curve_fit
 from ._src.models.fit_dist import fit_dist
+from ._src.models.glm import glm
 from ._src.result import FitResult
 from ._src.status import Status
 
@@ -45,6 +47,9 @@ __all__ = [
     "unit_interval",
     "simplex",
     "ordered",
+    # models
+    "glm",
+    "curve_fit",
     # inference
     "lr_test",
     "wald_test",
