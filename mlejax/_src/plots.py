@@ -174,14 +174,25 @@ def _profile_plot(res, name: str, grid=None, *, ax=None, level: float = 0.95, ki
     return plot_profile(pr, ax, level=level, kind=kind, label=name, **options)
 
 
-def _profiles_figure(res, *, level: float = 0.95, **options):
-    """One profile plot per free parameter element, in a grid of panels."""
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, desc=desc)
+
+
+def _profiles_figure(res, *, level: float = 0.95, progress: bool = False, **options):
+    """One profile plot per free parameter element, in a grid of panels (``progress=True``: a tqdm bar
+    over the parameters, when tqdm is installed)."""
     plt = _pyplot()
     names = [res.param_names[i] for i in (res.param_order or range(len(res.param_names)))]
     ncol = min(3, len(names))
     nrow = math.ceil(len(names) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.0 * ncol, 3.2 * nrow), squeeze=False)
-    for ax, name in zip(axes.flat, names):
+    for ax, name in _progress(list(zip(axes.flat, names)), progress, "profiles"):
         _profile_plot(res, name, ax=ax, level=level, **options)
     for ax in list(axes.flat)[len(names) :]:
         ax.set_visible(False)
@@ -662,7 +673,7 @@ def plot(res, kind: str | None = None, *args, ax=None, **options):
 
     * ``res.plot()`` -- a ``fit_dist`` result: density/histogram, CDF, P-P and Q-Q panels (a figure), or
       Kaplan-Meier against the fitted survival when the data are censored; any other fit: the profile
-      likelihood of every parameter (a figure);
+      likelihood of every parameter (a figure; ``progress=True`` shows a tqdm bar over the parameters);
     * ``res.plot("hist" | "cdf" | "pp" | "qq" | "km", ax=None)`` -- one diagnostic (the axes);
     * ``res.plot("profile", name, grid=None, level=0.95)`` -- :func:`plot_profile` of ``res.profile(name)``;
     * ``res.plot("contour", a, b, level=(0.68, 0.95), points=21)`` -- :func:`contour`.
