@@ -12,7 +12,12 @@ Each case runs as a separate ``python -c`` process and is timed from launch to e
   entry), (c) off: ``MLEJAX_COMPILATION_CACHE=0``; all fit with standard errors;
 * scipy: ``scipy.stats.norm.fit`` (closed form, no standard errors);
 * statsmodels: ``GenericLikelihoodModel`` (BFGS; standard errors from its numerical Hessian);
-* references: an empty ``python``, ``import jax``, ``import mlejax``.
+* mlejax, warm cache, with the small-matrix linear algebra of the fit done by ``mlejax._src.linalg``'s
+  LAPACK-free functions (a preview: the process points ``jnp.linalg.eigh``, ``jnp.linalg.cholesky`` and
+  ``jax.scipy.linalg.cho_solve`` at them for matrices up to ``SMALL_K``; jaxlib then never imports SciPy);
+* references: an empty ``python``, ``import jax``, ``import mlejax``, ``import scipy.linalg``.
+
+It also prints where ``import mlejax`` spends its time (``python -X importtime``, the largest packages).
 
 The machine is shared on the development box: the cases are run round-robin and the best of each is
 reported, and the ratios to scipy are those of the same run.
@@ -42,6 +47,19 @@ MLEJAX = (
     ' float(res.se["sigma"]), bool(res.converged)]))\n'
 )
 
+PREVIEW = (
+    "import jax.numpy as jnp, jax.scipy.linalg as jsl\n"
+    "from mlejax._src import linalg as L\n"
+    "_e, _c, _s = jnp.linalg.eigh, jnp.linalg.cholesky, jsl.cho_solve\n"
+    "def _small(a):\n"
+    "    return jnp.ndim(a) == 2 and jnp.shape(a)[-1] <= L.SMALL_K\n"
+    "jnp.linalg.eigh = lambda a, *r, **k: L.jacobi_eigh(a) if _small(a) and not r and not k else _e(a, *r, **k)\n"
+    "jnp.linalg.cholesky = lambda a, **k: L.cholesky(a) if _small(a) else _c(a, **k)\n"
+    "jsl.cho_solve = lambda cl, b, **k: L.cho_inverse(cl[0]) @ b if cl[1] and _small(cl[0]) else _s(cl, b, **k)\n"
+)
+MLEJAX_PREVIEW = MLEJAX.replace("import mlejax as mj\n", "import mlejax as mj\n" + PREVIEW)
+assert MLEJAX_PREVIEW != MLEJAX
+
 SCIPY = (
     "import json\nimport scipy.stats\n" + DATA + "mu, sigma = scipy.stats.norm.fit(x)\n"
     "print(json.dumps([float(mu), float(sigma), None, None, True]))\n"
@@ -62,6 +80,7 @@ REFERENCES = {
     "python (empty)": "pass",
     "import jax": "import jax",
     "import mlejax": "import mlejax",
+    "import scipy.linalg": "import scipy.linalg",
 }
 
 
@@ -87,12 +106,15 @@ def main(argv=None):
     try:
         env_warm = dict(base, MLEJAX_CACHE_DIR=warm_dir)
         env_off = dict(base, MLEJAX_COMPILATION_CACHE="0")
-        run(MLEJAX, env_warm)  # fills the warm cache
+        env_preview = dict(base, MLEJAX_CACHE_DIR=os.path.join(tmp, "preview"))
+        run(MLEJAX, env_warm)  # fills the warm caches
+        run(MLEJAX_PREVIEW, env_preview)
 
         cases = {
             "mlejax, warm cache": lambda i: run(MLEJAX, env_warm),
             "mlejax, cold cache": lambda i: run(MLEJAX, dict(base, MLEJAX_CACHE_DIR=os.path.join(tmp, f"cold{i}"))),
             "mlejax, cache off": lambda i: run(MLEJAX, env_off),
+            "mlejax, warm cache, LAPACK-free": lambda i: run(MLEJAX_PREVIEW, env_preview),
             "scipy norm.fit": lambda i: run(SCIPY, base),
         }
         if not args.no_statsmodels:
@@ -125,6 +147,12 @@ def main(argv=None):
         res = results[name]
         est = "" if res is None else ", ".join("-" if v is None else f"{v:.6g}" for v in res[:4])
         print(f"{name:36s} {best:6.2f}s {med:6.2f}s {best / scipy_best:7.2f}x   {est}")
+    if "statsmodels GenericLikelihoodModel" in times:
+        sm_best = min(times["statsmodels GenericLikelihoodModel"])
+        for name in ("mlejax, warm cache", "mlejax, warm cache, LAPACK-free"):
+            print(f"{name} / statsmodels GenericLikelihoodModel: {min(times[name]) / sm_best:.2f}  (target <= 1)")
+    print()
+    import_profile(base)
     mj = results["mlejax, warm cache"]
     sp = results["scipy norm.fit"]
     print(f"\nmlejax vs scipy: max |d(mu, sigma)| = {max(abs(mj[0] - sp[0]), abs(mj[1] - sp[1])):.1e}", end="")
@@ -133,7 +161,31 @@ def main(argv=None):
         print(f"; vs statsmodels: max |d(se)| = {max(abs(mj[2] - sm[2]), abs(mj[3] - sm[3])):.1e}")
     else:
         print()
-    print("target: mlejax (warm cache) <= 0.85 s on the development machine, where scipy took 0.59 s")
+
+
+def import_profile(env, top=8):
+    """``python -X importtime -c "import mlejax"``: the packages with the largest cumulative import time."""
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import mlejax"], env=env, capture_output=True, text=True
+    )
+    rows = []
+    for line in out.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cum_us, name = line[len("import time:") :].split("|", 2)
+        depth = len(name) - len(name.lstrip())
+        rows.append((int(cum_us), name.strip(), depth))
+    # The outermost import of each top-level package carries its whole cost.
+    roots: dict = {}
+    for cum, name, _ in rows:
+        root = name.split(".")[0]
+        roots[root] = max(roots.get(root, 0), cum)
+    total = roots.pop("mlejax", 0)
+    print(f"import mlejax (python -X importtime): {total / 1e6:.2f} s, largest packages:")
+    for root, cum in sorted(roots.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {root:20s} {cum / 1e6:6.3f} s")
+    beyond = (total - roots.get("jax", 0)) / 1e6
+    print(f"  (packages nest: jax includes numpy and ml_dtypes; mlejax beyond jax: {beyond:.3f} s)")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ estimates with standard errors from the Fisher information, on CPU or GPU, eager
 """
 
 from . import constraints, families, plots
+from ._src.batch import BootstrapResult, ToyLRTest, fit_batch, lr_test_toys, parametric_bootstrap, shard_rows
 from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
 from ._src.fit import fit
 from ._src.inference import (
@@ -64,4 +65,11 @@ __all__ = [
     "DeltaResult",
     "ProfileInterval",
     "Profile",
+    # batches, devices, bootstrap
+    "fit_batch",
+    "shard_rows",
+    "parametric_bootstrap",
+    "lr_test_toys",
+    "BootstrapResult",
+    "ToyLRTest",
 ]

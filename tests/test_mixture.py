@@ -57,6 +57,8 @@ def test_normal_mixture_matches_em_and_is_ordered():
     assert float(res.params["0.loc"]) < float(res.params["1.loc"])
     assert res.param_names[:2] == ("0.loc", "0.scale")
     assert np.all(np.isfinite(np.asarray(res.se["0.loc"])))
+    assert "ordered by increasing mean" in str(res.summary())
+    assert "my title" in str(res.summary(title="my title"))
 
 
 def test_poisson_mixture_matches_em():

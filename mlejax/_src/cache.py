@@ -129,12 +129,6 @@ def _maybe_prune(path: str, *, force: bool = False) -> None:
         return
 
 
-def _reset_for_tests() -> None:
-    """Forget the decision (tests only; JAX itself keeps the cache it has opened)."""
-    with _lock:
-        _configured.clear()
-
-
 @contextlib.contextmanager
 def store_any_compile():
     """Within the block, store every compiled program in the persistent cache (thread-local setting).

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .linalg import jacobi_scale, pd_threshold, symmetrize
+from .linalg import cho_inverse, cholesky, eigh, jacobi_scale, pd_threshold, symmetrize
 
 
 class Inverse(NamedTuple):
@@ -35,10 +35,9 @@ def invert_information(info) -> Inverse:
     # The eigenvalues only judge positive definiteness: their derivative is undefined at repeated
     # eigenvalues (a diagonal information scales to the identity), so they are kept out of autodiff and
     # the inverse itself comes from a Cholesky solve, which differentiates cleanly.
-    lam = jnp.linalg.eigvalsh(jax.lax.stop_gradient(safe))
+    lam = eigh(jax.lax.stop_gradient(safe))[0]
     pd = finite & (lam[0] > pd_threshold(lam)) if k else jnp.asarray(True)
-    chol = jnp.linalg.cholesky(jnp.where(pd, safe, eye))
-    cov = jax.scipy.linalg.cho_solve((chol, True), eye) / dd
+    cov = cho_inverse(cholesky(jnp.where(pd, safe, eye))) / dd
     cov = jnp.where(pd, symmetrize(cov), jnp.nan)
     return Inverse(cov, pd)
 

@@ -1,37 +1,55 @@
 """From a user's ``loglik(params, data)`` to the function of one flat vector that solvers minimise.
 
-The value, gradient and Hessian of ``f(u) = -sum loglik(to_params(u), data)`` come from autodiff. The
-Hessian is formed reverse-over-reverse (``jacrev`` of the gradient, with value and gradient carried as
-auxiliary outputs, so one pass gives all three). On XLA CPU that is 20-25% faster than forward-over-
-reverse for row-structured log-likelihoods: the last contraction comes out as ``(k, rows) @ (rows, k)``,
-which XLA hands to its fast matrix-multiply path, where forward-over-reverse produces a
-``rows``-contracting ``X' M`` that it does not (see docs/performance.md). Both are exact.
+The value, gradient and Hessian of ``f(u) = -sum loglik(to_params(u), data)`` come from autodiff; the
+Hessian reverse-over-reverse (``jacrev`` of the gradient, value and gradient carried along, so one pass
+gives all three), whose last contraction XLA CPU runs as a ``(k, rows) @ (rows, k)`` matrix product.
 
-With ``chunk_size`` the per-observation log-likelihood is evaluated over blocks of rows (every data leaf
-whose leading axis has one entry per observation is split; other leaves are passed whole) and the
-value, gradient and Hessian are summed block by block under ``lax.scan``. Blocks are read in place with
-``lax.dynamic_slice`` (no padded copy of the data). When the number of rows is not a multiple of the
-block size, the last block is the last ``chunk_size`` rows, and the rows it shares with the block before
-it are masked out of its sum, so every row counts exactly once. On CPU, blocks of 8k-32k rows are ~3x
-faster than one pass over all rows (the block's temporaries stay in cache), and memory stays
-O(chunk x k) instead of O(N x k).
+**Row blocks, automatically when they are provably exact.** For a per-observation ``loglik`` on many
+rows, one pass over all rows keeps ``rows x k`` temporaries that fall out of the CPU caches; summing
+(f, g, H) over blocks of a few thousand rows under ``lax.scan`` is 1.5-3x faster and bounds memory to
+O(block x k). Blocks are exact only when each observation's value depends on its own rows of the data
+alone, which is not true of an AR(1) likelihood (``y[1:] - phi * y[:-1]``), of one that standardises by a
+data mean, or of one that uses ``len(y)`` as a number. So the blocked pass is used only after
+:func:`mlejax._src.rows.prove_row_separable` has proved that structure from the program itself (its
+jaxpr, traced once, nothing evaluated); otherwise the pass runs over all rows at once. With the default
+``chunk_size=None`` that choice is automatic (CPU backend, ``rows >= AUTO_MIN_ROWS``, block size from the
+bytes a row occupies); an explicit ``chunk_size`` on a loglik whose rows cannot be proved independent
+raises ``ValueError`` rather than return a wrong estimate.
+
+**Several devices.** When the data's row leaves already lie on a mesh of several devices (on CPU: the user
+set ``jax.config.update("jax_num_cpu_devices", n)`` before JAX started and placed the data with
+``jax.device_put(x, NamedSharding(mesh, PartitionSpec("rows")))``) and the rows are proved independent,
+every pass splits the rows over the devices with ``shard_map`` (one block loop per device, the sums
+reduced with ``psum``): XLA CPU runs one program's elementwise work on one core, so this is how one fit
+uses several cores (docs/performance.md).
+
+Blocks are read in place with ``lax.dynamic_slice`` (no padded copy of the data); when the block size does
+not divide the rows, the last block is the last ``block`` rows and the rows it shares with the block before
+it are masked out of its sum, so every row counts exactly once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
-from .rows import row_blocks
+from .rows import NotSeparableError, prove_row_separable, row_blocks, row_leaf_mask
 from .solvers import Objective
 from .solvers._base import value_grad_hess
 
-#: Suggested ``chunk_size`` for large data on CPU: 8k-32k rows measured within a few percent of each other
-#: for a 20-parameter logistic regression with a million rows (docs/performance.md).
-DEFAULT_CHUNK_SIZE = 16384
+#: Bytes of one block's row data and per-row derivative temporaries that keep a block in the CPU caches:
+#: blocks of 8k-32k rows were within 10% of each other for a 20-parameter logistic regression on a
+#: million rows, and 500-1,000 rows were best for 200 parameters (docs/performance.md).
+BLOCK_BYTES = 3 * 2**20
+#: Rows per block are kept within these bounds.
+MIN_BLOCK, MAX_BLOCK = 1024, 65536
+#: Below this many rows one pass over all rows is as fast and compiles a simpler program.
+AUTO_MIN_ROWS = 32768
 
 
 def from_function(fun: Callable) -> Objective:
@@ -57,6 +75,38 @@ def _traced_once(objective: Objective) -> Objective:
     return Objective(*(once(fn) for fn in objective))
 
 
+def auto_block_rows(data, n_rows: int, k: int) -> int:
+    """Rows per block for the automatic blocked pass: about :data:`BLOCK_BYTES` of row data plus the
+    ``k`` derivative entries each row carries, within ``[MIN_BLOCK, MAX_BLOCK]``, then evened out so that
+    the blocks cover the rows with little overlap."""
+    row_bytes = 8 * k
+    for leaf, is_row in zip(jax.tree_util.tree_leaves(data), row_leaf_mask(data, n_rows)):
+        if is_row:
+            row_bytes += math.prod(jnp.shape(leaf)[1:]) * jnp.result_type(leaf).itemsize
+    target = min(MAX_BLOCK, max(MIN_BLOCK, BLOCK_BYTES // max(row_bytes, 1)))
+    n_blocks = max(1, round(n_rows / target))
+    return math.ceil(n_rows / n_blocks)
+
+
+def _row_devices(data, n_rows: int):
+    """The devices to split the rows over: JAX's devices when a row leaf of ``data`` already lies on a mesh
+    of several devices (the user placed it there, e.g. ``jax.device_put(x, NamedSharding(mesh, P("rows")))``),
+    else ``None``. Read from the abstract value, so it works on tracers; data on one device never trigger it,
+    so a process with several devices runs fits of ordinary arrays exactly as before."""
+    size = 1
+    for leaf, is_row in zip(jax.tree_util.tree_leaves(data), row_leaf_mask(data, n_rows)):
+        if is_row:
+            try:
+                mesh = jax.typeof(leaf).sharding.mesh
+                size = max(size, math.prod(mesh.axis_sizes) if mesh.axis_sizes else 1)
+            except AttributeError:  # no sharding on the abstract value (older JAX, or not an array)
+                continue
+    if size <= 1:
+        return None
+    devices = jax.devices()
+    return devices if len(devices) == size else None
+
+
 def make_objective(
     loglik: Callable,
     to_params: Callable,
@@ -65,16 +115,83 @@ def make_objective(
     chunk_size: int | None = None,
     n_rows: int | None = None,
 ) -> Objective:
-    """Build ``Objective`` for ``f(u) = -sum loglik(to_params(u), data)``."""
+    """Build the :class:`Objective` of ``f(u) = -sum loglik(to_params(u), data)``.
+
+    ``n_rows`` is the length of ``loglik``'s output when it returns one value per observation (``None``
+    for a scalar loglik). ``chunk_size=None`` chooses blocks (and devices) automatically where the rows
+    are proved independent; an explicit ``chunk_size`` forces blocks of that many rows (``>= n_rows``: one
+    pass over all rows) and raises ``ValueError`` when independence cannot be proved.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> jax.config.update("jax_enable_x64", True)
+      >>> x = jnp.linspace(-1.0, 1.0, 10)
+      >>> obj = make_objective(lambda p, x: -0.5 * (x - p) ** 2, lambda u: u[0], x, n_rows=10)
+      >>> f, g, h = obj.value_grad_hess(jnp.array([0.5]))
+      >>> float(g[0]), float(h[0, 0])
+      (5.0, 10.0)
+    """
 
     def total(params, d):
         out = loglik(params, d)
         return jnp.sum(out) if jnp.ndim(out) else out
 
-    if chunk_size is None or n_rows is None or chunk_size >= n_rows:
-        return from_function(lambda u: -total(to_params(u), data))
+    whole = from_function(lambda u: -total(to_params(u), data))
+    if n_rows is None or (chunk_size is not None and int(chunk_size) >= n_rows):
+        return whole
+    if chunk_size is None and n_rows < AUTO_MIN_ROWS:
+        return whole
 
-    n_blocks, block = row_blocks(data, n_rows, int(chunk_size))
+    plans: dict = {}
+
+    def plan(u):
+        """The objective to use at points shaped like ``u``: proved blocked / sharded, or ``whole``."""
+        key = (jnp.shape(u), jnp.result_type(u))
+        if key not in plans:
+            plans[key] = _plan(loglik, to_params, data, u, chunk_size, n_rows, whole)
+        return plans[key]
+
+    return Objective(
+        value=lambda u: plan(u).value(u),
+        value_and_grad=lambda u: plan(u).value_and_grad(u),
+        value_grad_hess=lambda u: plan(u).value_grad_hess(u),
+    )
+
+
+def _plan(loglik, to_params, data, u, chunk_size, n_rows, whole) -> Objective:
+    k = int(np.prod(jnp.shape(u)))
+    devices = _row_devices(data, n_rows)
+    n_dev = len(devices) if devices is not None and n_rows % len(devices) == 0 else 1
+    local_rows = n_rows // n_dev
+    if chunk_size is not None:
+        block = min(int(chunk_size), local_rows)
+    elif jax.default_backend() == "cpu":
+        block = auto_block_rows(data, n_rows, k)
+        block = local_rows if 2 * block > local_rows else block
+    else:  # accelerators: blocks would serialise the work
+        block = local_rows
+    if n_dev == 1 and block >= n_rows:
+        return whole
+    u_aval = jax.ShapeDtypeStruct(jnp.shape(u), jnp.result_type(u))
+    try:
+        prove_row_separable(lambda v, d: loglik(to_params(v), d), (u_aval, data), n_rows, block)
+    except NotSeparableError as exc:
+        if chunk_size is not None:
+            raise ValueError(
+                f"chunk_size={chunk_size} evaluates loglik on blocks of rows, which is exact only when each "
+                "observation's value depends on its own rows of the data alone; that could not be proved for "
+                f"this loglik ({exc}). Leave chunk_size=None: mlejax then uses blocks only where they are exact."
+            ) from None
+        return whole
+    return _blocked(loglik, to_params, data, n_rows, block, devices if n_dev > 1 else None)
+
+
+def _blocked(loglik, to_params, data, n_rows, block, devices) -> Objective:
+    """(f, g, H) summed over row blocks under ``lax.scan``; with ``devices``, rows split over them first."""
+    leaves, treedef = jax.tree_util.tree_flatten(data)
+    mask = row_leaf_mask(data, n_rows)
+    n_dev = 1 if devices is None else len(devices)
+    local_rows = n_rows // n_dev
 
     def block_fn(u, d, keep):
         out = loglik(to_params(u), d)
@@ -82,21 +199,37 @@ def make_objective(
             out = jnp.where(keep, out, jnp.zeros((), out.dtype))
         return -jnp.sum(out)
 
-    def summed(derivatives):
+    def local_sum(derivatives, u, local_data):
         # ``derivatives(fun)`` maps a scalar function of u to a function of u returning a pytree of arrays
         # (the value; value and gradient; value, gradient and Hessian), summed over the blocks.
-        def f(u):
-            def body(acc, i):
-                d, keep = block(i)
-                vals = derivatives(lambda v: block_fn(v, d, keep))(u)
-                return jax.tree_util.tree_map(jnp.add, acc, vals), None
+        if block >= local_rows:
+            return derivatives(lambda v: block_fn(v, local_data, None))(u)
+        n_blocks, get = row_blocks(local_data, local_rows, block)
 
-            shapes = jax.eval_shape(lambda v: derivatives(lambda w: block_fn(w, *block(0)))(v), u)
-            init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            acc, _ = lax.scan(body, init, jnp.arange(n_blocks))
-            return acc
+        def body(acc, i):
+            d, keep = get(i)
+            vals = derivatives(lambda v: block_fn(v, d, keep))(u)
+            return jax.tree_util.tree_map(jnp.add, acc, vals), None
 
-        return f
+        shapes = jax.eval_shape(lambda v: derivatives(lambda w: block_fn(w, *get(0)))(v), u)
+        init = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        acc, _ = lax.scan(body, init, jnp.arange(n_blocks))
+        return acc
+
+    def summed(derivatives):
+        if devices is None:
+            return lambda u: local_sum(derivatives, u, data)
+        from jax.sharding import Mesh, PartitionSpec
+
+        mesh = Mesh(np.asarray(devices), ("rows",))
+        specs = [PartitionSpec("rows") if r else PartitionSpec() for r in mask]
+
+        def per_device(u, *local_leaves):
+            acc = local_sum(derivatives, u, treedef.unflatten(local_leaves))
+            return jax.tree_util.tree_map(lambda a: lax.psum(a, "rows"), acc)
+
+        mapped = _shard_map(per_device, mesh, (PartitionSpec(), *specs), PartitionSpec())
+        return lambda u: mapped(u, *leaves)
 
     return _traced_once(
         Objective(
@@ -105,3 +238,12 @@ def make_objective(
             value_grad_hess=summed(value_grad_hess),
         )
     )
+
+
+def _shard_map(fn, mesh, in_specs, out_specs):
+    shard_map = getattr(jax, "shard_map", None)
+    if shard_map is not None:
+        return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    from jax.experimental.shard_map import shard_map  # older JAX
+
+    return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)

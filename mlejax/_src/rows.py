@@ -12,6 +12,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -76,3 +77,308 @@ def row_blocks(data, n: int, chunk: int):
         return treedef.unflatten(out), keep
 
     return n_blocks, block
+
+
+# -- proving that a function's rows are independent ------------------------------------------------
+#
+# Blocked evaluation (``chunk_size``) is valid only when output row ``i`` of the per-observation
+# function depends on row ``i`` of the row leaves and on nothing else that varies with the rows. That is
+# decided here from the function's jaxpr, before anything runs: every value gets a tag, FREE (no row
+# axis: parameters, leaves passed whole, their functions) or ROW (leading axis = the observations, row
+# ``i`` a function of row ``i`` of the inputs only), and each primitive either maps its operands' tags to
+# an output tag or refutes the property (a sum over the rows, a slice or shift along them, a FREE array
+# with one entry per row combined with a ROW one, ...). Primitives without a rule refute it too: the
+# proof is conservative, never optimistic. A second trace at the block size must then give the same
+# program up to its shapes: a loglik that uses ``x.shape[0]`` as a number (``/ n``, ``if n > ...``)
+# would otherwise compute something else on a block.
+
+FREE, ROW = "free", "row"
+
+_ELEMENTWISE = frozenset(
+    """abs acos acosh add and asin asinh atan atan2 atanh bessel_i0e bessel_i1e cbrt ceil clamp
+    convert_element_type copy copy_p cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt
+    igamma igamma_grad_a igammac imag integer_pow is_finite le lgamma log log1p logistic lt max min mul ne
+    neg nextafter not or polygamma population_count pow random_gamma_grad real reduce_precision
+    regularized_incomplete_beta rem round rsqrt select_n shift_left shift_right_arithmetic
+    shift_right_logical sign sin sinh sqrt square stop_gradient sub tan tanh xor zeta conj""".split()
+)
+_REDUCTIONS = frozenset(
+    "reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin".split()
+)
+_CUMULATIVE = frozenset("cumsum cumprod cummax cummin cumlogsumexp".split())
+_CALLS = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "remat2": "jaxpr",
+    "checkpoint": "jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "custom_lin": None,
+}
+# Primitives whose rule runs even when no operand is ROW: a broadcast creates the row axis, and a
+# sub-program or loop may contain such a broadcast.
+_ALWAYS = frozenset(["broadcast_in_dim", "cond", "scan", "while", *_CALLS])
+# Parameters that carry shapes: they may differ between the full and the block trace.
+_SHAPE_PARAMS = frozenset("shape new_sizes limit_indices start_indices slice_sizes sizes out_sharding sharding".split())
+
+
+class NotSeparableError(Exception):
+    """The per-row structure could not be proved; ``str(exc)`` says where."""
+
+
+def _shape(v):
+    return tuple(getattr(v.aval, "shape", ()))
+
+
+def _jaxpr_of(p):
+    return (p.jaxpr, p.consts) if hasattr(p, "consts") else (p, ())
+
+
+class _Prover:
+    def __init__(self, n: int):
+        self.n = n
+
+    def fail(self, eqn, why):
+        raise NotSeparableError(f"{eqn.primitive.name}: {why}")
+
+    def run(self, jaxpr, in_tags, const_tags=None):
+        env = {}
+
+        def read(v):
+            return FREE if type(v).__name__ == "Literal" else env.get(v, FREE)
+
+        for v, t in zip(jaxpr.constvars, const_tags or [FREE] * len(jaxpr.constvars)):
+            env[v] = t
+        for v, t in zip(jaxpr.invars, in_tags):
+            env[v] = t
+        for eqn in jaxpr.eqns:
+            tags = [read(v) for v in eqn.invars]
+            outs = self.eqn(eqn, tags) if ROW in tags or eqn.primitive.name in _ALWAYS else [FREE] * len(eqn.outvars)
+            for v, t in zip(eqn.outvars, outs):
+                env[v] = t
+        return [read(v) for v in jaxpr.outvars]
+
+    def leading_n(self, v):
+        s = _shape(v)
+        return bool(s) and s[0] == self.n
+
+    def eqn(self, eqn, tags):  # noqa: C901 - one rule per primitive family
+        name, p, ins, outs = eqn.primitive.name, eqn.params, eqn.invars, eqn.outvars
+        row = ROW
+        if name in _ELEMENTWISE:
+            rank = len(_shape(outs[0]))
+            for v, t in zip(ins, tags):
+                # A FREE operand broadcasts along the rows (rank 0, a lower rank, or a leading axis of 1).
+                s = _shape(v)
+                if t == FREE and len(s) == rank and s[0] != 1:
+                    self.fail(eqn, "combines an array that has one entry per row but is not split with the rows")
+            return [row] * len(outs)
+        if name in _CALLS:
+            sub = p.get(_CALLS[name]) if _CALLS[name] else None
+            if sub is None:
+                self.fail(eqn, "no rule")
+            jaxpr, _ = _jaxpr_of(sub)
+            return self.run(jaxpr, tags)
+        if name == "broadcast_in_dim":
+            shape, dims = tuple(p["shape"]), tuple(p["broadcast_dimensions"])
+            if tags[0] == FREE:
+                src = _shape(ins[0])
+                if shape and shape[0] == self.n and (0 not in dims or src[dims.index(0)] == 1):
+                    return [row]
+                return [FREE]
+            if dims and dims[0] == 0 and shape[0] == self.n:
+                return [row]
+            self.fail(eqn, "moves the row axis")
+        if name == "reshape":
+            if p.get("dimensions") is None and self.leading_n(ins[0]) and tuple(p["new_sizes"])[:1] == (self.n,):
+                return [row]
+            self.fail(eqn, "reshapes across rows")
+        if name == "squeeze":
+            return self._keep(eqn, 0 not in tuple(p["dimensions"]), "removes the row axis")
+        if name == "transpose":
+            return self._keep(eqn, tuple(p["permutation"])[:1] == (0,), "moves the row axis")
+        if name == "rev":
+            return self._keep(eqn, 0 not in tuple(p["dimensions"]), "reverses the order of the rows")
+        if name in _REDUCTIONS:
+            return self._keep(
+                eqn, 0 not in tuple(p["axes"]), "reduces over the rows (e.g. a sum or mean over observations)"
+            )
+        if name in _CUMULATIVE:
+            return self._keep(eqn, p["axis"] != 0, "accumulates along the rows")
+        if name == "slice":
+            strides = p.get("strides")
+            ok = p["start_indices"][0] == 0 and p["limit_indices"][0] == self.n and (not strides or strides[0] == 1)
+            return self._keep(eqn, ok, "takes a subset or a shift of the rows (e.g. x[1:], x[:-1])")
+        if name == "dynamic_slice":
+            if any(t == ROW for t in tags[1:]):
+                self.fail(eqn, "indexes with per-row values")
+            return self._keep(eqn, tags[0] == ROW and p["slice_sizes"][0] == self.n, "takes a subset of the rows")
+        if name == "dynamic_update_slice":
+            ok = tags[0] == ROW and tags[1] == ROW and all(t == FREE for t in tags[2:]) and self.leading_n(ins[1])
+            return self._keep(eqn, ok, "updates a subset of the rows")
+        if name in ("concatenate", "sort", "split"):
+            axis = p.get("dimension", p.get("axis"))
+            ok = axis != 0 and all(t == ROW for t in tags)
+            return self._keep(eqn, ok, "concatenates, sorts or splits along the rows", len(outs))
+        if name == "pad":
+            ok = tags[0] == ROW and tags[1] == FREE and tuple(p["padding_config"][0]) == (0, 0, 0)
+            return self._keep(eqn, ok, "pads the rows")
+        if name == "gather":
+            return self._gather(eqn, tags)
+        if name == "dot_general":
+            return self._dot(eqn, tags)
+        if name == "cond":
+            if tags[0] == ROW:
+                self.fail(eqn, "branches on per-row values")
+            results = [self.run(_jaxpr_of(b)[0], tags[1:]) for b in p["branches"]]
+            return [self._join(eqn, ts) for ts in zip(*results)]
+        if name in ("scan", "while"):
+            return self._loop(eqn, tags)
+        self.fail(eqn, "no rule to follow rows through this operation")
+
+    def _keep(self, eqn, ok, why, n_out=1):
+        if not ok:
+            self.fail(eqn, why)
+        return [ROW] * n_out
+
+    def _join(self, eqn, ts):
+        if len(set(ts)) > 1:
+            self.fail(eqn, "branches disagree on the row structure")
+        return ts[0]
+
+    def _dot(self, eqn, tags):
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        lc, rc, lb, rb = tuple(lc), tuple(rc), tuple(lb), tuple(rb)
+        lhs, rhs = tags
+        if lhs == ROW and rhs == ROW:
+            ok = lb[:1] == (0,) and rb[:1] == (0,)
+        elif lhs == ROW:
+            ok = not lb and 0 not in lc
+        else:  # rhs ROW: the output starts with the rhs rows only when the lhs is contracted entirely
+            ok = not lb and 0 not in rc and len(lc) == len(_shape(eqn.invars[0]))
+        return self._keep(eqn, ok, "contracts over the rows (e.g. X.T @ v)")
+
+    def _gather(self, eqn, tags):
+        dn = eqn.params["dimension_numbers"]
+        operand, indices = tags
+        offset, collapsed, start_map = tuple(dn.offset_dims), tuple(dn.collapsed_slice_dims), tuple(dn.start_index_map)
+        obd, sibd = tuple(dn.operand_batching_dims), tuple(dn.start_indices_batching_dims)
+        if operand == FREE:  # theta[group]: rows pick entries of a FREE table
+            ok = indices == ROW and not obd and 0 not in offset and len(_shape(eqn.invars[1])) >= 2
+        elif indices == FREE:  # x[:, j]: the same entries of every row
+            ok = (
+                not obd
+                and 0 not in collapsed
+                and 0 not in start_map
+                and eqn.params["slice_sizes"][0] == self.n
+                and offset[:1] == (0,)
+            )
+        else:  # take_along_axis(x, idx, axis=1): row i reads row i
+            ok = (
+                (0, 0) in tuple(zip(obd, sibd))
+                and obd[:1] == (0,)
+                and sibd[:1] == (0,)
+                and 0 not in start_map
+                and 0 not in offset
+            )
+        return self._keep(eqn, ok, "indexes across rows")
+
+    def _loop(self, eqn, tags):
+        p = eqn.params
+        if eqn.primitive.name == "scan":
+            nc, ncarry = p["num_consts"], p["num_carry"]
+            consts, carry, xs = tags[:nc], tags[nc : nc + ncarry], tags[nc + ncarry :]
+            if ROW in xs:
+                self.fail(eqn, "loops over the rows")
+            body = _jaxpr_of(p["jaxpr"])[0]
+            out = self.run(body, consts + carry + xs)
+            carry = [self._join(eqn, (a, b)) for a, b in zip(carry, out[:ncarry])]
+            if ROW in out[ncarry:]:
+                self.fail(eqn, "stacks per-row values along a new leading axis")
+            return carry + out[ncarry:]
+        cn, bn = p["cond_nconsts"], p["body_nconsts"]
+        cconsts, bconsts, carry = tags[:cn], tags[cn : cn + bn], tags[cn + bn :]
+        out = self.run(_jaxpr_of(p["body_jaxpr"])[0], bconsts + carry)
+        carry = [self._join(eqn, (a, b)) for a, b in zip(carry, out)]
+        if self.run(_jaxpr_of(p["cond_jaxpr"])[0], cconsts + carry) != [FREE]:
+            self.fail(eqn, "stops on per-row values")
+        return carry
+
+
+def _plain(v):
+    if isinstance(v, (tuple, list)):
+        return all(_plain(x) for x in v)
+    return isinstance(v, (bool, int, float, str, type(None)))
+
+
+def _bits(arr):
+    return arr.dtype.str, arr.shape, arr.tobytes()  # NaN literals compare equal this way
+
+
+def _fingerprint(jaxpr, consts, out):
+    """What must not change between traces at two row counts: the primitives, their non-shape parameters,
+    the literal values and the small constants, in order (sub-programs included)."""
+    for c in consts:
+        if isinstance(c, jax.core.Tracer) or np.size(c) > 4096:  # a value of an enclosing trace, or large
+            out.append(("const", jnp.shape(c), str(jnp.result_type(c))))
+        else:
+            out.append(("const", _bits(np.asarray(c))))
+    for eqn in jaxpr.eqns:
+        params = []
+        for k, v in sorted(eqn.params.items()):
+            if hasattr(v, "eqns") or hasattr(v, "jaxpr"):
+                _fingerprint(*_jaxpr_of(v), out)
+            elif isinstance(v, (tuple, list)) and v and all(hasattr(b, "jaxpr") for b in v):
+                for b in v:
+                    _fingerprint(*_jaxpr_of(b), out)
+            elif k not in _SHAPE_PARAMS and _plain(v):
+                params.append((k, v))
+        lits = [
+            _bits(np.asarray(v.val)) for v in eqn.invars if type(v).__name__ == "Literal" and np.size(v.val) <= 4096
+        ]
+        out.append((eqn.primitive.name, tuple(params), tuple(lits)))
+    return out
+
+
+def prove_row_separable(fun, args, n: int, block: int) -> None:
+    """Raise :class:`NotSeparableError` unless ``fun(*args)`` provably has one output row per observation that
+    depends only on that observation's rows of the row leaves (leading axis ``n``) of ``args``.
+
+    ``args`` may hold arrays, tracers or ``jax.ShapeDtypeStruct``s (nothing is evaluated). ``block`` is the
+    row count the blocked evaluation will use: ``fun`` is traced at it too, and must give the same program
+    up to its shapes. Every leaf of ``args`` with leading axis ``n`` is a row leaf.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    avals = [jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves]
+    is_row = [bool(a.shape) and a.shape[0] == n for a in avals]
+
+    def flat(*xs):
+        return fun(*treedef.unflatten(xs))
+
+    def trace(rows):
+        sub = [jax.ShapeDtypeStruct((rows,) + a.shape[1:], a.dtype) if r else a for a, r in zip(avals, is_row)]
+        return jax.make_jaxpr(flat)(*sub)
+
+    try:
+        closed = trace(n)
+    except Exception as exc:  # noqa: BLE001 - whatever fails to trace is not proved
+        raise NotSeparableError(f"could not trace: {exc}") from None
+    out = closed.jaxpr.outvars
+    if len(out) != 1 or _shape(out[0])[:1] != (n,) or len(_shape(out[0])) != 1:
+        raise NotSeparableError("the function does not return one value per observation")
+    tags = _Prover(n).run(closed.jaxpr, [ROW if r else FREE for r in is_row], [FREE] * len(closed.consts))
+    if tags != [ROW]:
+        raise NotSeparableError("the output is not computed row by row from the data")
+    if block == n:
+        return
+    try:
+        small = trace(block)
+    except Exception as exc:  # noqa: BLE001
+        raise NotSeparableError(f"could not trace on a block of {block} rows: {exc}") from None
+    if _shape(small.jaxpr.outvars[0]) != (block,) or _fingerprint(closed.jaxpr, closed.consts, []) != _fingerprint(
+        small.jaxpr, small.consts, []
+    ):
+        raise NotSeparableError("the program depends on the number of rows (e.g. x.shape[0] used as a number)")

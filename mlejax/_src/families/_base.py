@@ -226,7 +226,3 @@ def _betainc_jvp(primals, tangents):
     logdens = (a - 1.0) * jnp.log(xs) + (b - 1.0) * jnp.log1p(-xs) - jax.scipy.special.betaln(a, b)
     dydx = jnp.where((x > 0) & (x < 1), jnp.exp(logdens), 0.0)
     return y, dyda * da + dydb * db + dydx * dx
-
-
-def as_float(x, dtype):
-    return jnp.asarray(x, dtype)

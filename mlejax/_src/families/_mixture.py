@@ -195,6 +195,13 @@ class Mixture(Family):
                 out[f"{j}.{n}"] = taken[j]
         return out
 
+    def summary_title(self) -> str:
+        """The summary title of a fitted mixture: it states the labelling rule (label switching)."""
+        names = ", ".join(getattr(c, "name", type(c).__name__) for c in self.components)
+        same = all(c == self.components[0] for c in self.components)
+        rule = "components ordered by increasing mean" if same else "components in the given order"
+        return f"Mixture of {names} ({rule}; labels are a convention)"
+
     def __repr__(self) -> str:
         return f"Mixture({list(self.components)!r})"
 

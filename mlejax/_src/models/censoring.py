@@ -7,15 +7,14 @@ import numpy as np
 
 
 def _vector(x, name):
+    # 1-D, or with leading batch axes (a batch of datasets for jax.vmap)
     if isinstance(x, jax.core.Tracer):
-        if x.ndim != 1:
+        if x.ndim < 1:
             raise ValueError(f"{name} must be 1-D, got shape {x.shape}")
         return x
     arr = np.asarray(x, dtype=float) if not hasattr(x, "dtype") else np.asarray(x)
     if arr.ndim == 0:
         arr = arr.reshape(1)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.floating):
         arr = arr.astype(float)
     if np.isnan(arr).any():
@@ -35,7 +34,8 @@ class CensoredData:
       alive at the end of the study);
     * ``interval`` -- an ``(m, 2)`` array of ``(low, high)`` rows: the observation lies between them.
 
-    It is a pytree, so batches of censored datasets (same counts in each field) go through ``jax.vmap``.
+    It is a pytree, so batches of censored datasets (same counts in each field, stacked along a leading
+    axis: ``uncensored`` of shape ``(B, n0)``, ``interval`` ``(B, m, 2)``) go through ``jax.vmap``.
     Frequency weights and per-observation truncation bounds passed with it to :func:`mlejax.fit_dist`
     follow the order ``uncensored, left, right, interval``.
 
@@ -58,20 +58,31 @@ class CensoredData:
             interval = np.zeros((0, 2))
         if not isinstance(interval, jax.core.Tracer):
             interval = np.asarray(interval, dtype=float)
-            if interval.size == 0:
+            if interval.size == 0 and interval.ndim < 2:
                 interval = interval.reshape(0, 2)
-            if interval.ndim != 2 or interval.shape[1] != 2:
+            if interval.ndim < 2 or interval.shape[-1] != 2:
                 raise ValueError(f"interval must have shape (m, 2) of (low, high) rows, got shape {interval.shape}")
             if np.isnan(interval).any():
                 raise ValueError("interval contains NaN")
-            bad = interval[:, 0] > interval[:, 1]
+            bad = interval[..., 0] > interval[..., 1]
             if bad.any():
-                i = int(np.argmax(bad))
+                i = np.argwhere(bad)[0].tolist()
                 raise ValueError(
                     f"interval bounds in the wrong order: low > high in {int(bad.sum())} rows "
-                    f"(first row {i}: low={interval[i, 0]}, high={interval[i, 1]})"
+                    f"(first row {i}: low={interval[tuple(i)][0]}, high={interval[tuple(i)][1]})"
                 )
         self.interval = interval
+        # A batch of datasets: empty fields take the batch shape so that jax.vmap maps every field.
+        batch = [tuple(getattr(self, k).shape[:-1]) for k in ("uncensored", "left", "right")]
+        batch += [tuple(self.interval.shape[:-2])]
+        batch = [b for b in batch if b]
+        if batch:
+            for k in ("uncensored", "left", "right"):
+                v = getattr(self, k)
+                if v.shape[-1] == 0 and v.ndim == 1:
+                    setattr(self, k, np.zeros(batch[0] + (0,)))
+            if self.interval.shape[-2] == 0 and self.interval.ndim == 2:
+                self.interval = np.zeros(batch[0] + (0, 2))
         for name in ("uncensored", "left", "right"):
             v = getattr(self, name)
             if not isinstance(v, jax.core.Tracer) and np.isinf(v).any():
@@ -130,17 +141,17 @@ class CensoredData:
 
     # -- counts ---------------------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.uncensored.shape[0] + self.left.shape[0] + self.right.shape[0] + self.interval.shape[0])
+        return int(self.uncensored.shape[-1] + self.left.shape[-1] + self.right.shape[-1] + self.interval.shape[-2])
 
     def num_censored(self) -> int:
         """Number of censored observations (left, right and interval)."""
-        return len(self) - int(self.uncensored.shape[0])
+        return len(self) - int(self.uncensored.shape[-1])
 
     def __repr__(self) -> str:
         def fmt(a):
             return str(np.asarray(a)) if not isinstance(a, jax.core.Tracer) else "<traced>"
 
-        interval = "[]" if self.interval.shape[0] == 0 else fmt(self.interval).replace("\n", ",")
+        interval = "[]" if self.interval.shape[-2] == 0 else fmt(self.interval).replace("\n", ",")
         return (
             f"CensoredData(uncensored={fmt(self.uncensored)}, left={fmt(self.left)}, right={fmt(self.right)}, "
             f"interval={interval})"

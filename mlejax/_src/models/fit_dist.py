@@ -188,6 +188,9 @@ def fit_dist(
       5.27712
     """
     fam = get_family(family)
+    for k in ("constraints", "loglik"):
+        if k in fit_options:
+            raise TypeError(f"fit_dist takes no {k}=: the family defines it")
     if isinstance(data, CensoredData) or _is_scipy_censored(data):
         if censoring is not None:
             raise ValueError("give the censored data once: as data or as censoring=, not both")
@@ -291,7 +294,11 @@ def fit_dist(
             res = run(start_from(cand))
             best = res if best is None else _better(res, best, traced)
         ordered = fam.canonical_order(best.params) if (hasattr(fam, "canonical_order") and not fixed) else best.params
-        return run(start_from(ordered))
+        res = run(start_from(ordered))
+        note = getattr(fam, "summary_title", None)
+        if note is not None and not traced:
+            _retitle(res, note())
+        return res
     return run(start_from(_init_params(fam, x_init, w_init)))
 
 
@@ -305,6 +312,22 @@ def _init_params(fam, x, w):
 @functools.partial(jax.jit, static_argnums=0)
 def _candidates(fam, x, w):
     return fam.init_candidates(x, w)
+
+
+def _retitle(res, title):
+    """Give an eager result's ``summary()`` a default title (the mixture's label-switching note)."""
+    summary = res.summary
+
+    @functools.wraps(summary)
+    def titled(*args, **kwargs):
+        if len(args) < 2:
+            kwargs.setdefault("title", title)
+        return summary(*args, **kwargs)
+
+    try:
+        res.summary = titled
+    except AttributeError:  # a result type that takes no attributes keeps its own title
+        pass
 
 
 def _better(res, best, traced):
@@ -369,6 +392,11 @@ def _codes_from_event(event, x, traced):
 
 
 def _rows_from_censored(cd: CensoredData, traced):
+    if cd.uncensored.ndim != 1 or cd.interval.ndim != 2:
+        raise ValueError(
+            f"this CensoredData holds a batch of datasets (uncensored has shape {cd.uncensored.shape}): "
+            "fit it with jax.vmap(lambda d: mj.fit_dist(d, family))(data)"
+        )
     # Order: uncensored, left, right, interval (weights and truncation arrays follow it).
     parts = [cd.uncensored, cd.left, cd.right]
     xs = [jnp.asarray(p) for p in parts] + [jnp.asarray(cd.interval)[:, 0]]

@@ -1,0 +1,197 @@
+"""fit_batch: equal to a loop of single fits, broken members isolated, smart termination, chunks without
+recompilation, implicit gradients."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mlejax as mj
+from mlejax._src import batch as batch_module
+
+CONS = {"sigma": mj.positive}
+INIT = {"a": 0.0, "b": 0.0, "sigma": 1.0}
+
+
+def reg_loglik(p, d):
+    """Normal linear regression y = a + b x + sigma eps (closed form: OLS, sigma^2 = RSS / n)."""
+    return jax.scipy.stats.norm.logpdf(d["y"], p["a"] + p["b"] * d["x"], p["sigma"])
+
+
+def norm_loglik(p, x):
+    return jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])
+
+
+def make_reg(b=16, n=30, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(b, n))
+    y = 1.0 + 2.0 * x + 0.5 * rng.normal(size=(b, n))
+    return {"x": x, "y": y}
+
+
+def ols(x, y):
+    """Closed-form MLE of the normal linear model (OLS, sigma^2 = RSS/n)."""
+    X = np.stack([np.ones_like(x), x], axis=1)
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return beta, np.sqrt(np.mean((y - X @ beta) ** 2))
+
+
+def test_equals_loop_of_single_fits_and_closed_form():
+    data = make_reg()
+    res = mj.fit_batch(reg_loglik, INIT, data, constraints=CONS, progress=False)
+    assert res.batch_shape == (16,)
+    assert bool(res.converged.all())
+    for i in range(16):
+        one = mj.fit(reg_loglik, INIT, {"x": data["x"][i], "y": data["y"][i]}, constraints=CONS)
+        for k in INIT:
+            np.testing.assert_allclose(res.params[k][i], one.params[k], rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(res.se[k][i], one.se[k], rtol=1e-7)
+        np.testing.assert_allclose(res.cov[i], one.cov, rtol=1e-7, atol=1e-14)
+        np.testing.assert_allclose(res.loglik[i], one.loglik, rtol=1e-12)
+        assert int(res.status[i]) == int(one.status)
+        beta, sigma = ols(data["x"][i], data["y"][i])
+        np.testing.assert_allclose([res.params["a"][i], res.params["b"][i]], beta, rtol=1e-8)
+        np.testing.assert_allclose(res.params["sigma"][i], sigma, rtol=1e-8)
+    assert res[3].param_names == one.param_names
+
+
+def test_broken_members_get_their_status_and_leave_the_others_alone():
+    data = make_reg()
+    data["y"][2, 5] = np.nan  # NaN data
+    data["x"][7] = 0.0  # b is not identified in member 7
+    init = {k: np.full(16, v) for k, v in INIT.items()}
+    init["sigma"][11] = -1.0  # start outside the support
+    with pytest.warns(RuntimeWarning, match=r"indices \[2\].*indices \[11\]"):
+        res = mj.fit_batch(reg_loglik, init, data, constraints=CONS, progress=False)
+    status = np.asarray(res.status)
+    assert status[2] == mj.Status.nonfinite
+    assert status[11] == mj.Status.nonfinite
+    assert status[7] == mj.Status.hessian_not_positive_definite
+    assert np.isnan(res.se["b"][7])
+    ok = np.setdiff1d(np.arange(16), [2, 7, 11])
+    assert np.all(status[ok] == mj.Status.success)
+    clean = mj.fit_batch(reg_loglik, INIT, make_reg(), constraints=CONS, progress=False)
+    for k in INIT:  # exactly as when fitted without the broken members
+        np.testing.assert_array_equal(np.asarray(res.params[k])[ok], np.asarray(clean.params[k])[ok])
+        np.testing.assert_array_equal(np.asarray(res.se[k])[ok], np.asarray(clean.se[k])[ok])
+    with pytest.raises(ValueError, match=r"non-finite data: 1 member\(s\), indices \[2\]"):
+        mj.fit_batch(reg_loglik, init, data, constraints=CONS, errors="raise", progress=False)
+
+
+def test_smart_termination_continues_far_starts_to_the_same_optimum():
+    data = make_reg(b=32)
+    init = {k: np.full(32, v) for k, v in INIT.items()}
+    far = np.array([3, 17, 30])
+    init["a"][far], init["b"][far], init["sigma"][far] = 40.0, -30.0, 1e-2
+    rounds = mj.fit_batch(reg_loglik, init, data, constraints=CONS, round_iters=4, progress=False)
+    plain = mj.fit_batch(reg_loglik, init, data, constraints=CONS, round_iters=0, progress=False)
+    assert bool(rounds.converged.all()) and bool(plain.converged.all())
+    assert np.all(np.asarray(rounds.n_iter)[far] > 4)  # they went through several compacted rounds
+    for k in INIT:
+        np.testing.assert_allclose(rounds.params[k], plain.params[k], rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(rounds.se[k], plain.se[k], rtol=1e-6)
+    # Members done within the first round are bit-identical to the plain vmapped fit.
+    easy = np.asarray(plain.n_iter) <= 4
+    np.testing.assert_array_equal(np.asarray(rounds.params["b"])[easy], np.asarray(plain.params["b"])[easy])
+
+
+def test_chunks_and_repeated_calls_do_not_recompile():
+    x = np.random.default_rng(3).normal(1.0, 2.0, size=(40, 25))
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        opts = dict(constraints=CONS, batch_size=16, progress=False)
+        first = mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, x, **opts)
+        n_first = len(compiles)
+        second = mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, x.copy(), **opts)
+        n_second = len(compiles) - n_first
+    finally:
+        jax.monitoring.clear_event_listeners()
+    assert n_second == 0
+    # 3 chunks of 16 (the last padded) and one compacted bucket size at most: a handful of programs.
+    assert n_first <= 6
+    np.testing.assert_allclose(first.params["mu"], x.mean(axis=1), rtol=1e-10)
+    np.testing.assert_array_equal(second.params["mu"], first.params["mu"])
+    np.testing.assert_allclose(first.params["sigma"], x.std(axis=1), rtol=1e-9)
+
+
+def test_batched_fixed_values():
+    x = np.random.default_rng(4).normal(0.5, 1.5, size=(8, 40))
+    mu = np.linspace(-1.0, 1.0, 8)
+    res = mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, x, constraints=CONS, fixed={"mu": mu}, progress=False)
+    np.testing.assert_allclose(res.params["mu"], mu)
+    # closed form: sigma^2 = mean((x - mu)^2)
+    np.testing.assert_allclose(res.params["sigma"], np.sqrt(np.mean((x - mu[:, None]) ** 2, axis=1)), rtol=1e-9)
+    assert np.all(np.isnan(np.asarray(res.se["mu"])))
+
+
+def test_implicit_gradient_through_fit_batch_matches_finite_differences():
+    x = np.random.default_rng(5).normal(1.0, 2.0, size=(6, 20))
+
+    def loss(x):
+        res = mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, x, constraints=CONS)
+        return jnp.sum(res.params["sigma"] ** 2 + res.se["mu"] + res.params["mu"] ** 3)
+
+    g = jax.jit(jax.grad(loss))(x)
+    i, j, h = 2, 7, 1e-5
+    e = np.zeros_like(x)
+    e[i, j] = h
+    fd = (loss(x + e) - loss(x - e)) / (2 * h)
+    np.testing.assert_allclose(g[i, j], fd, rtol=1e-5)
+    # closed form of the first term: d sigma^2 / d x_ij = 2 (x_ij - mean_i) / n
+    g1 = jax.grad(
+        lambda x: jnp.sum(
+            mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, x, constraints=CONS).params["sigma"] ** 2
+        )
+    )(x)
+    np.testing.assert_allclose(g1, 2 * (x - x.mean(axis=1, keepdims=True)) / 20, rtol=1e-8, atol=1e-12)
+
+
+def test_traced_with_batch_size_equals_eager():
+    x = np.random.default_rng(6).normal(size=(10, 12))
+    eager = mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, x, constraints=CONS, progress=False)
+    traced = jax.jit(lambda x: mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, x, constraints=CONS, batch_size=4))(
+        x
+    )
+    np.testing.assert_allclose(traced.params["sigma"], eager.params["sigma"], rtol=1e-10)
+
+
+def test_input_errors():
+    x = np.zeros((4, 5))
+    with pytest.raises(ValueError, match="disagree on the batch size"):
+        mj.fit_batch(reg_loglik, INIT, {"x": x, "y": np.zeros((3, 5))}, constraints=CONS)
+    with pytest.raises(ValueError, match="scalar"):
+        mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, {"x": 1.0})
+    with pytest.raises(ValueError, match="errors must be"):
+        mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, x, errors="ignore")
+    with pytest.raises(ValueError, match="batch_size"):
+        mj.fit_batch(norm_loglik, {"mu": 0.0, "sigma": 1.0}, x, batch_size=0)
+    with pytest.raises(TypeError, match="loglik must be a function"):
+        mj.fit_batch(None, {"mu": 0.0}, x)
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    class NotATerminal:
+        def isatty(self):
+            return False
+
+    monkeypatch.setattr(batch_module.sys, "stderr", NotATerminal())
+    assert batch_module._progress_bar(100, True) is None
+    assert batch_module._progress_bar(100, False) is None
+
+
+def test_bucket_sizes_are_few():
+    sizes = {batch_module._bucket(c, 1024, 1) for c in range(1, 1025)}
+    assert sizes == {8, 16, 32, 64, 128, 256, 512, 1024}
+    assert batch_module._bucket(5, 1024, 4) % 4 == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert batch_module._default_batch_size(np.zeros((10, 3)), 10, 1) == 10
+        assert batch_module._default_batch_size(np.zeros((100_000, 200)), 100_000, 1) == 16384  # 32 MiB of data
