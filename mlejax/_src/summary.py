@@ -90,7 +90,7 @@ class Summary:
         ncol = len(self.columns) + 1
         th, td = "<th style='text-align:left'>", "<td style='text-align:right'>"
         h = [
-            "<table class='mlejax-summary'>",
+            "<table>",
             f"<caption style='font-weight:bold'>{esc(self.title)}</caption>",
             "<tbody>",
         ]
@@ -106,7 +106,7 @@ class Summary:
                 row += f"{th}{esc(k2)}</th><td colspan='{span_r}'>{esc(v2)}</td>"
             h.append(f"<tr>{row}</tr>")
         h.append(f"<tr style='border-top:1px solid'>{th}parameter</th>")
-        h.append("".join(f"<th style='text-align:right'>{esc(c)}</th>" for c in self.columns) + "</tr>")
+        h.append("".join(f"<th>{esc(c)}</th>" for c in self.columns) + "</tr>")
         for name, vals in self.rows:
             cells = "".join(
                 f"{td}{esc(_fmt_p(v) if c.startswith('P>') else _fmt(v).strip())}</td>"
