@@ -5,7 +5,7 @@ estimates with standard errors from the Fisher information, on CPU or GPU, eager
 ``vmap``.
 """
 
-from . import constraints, families
+from . import constraints, families, plots
 from ._src.batch import BootstrapResult, ToyLRTest, fit_batch, lr_test_toys, parametric_bootstrap, shard_rows
 from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
 from ._src.fit import fit
@@ -38,6 +38,7 @@ __all__ = [
     "FitResult",
     "Status",
     "constraints",
+    "plots",
     "families",
     "fit_dist",
     "CensoredData",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 import jax
@@ -265,10 +266,81 @@ class FitResult:
         self._require_single("warnings()")
         return fit_warnings(self)
 
+    def confint_table(self, level: float = 0.95, method: str = "wald"):
+        """Confidence intervals named by parameter: a ``pandas.DataFrame`` with columns ``lower`` and
+        ``upper`` indexed by the parameter names (in the order of ``init``) when pandas is installed,
+        else a dict ``{name: (lower, upper)}``. ``method="wald"`` (default, :meth:`confint`) or
+        ``"profile"`` (:meth:`profile_ci`, eager results only). :meth:`confint` stays the ``(k, 2)``
+        array that works under ``jit``/``vmap``.
+
+        >>> import jax.numpy as jnp, mlejax as mj
+        >>> x = jnp.array([1.0, 2.0, 3.0, 4.0])
+        >>> res = mj.fit(lambda p, x: -0.5 * (x - p["mu"]) ** 2, {"mu": 0.0}, x)
+        >>> print(res.confint_table().round(4))
+            lower  upper
+        mu   1.52   3.48
+        """
+        self._require_single("confint_table()")
+        if method == "wald":
+            ci = np.asarray(self.confint(level), dtype=float)
+        elif method == "profile":
+            ci = np.asarray(self.profile_ci(None, level), dtype=float).reshape(-1, 2)
+        else:
+            raise ValueError(f"method must be 'wald' or 'profile', got {method!r}")
+        order = list(self.param_order) if self.param_order is not None else list(range(len(self.param_names)))
+        names = [self.param_names[i] for i in order]
+        try:
+            import pandas as pd
+        except ImportError:
+            return {n: (float(ci[i, 0]), float(ci[i, 1])) for n, i in zip(names, order)}
+        return pd.DataFrame(ci[order], index=names, columns=["lower", "upper"])
+
+    def _is_traced(self) -> bool:
+        return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(self))
+
     def __repr__(self) -> str:
-        if self.batch_shape:
-            return f"FitResult(batch_shape={self.batch_shape}, params={self.params!r})"
-        return (
-            f"FitResult(params={self.params!r}, loglik={float(self.loglik):.6g}, "
-            f"converged={bool(self.converged)}, status={Status(int(self.status)).name})"
+        """One line of facts and one line per parameter (estimate and standard error); a batched result
+        shows how many fits converged and the spread of each estimate across the batch."""
+        if self._is_traced():
+            return f"FitResult(<traced>, param_names={list(self.param_names)})"
+        order = list(self.param_order) if self.param_order is not None else list(range(len(self.param_names)))
+        names = [self.param_names[i] for i in order]
+        w = max([len(n) for n in names] + [4])
+        est = np.asarray(self.estimates, dtype=float)
+        fixed = f", fixed={list(self.fixed_names)}" if self.fixed_names else ""
+        if not self.batch_shape:
+            se = np.asarray(self.bse, dtype=float)
+            head = (
+                f"FitResult(converged={bool(self.converged)}, status={Status(int(self.status)).name}, "
+                f"loglik={float(self.loglik):.6g}, nobs={float(self.nobs):g}, method={self.method!r}{fixed})"
+            )
+            lines = [f"  {n.ljust(w)} = {est[i]:.6g} ± {se[i]:.3g}" for n, i in zip(names, order)]
+            return "\n".join([head] + lines)
+        status = np.asarray(self.status).ravel()
+        n = status.size
+        counts = {Status(int(c)).name: int(k) for c, k in zip(*np.unique(status, return_counts=True))}
+        head = (
+            f"FitResult(batch_shape={self.batch_shape}, converged {counts.get('success', 0)}/{n}, "
+            f"statuses {counts}, method={self.method!r}{fixed})"
         )
+        flat = est.reshape(n, -1)
+        lines = []
+        for name, i in zip(names, order):
+            col = flat[:, i]
+            good = col[np.isfinite(col)]
+            if good.size:
+                lines.append(
+                    f"  {name.ljust(w)}  mean {good.mean():.6g}  sd {good.std():.3g}  "
+                    f"range [{good.min():.6g}, {good.max():.6g}]"
+                )
+            else:
+                lines.append(f"  {name.ljust(w)}  no finite estimates")
+        return "\n".join([head] + lines)
+
+    def _repr_html_(self) -> str:
+        """Notebooks show a single fit as its summary table, a batch as its text repr."""
+        if self._is_traced():
+            return html.escape(repr(self))
+        if not self.batch_shape:
+            return self.summary()._repr_html_()
+        return f"<pre>{html.escape(repr(self))}</pre>"

@@ -84,20 +84,38 @@ class Summary:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        h = [f"<table><caption>{html.escape(self.title)}</caption>"]
-        for k, v in self.header:
-            cell = f"<td colspan='{len(self.columns)}'>{html.escape(v)}</td>"
-            h.append(f"<tr><th style='text-align:left'>{html.escape(k)}</th>{cell}</tr>")
-        h.append("<tr><th>parameter</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in self.columns) + "</tr>")
+        """An HTML table for notebooks: the fit facts in two key/value column pairs above the parameter
+        table (statsmodels' layout), numbers right-aligned, warnings below."""
+        esc = html.escape
+        ncol = len(self.columns) + 1
+        th, td = "<th style='text-align:left'>", "<td style='text-align:right'>"
+        h = [
+            "<table>",
+            f"<caption style='font-weight:bold'>{esc(self.title)}</caption>",
+            "<tbody>",
+        ]
+        half = (len(self.header) + 1) // 2
+        left, right = self.header[:half], self.header[half:]
+        span_l = max(1, ncol // 2 - 1)
+        span_r = max(1, ncol - 2 - span_l - 1)
+        for i in range(half):
+            k, v = left[i]
+            row = f"{th}{esc(k)}</th><td colspan='{span_l}'>{esc(v)}</td>"
+            if i < len(right):
+                k2, v2 = right[i]
+                row += f"{th}{esc(k2)}</th><td colspan='{span_r}'>{esc(v2)}</td>"
+            h.append(f"<tr>{row}</tr>")
+        h.append(f"<tr style='border-top:1px solid'>{th}parameter</th>")
+        h.append("".join(f"<th>{esc(c)}</th>" for c in self.columns) + "</tr>")
         for name, vals in self.rows:
             cells = "".join(
-                f"<td>{html.escape(_fmt_p(v) if c.startswith('P>') else _fmt(v).strip())}</td>"
+                f"{td}{esc(_fmt_p(v) if c.startswith('P>') else _fmt(v).strip())}</td>"
                 for c, v in zip(self.columns, vals)
             )
-            h.append(f"<tr><th style='text-align:left'>{html.escape(name)}</th>{cells}</tr>")
-        h.append("</table>")
+            h.append(f"<tr>{th}{esc(name)}</th>{cells}</tr>")
+        h.append("</tbody></table>")
         for wmsg in self.warnings:
-            h.append(f"<p><b>Warning:</b> {html.escape(wmsg)}</p>")
+            h.append(f"<p style='color:#a33'><b>Warning:</b> {esc(wmsg)}</p>")
         return "\n".join(h)
 
     def to_pandas(self):
