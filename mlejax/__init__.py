@@ -24,7 +24,7 @@ from ._src.inference import (
     with_cov,
 )
 from ._src.result import FitResult
-from ._src.status import Status
+from ._src.status import ConvergenceWarning, Status
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,7 @@ __all__ = [
     "fit",
     "FitResult",
     "Status",
+    "ConvergenceWarning",
     "constraints",
     "real",
     "positive",
