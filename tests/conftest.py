@@ -2,8 +2,12 @@
 
 import os
 
-# Tests are hermetic: no persistent compilation cache under the user's home directory.
-os.environ.setdefault("MLEJAX_COMPILATION_CACHE", "0")
+import tempfile  # noqa: E402
+
+# Tests are hermetic: no persistent compilation cache under the user's home directory. The cache is off
+# (whatever the environment says), and a test that switches it on writes to a temporary directory.
+os.environ["MLEJAX_COMPILATION_CACHE"] = "0"
+os.environ["MLEJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlejax-test-cache-")
 
 import jax  # noqa: E402
 
