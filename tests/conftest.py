@@ -1,8 +1,7 @@
 """Tests run in float64 with strict dtype and rank promotion (as optimistix's suite does)."""
 
 import os
-
-import tempfile  # noqa: E402
+import tempfile
 
 # Tests are hermetic: no persistent compilation cache under the user's home directory. The cache is off
 # (whatever the environment says), and a test that switches it on writes to a temporary directory.
