@@ -29,7 +29,7 @@ from ._src.models.curve_fit import curve_fit
 from ._src.models.fit_dist import fit_dist
 from ._src.models.glm import glm
 from ._src.result import FitResult
-from ._src.status import Status
+from ._src.status import ConvergenceWarning, Status
 
 __version__ = "0.1.0"
 
@@ -37,6 +37,7 @@ __all__ = [
     "fit",
     "FitResult",
     "Status",
+    "ConvergenceWarning",
     "constraints",
     "plots",
     "families",

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from helpers import normal as normal_loglik
 from jax.scipy import stats
 
@@ -100,7 +101,8 @@ def test_unidentified_model_reports_flat_direction():
     def loglik(p, x):  # only a + b is identified
         return stats.norm.logpdf(x, p["a"] + p["b"], 1.0)
 
-    res = mj.fit(loglik, {"a": 0.0, "b": 0.0}, x)
+    with pytest.warns(mj.ConvergenceWarning, match="hessian_not_positive_definite"):
+        res = mj.fit(loglik, {"a": 0.0, "b": 0.0}, x)
     assert not bool(res.converged)
     assert int(res.status) == mj.Status.hessian_not_positive_definite
     assert bool(jnp.all(jnp.isnan(res.cov)))
@@ -120,13 +122,15 @@ def test_flat_plateau_is_not_convergence():
         m = p["a"] * jnp.exp(-0.5 * ((xx - p["c"]) / 0.01) ** 2)
         return -0.5 * (yy - m) ** 2
 
-    res = mj.fit(loglik, {"a": 1.0, "c": 50.0}, (x, y))
+    with pytest.warns(mj.ConvergenceWarning):
+        res = mj.fit(loglik, {"a": 1.0, "c": 50.0}, (x, y))
     assert not bool(res.converged)
 
 
 def test_maxiter_reports_max_iterations():
     x = jnp.asarray(RNG.normal(5.0, 0.01, 100))
-    res = mj.fit(normal_loglik, {"mu": -100.0, "sigma": 1.0}, x, constraints=CONS, maxiter=2)
+    with pytest.warns(mj.ConvergenceWarning, match="max_iterations"):
+        res = mj.fit(normal_loglik, {"mu": -100.0, "sigma": 1.0}, x, constraints=CONS, maxiter=2)
     assert int(res.status) == mj.Status.max_iterations
     assert not bool(res.converged)
     assert "maxiter" in str(res.summary())
@@ -160,13 +164,15 @@ def test_chunked_objective_equals_unchunked():
 def test_parameter_running_to_its_boundary_is_reported():
     # All successes: the MLE of p is the edge of (0, 1); all observations equal: sigma -> 0.
     y = jnp.ones(20)
-    res = mj.fit(
-        lambda p, y: y * jnp.log(p["p"]) + (1 - y) * jnp.log1p(-p["p"]),
-        {"p": 0.5},
-        y,
-        constraints={"p": mj.unit_interval},
-    )
+    with pytest.warns(mj.ConvergenceWarning, match="at_boundary"):
+        res = mj.fit(
+            lambda p, y: y * jnp.log(p["p"]) + (1 - y) * jnp.log1p(-p["p"]),
+            {"p": 0.5},
+            y,
+            constraints={"p": mj.unit_interval},
+        )
     assert int(res.status) == mj.Status.at_boundary and not bool(res.converged)
     assert "edge of its constraint" in str(res.summary())
-    res = mj.fit(normal_loglik, INIT, jnp.full(10, 3.0), constraints=CONS)
+    with pytest.warns(mj.ConvergenceWarning, match="at_boundary"):
+        res = mj.fit(normal_loglik, INIT, jnp.full(10, 3.0), constraints=CONS)
     assert int(res.status) == mj.Status.at_boundary

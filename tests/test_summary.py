@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import scipy.stats
 from jax.scipy import stats
 
@@ -46,13 +47,14 @@ def test_text_and_html():
 
 
 def test_warning_in_words_when_not_converged():
-    res = mj.fit(
-        lambda p, x: stats.norm.logpdf(x, p["mu"], p["sigma"]),
-        {"mu": 50.0, "sigma": 1.0},
-        X,
-        constraints={"sigma": mj.positive},
-        maxiter=1,
-    )
+    with pytest.warns(mj.ConvergenceWarning, match="max_iterations"):
+        res = mj.fit(
+            lambda p, x: stats.norm.logpdf(x, p["mu"], p["sigma"]),
+            {"mu": 50.0, "sigma": 1.0},
+            X,
+            constraints={"sigma": mj.positive},
+            maxiter=1,
+        )
     text = str(res.summary())
     assert "converged: NO" in text
     assert "Warning: max_iterations" in text

@@ -10,6 +10,9 @@ solver itself is never differentiated).
 from __future__ import annotations
 
 import functools
+import types
+import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -19,11 +22,25 @@ import numpy as np
 from .cache import ensure_persistent_cache, store_any_compile
 from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
 from .information import invert_information
-from .problem import BoundProblem, Problem, SolveOptions, build_problem, is_traced, solve_options, validate_start
+from .problem import (
+    BoundProblem,
+    Problem,
+    SolveOptions,
+    build_problem,
+    convert_data,
+    is_traced,
+    solve_options,
+    validate_derivatives,
+    validate_start,
+)
 from .result import FitResult
-from .solvers import run
+from .solvers import newton, run
 from .solvers.multistart import run_lanes
-from .status import Status, final_status
+from .status import ConvergenceWarning, Status, final_status, grew_without_bound
+from .summary import diverging_words
+
+#: Newton iterations allowed to the polish that ends every non-Newton method (see ``_solve``).
+POLISH_MAXITER = 50
 
 
 def fit(
@@ -36,7 +53,7 @@ def fit(
     method="newton",
     cov: str | tuple = "observed",
     maxiter: int | None = None,
-    tol: float = 1e-8,
+    tol: float | None = None,
     nobs: int | None = None,
     chunk_size: int | None = None,
     multistart: bool | Sequence[float] | None = None,
@@ -48,7 +65,10 @@ def fit(
       loglik: pure JAX function of ``(params, data)`` returning the log-likelihood as a scalar, or
         one value per observation (a 1-D array, summed here).
       init: starting values, a pytree (dict, tuple, nested) of floats or arrays on the user's scale.
-      data: any pytree of arrays passed to ``loglik`` unchanged.
+      data: any pytree of arrays passed to ``loglik``. Eager calls convert it first: a pandas
+        ``DataFrame`` becomes a dict of its columns (``d["col"]`` works), a ``Series`` an array, a list
+        of numbers an array; integer and boolean arrays stay as they are; strings, dates and missing
+        values (``None``, ``pd.NA``) raise a ``TypeError`` naming the leaf and its dtype.
       constraints: a pytree matching a prefix of ``init`` whose leaves are constraints, e.g.
         ``{"sigma": mj.positive, "p": mj.simplex}``; unnamed parameters are unconstrained.
       fixed: ``{"name": value}`` holds parameters of a dict ``init`` at the given values (nested dicts
@@ -74,9 +94,13 @@ def fit(
         Score-based types need ``loglik`` to return one value per observation. See the inference guide
         (``docs/inference.md``); :meth:`FitResult.with_cov` recomputes the covariance of an existing fit.
       maxiter: iteration limit (default 500 for Newton, 2000 for BFGS, 5000 otherwise).
-      tol: relative tolerance. Newton stops when the scaled Hessian is positive definite and the Newton
-        step is at most ``tol`` relative to each variable's magnitude (then takes it); gradient methods
-        stop when ``max_k |g_k| max(|u_k|, 1) <= tol max(|f|, 1)``.
+      tol: relative tolerance; the default (``None``) follows the parameters' dtype: 1e-8 in float64,
+        1e-4 in float32 (the Newton step is taken after the test, leaving an error of order ``tol**2``,
+        at the dtype's resolution). Newton stops when the scaled Hessian is positive definite and the
+        Newton step is at most ``tol`` relative to each variable's magnitude (then takes it); gradient
+        methods stop when ``max_k |g_k| max(|u_k|, 1) <= tol max(|f|, 1)``, and their end point is then
+        verified by the same Newton test on the exact Hessian (up to 50 Newton iterations polish it), so
+        ``converged`` means the same for every method.
       nobs: number of observations for BIC when ``loglik`` returns a scalar (otherwise its length).
       chunk_size: evaluate a per-observation ``loglik`` over blocks of this many rows (every data leaf
         with one row per observation is split). ``None`` (default): on CPU, large data are summed over
@@ -93,8 +117,18 @@ def fit(
     Returns:
       A :class:`FitResult` (a pytree: it crosses ``jit`` and ``vmap``).
 
-    Eager calls check their inputs and raise ``ValueError``/``TypeError`` naming the leaf at fault;
-    under ``jit``/``vmap`` problems are reported through ``status``/``converged`` instead.
+    Eager calls check their inputs and raise ``ValueError``/``TypeError`` naming the leaf at fault
+    (and, when the log-likelihood is finite at ``init`` but its gradient or Hessian is not, say which
+    and for which parameters); an eager fit that ends without converging warns
+    :class:`mlejax.ConvergenceWarning` naming the status. Under ``jit``/``vmap`` problems are reported
+    through ``status``/``converged`` instead.
+
+    Compilation: the compiled fit is cached per ``loglik`` function object and shapes of the inputs.
+    A new function object (a ``lambda`` or nested ``def`` made afresh for each call) would compile
+    again (about 10x the time of a small fit); ``fit`` recognises a fresh function with the same code,
+    globals, defaults and closure values (numbers, strings, ``None``, tuples of them, or identical
+    objects) as the one seen before and reuses its compiled program. A closure over an array or
+    another mutable object still compiles again: define ``loglik`` once and pass arrays as ``data``.
 
     Example:
       >>> import jax, jax.numpy as jnp, mlejax as mj
@@ -111,6 +145,8 @@ def fit(
     """
     check_cov(cov)  # the form only; checked against the data once the number of rows is known
     check_expected(cov, loglik)
+    data = convert_data(data)
+    user_loglik, loglik = loglik, canonical_function(loglik)
     traced = is_traced(init, data, fixed)
     problem, free_init, fixed_values, n_obs = build_problem(
         loglik,
@@ -123,7 +159,7 @@ def fit(
         labels=labels,
         traced=traced,
     )
-    options = solve_options(method, tol, maxiter, multistart)
+    options = solve_options(method, tol, maxiter, multistart, dtype=problem.spec.dtype)
     cov_spec, cov_groups = parse_cov(cov, n_rows=problem.n_rows)
 
     ensure_persistent_cache()
@@ -131,12 +167,22 @@ def fit(
         res = _fit_compiled(problem, options, cov_spec, free_init, fixed_values, data, np.asarray(n_obs), cov_groups)
     if traced:
         return res
-    if int(res.status) == Status.nonfinite:
+    status = Status(int(res.status))
+    if status == Status.nonfinite:
         # The compiled fit evaluated the start anyway; only when something was not finite is the
-        # log-likelihood evaluated eagerly, to name the observations at fault.
+        # log-likelihood evaluated eagerly, to name the observations (or the derivatives) at fault.
         validate_start(loglik, problem.merge(free_init, fixed_values), data)
+        validate_derivatives(problem, free_init, fixed_values, data)
+    if status != Status.success:
+        extra = diverging_words(res)
+        warnings.warn(
+            ConvergenceWarning(
+                f"mlejax.fit did not converge: status {status.name}: {status.message}" + (f"; {extra}" if extra else "")
+            ),
+            stacklevel=2,
+        )
     kwargs = dict(
-        loglik=loglik,
+        loglik=user_loglik,
         init=init,
         data=data,
         constraints=constraints,
@@ -155,15 +201,28 @@ def fit(
 
 
 def _solve(problem: Problem, options: SolveOptions, u0, data, fixed_values):
-    """Run the solver (or the multistart lanes): ``(u, f, g, H or empty, status, n_iter)``."""
+    """Run the solver (or the multistart lanes): ``(u, f, g, H, status, n_iter)``.
+
+    A method other than Newton ends with a Newton *polish*: trust-region Newton iterations on the exact
+    Hessian from its end point (at most :data:`POLISH_MAXITER`), so that ``success`` means for every
+    method what it means for Newton -- a positive definite Hessian and a Newton step within ``tol``
+    relative to each variable. A gradient method that really converged costs one Hessian there (which
+    ``fit`` needs for the covariance anyway); one that stopped early (a flat stretch, a stalled line
+    search) is either finished by Newton or reported by the polish's status instead of ``success``.
+    """
     objective = problem.objective(data, fixed_values)
     if options.radii is not None:
         sol, n_iter = run_lanes(options.solver, options.radii, objective, u0, options.maxiter)
     else:
         sol = run(options.solver(), objective, u0, options.maxiter)
         n_iter = sol.n_iter
-    hess = sol.state.hess if options.method_name == "newton" else jnp.zeros((0,), u0.dtype)
-    return sol.x, sol.f, sol.grad, hess, sol.status, n_iter
+    if options.method_name == "newton":
+        return sol.x, sol.f, sol.grad, sol.state.hess, sol.status, n_iter
+    polish = run(newton(xtol=options.tol), objective, sol.x, POLISH_MAXITER)
+    searched = jnp.asarray(sol.status, jnp.int32)
+    polished = jnp.asarray(polish.status, jnp.int32)
+    status = jnp.where(polished == Status.success, polished, jnp.where(searched == Status.success, polished, searched))
+    return polish.x, polish.f, polish.grad, polish.state.hess, status, n_iter + polish.n_iter
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -201,14 +260,14 @@ def _fit_compiled(
         return out, (u_dot, jax.tree_util.tree_map(jnp.zeros_like, out[1]))
 
     u, (f_solver, g_solver, h_solver, solver_status, n_iter) = optimum(u0, data, fixed_values)
-    if options.method_name == "newton":
-        # The solver's last (f, g, H) were evaluated at u*: reuse them, with exact derivatives.
-        def vgh(v, d, fv):
-            return problem.objective(d, fv).value_grad_hess(v)
 
-        f, g, hess = _reuse_with_jvp((f_solver, g_solver, h_solver), vgh, u, data, fixed_values)
-    else:
-        f, g, hess = problem.objective(data, fixed_values).value_grad_hess(u)
+    # The solver's (or the polish's) last (f, g, H) were evaluated at u*: reuse them, with exact derivatives.
+    def vgh(v, d, fv):
+        return problem.objective(d, fv).value_grad_hess(v)
+
+    f, g, hess = _reuse_with_jvp((f_solver, g_solver, h_solver), vgh, u, data, fixed_values)
+    # The log-likelihood at the start (one more pass over the data): the fact behind ``unbounded``.
+    f0 = jax.lax.stop_gradient(problem.objective(data, fixed_values).value(u0))
 
     inverse = invert_information(hess)
     jac = jax.jacfwd(spec.flat_user)(u)
@@ -220,6 +279,7 @@ def _fit_compiled(
         information_pd=inverse.pd,
         saturated=spec.saturated(u),
         finite=jnp.isfinite(f) & jnp.all(jnp.isfinite(g)),
+        unbounded=grew_without_bound(-f0, -f),
     )
     loglik = -f
     k = spec.k
@@ -264,3 +324,72 @@ def _reuse_with_jvp(values, fn, *args):
         return jax.jvp(lambda a: fn(*a), (fn_args,), (fn_tangents,))
 
     return reuse(values, args)
+
+
+# -- one compiled program for equivalent fresh functions ----------------------------------------------
+
+_CANONICAL: OrderedDict = OrderedDict()  # key -> the first function object seen with it
+_CANONICAL_MAX = 256
+_ATOMS = (int, str, bytes, bool, type(None))
+
+
+def _frozen(value):
+    """A hashable stand-in for a closure or default value, or ``None`` when equivalence is not provable.
+
+    Numbers, strings and ``None`` compare by value (with their type: ``1`` and ``1.0`` trace alike but
+    are kept apart), tuples elementwise; functions, modules and classes by identity (the same object).
+    Anything else (arrays, lists, dicts, objects that may be mutated) gives ``None``.
+    """
+    if isinstance(value, float):  # by its bits: 0.0 and -0.0 differ, a NaN matches no other NaN
+        return (float, value.hex())
+    if isinstance(value, complex):
+        return (complex, value.real.hex(), value.imag.hex())
+    if isinstance(value, _ATOMS):
+        return (type(value), value)
+    if isinstance(value, tuple):
+        items = tuple(_frozen(v) for v in value)
+        return None if any(i is None for i in items) else ("tuple", items)
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type)):
+        return ("id", id(value), value)
+    return None
+
+
+def _function_key(fn):
+    """``(code, globals, defaults, closure values)`` of a plain function when all are provably fixed."""
+    if type(fn) is not types.FunctionType or fn.__dict__:  # attributes (expected_information, ...) matter
+        return None
+    parts = []
+    for value in (fn.__defaults__ or ()) + tuple(sorted((fn.__kwdefaults__ or {}).items())):
+        parts.append(_frozen(value))
+    for cell in fn.__closure__ or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # an empty cell
+            return None
+        parts.append(_frozen(contents))
+    if any(p is None for p in parts):
+        return None
+    return (fn.__code__, id(fn.__globals__), tuple(parts))
+
+
+def canonical_function(fn):
+    """The function object first seen with the same code, globals, defaults and closure values as ``fn``.
+
+    Two such functions compute the same thing on the same arguments, so they may share one compiled
+    fit: a ``lambda`` written inside a loop or a helper then compiles once instead of at every call.
+    Functions closing over anything else are returned unchanged (their compiled fit is their own).
+    """
+    key = _function_key(fn)
+    if key is None:
+        return fn
+    try:
+        seen = _CANONICAL.get(key)
+    except TypeError:  # an unhashable part after all
+        return fn
+    if seen is not None:
+        _CANONICAL.move_to_end(key)
+        return seen
+    _CANONICAL[key] = fn
+    if len(_CANONICAL) > _CANONICAL_MAX:
+        _CANONICAL.popitem(last=False)
+    return fn

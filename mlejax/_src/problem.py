@@ -28,6 +28,13 @@ from .objective import make_objective
 from .solvers import Solver, get_solver, newton
 
 DEFAULT_MAXITER = {"newton": 500, "bfgs": 2000, "lbfgs": 5000}
+#: Default ``tol`` by the parameters' dtype. Newton stops once its step is at most ``tol`` relative to
+#: each variable and then takes that step; quadratic convergence leaves an error of order ``tol**2``, so
+#: ``tol ~ sqrt(eps / 10)`` puts it at the dtype's resolution: 1e-8 in float64 (``tol**2 = 1e-16``,
+#: eps = 2.2e-16) and 1e-4 in float32 (``tol**2 = 1e-8``, eps = 1.2e-7). A smaller float32 tolerance asks
+#: for a step below the float32 noise of the Newton step itself (``~eps * cond``) and ends
+#: ``precision_limited`` with estimates no better (measured in docs/design-notes.md).
+DEFAULT_TOL = {8: 1e-8, 4: 1e-4, 2: 1e-2}
 #: Initial trust-region radii of ``multistart=True`` lanes (the first is the Newton solver's own default).
 DEFAULT_RADII = (0.1, 1.0, 0.01, 100.0)
 
@@ -83,7 +90,7 @@ class SolveOptions:
     """How the optimum is searched for (static, hashable)."""
 
     method: Any = "newton"
-    tol: float = 1e-8
+    tol: float = DEFAULT_TOL[8]
     maxiter: int = DEFAULT_MAXITER["newton"]
     radii: tuple | None = None  # multistart lanes (Newton only)
 
@@ -98,9 +105,16 @@ class SolveOptions:
         return get_solver(self.method, self.tol)
 
 
-def solve_options(method="newton", tol=1e-8, maxiter=None, multistart=None) -> SolveOptions:
-    """Validate ``fit``'s solver keywords."""
-    if not (isinstance(tol, (int, float)) and 0 < tol < 1):
+def default_tol(dtype) -> float:
+    """``fit``'s default ``tol`` for parameters of ``dtype`` (see :data:`DEFAULT_TOL`)."""
+    return DEFAULT_TOL.get(np.dtype(dtype).itemsize, DEFAULT_TOL[8])
+
+
+def solve_options(method="newton", tol=None, maxiter=None, multistart=None, dtype=np.float64) -> SolveOptions:
+    """Validate ``fit``'s solver keywords; ``tol=None`` is the default of ``dtype``."""
+    if tol is None:
+        tol = default_tol(dtype)
+    if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating)) and 0 < tol < 1):
         raise ValueError(f"tol must be a float in (0, 1), got {tol!r}")
     get_solver(method, float(tol))  # validates the method
     options = SolveOptions(method, float(tol), 1)
@@ -225,6 +239,102 @@ def _as_float(x, dtype):
 # -- eager validation ---------------------------------------------------------------------------------
 
 
+def convert_data(data):
+    """The user's data as a pytree of arrays ``fit`` can pass to a compiled program (eager, cheap).
+
+    * a ``pandas.DataFrame`` becomes a dict of its columns (``d["col"]`` keeps working in ``loglik``), a
+      ``pandas.Series`` (or ``Index``) a NumPy array of its values;
+    * a list of numbers (or of equally long lists of numbers) becomes a NumPy array; a list holding
+      arrays stays a list of leaves, as do tuples (``data=(X, y)``);
+    * NumPy arrays and scalars of a numeric or boolean dtype pass unchanged (integers stay integers, so
+      they can index arrays), as do JAX arrays and tracers; an object array holding only numbers is
+      converted to its numeric dtype;
+    * anything else -- strings, dates, an object array with ``None`` or ``pd.NA``, arbitrary objects --
+      raises a ``TypeError`` naming the leaf and its dtype.
+
+    >>> convert_data({"y": [1.0, 2.0], "n": 3})["y"]
+    array([1., 2.])
+    """
+
+    def is_leaf(x):
+        return _is_pandas(x) or (isinstance(x, list) and _numeric_list(x))
+
+    def convert(path, leaf):
+        return _convert_leaf(params.leaf_label("data", path), leaf)
+
+    return jax.tree_util.tree_map_with_path(convert, data, is_leaf=is_leaf)
+
+
+def _is_pandas(x) -> bool:
+    return type(x).__module__.partition(".")[0] == "pandas" and hasattr(x, "to_numpy")
+
+
+def _numeric_list(x) -> bool:
+    """A non-empty list whose items are numbers or (recursively) such lists."""
+    if not isinstance(x, list) or not x:
+        return False
+    return all(
+        (isinstance(v, (int, float, np.number, np.bool_)) and not isinstance(v, np.ndarray)) or _numeric_list(v)
+        for v in x
+    )
+
+
+def _convert_leaf(name: str, leaf):
+    if isinstance(leaf, (jax.Array, jax.core.Tracer)):
+        return leaf
+    if _is_pandas(leaf):
+        if hasattr(leaf, "columns"):  # a DataFrame: a dict of its columns
+            names = [str(c) for c in leaf.columns]
+            if len(set(names)) != len(names):
+                raise ValueError(f"{name}: a DataFrame with duplicate column names cannot be a dict of columns")
+            return {n: _convert_leaf(f"{name}['{n}']", leaf[c]) for n, c in zip(names, leaf.columns)}
+        leaf = leaf.to_numpy()
+    if isinstance(leaf, bool) or (isinstance(leaf, (int, float, complex)) and not isinstance(leaf, np.ndarray)):
+        return leaf
+    if isinstance(leaf, np.generic) and not isinstance(leaf, np.ndarray):
+        leaf = np.asarray(leaf)
+    if isinstance(leaf, (list, tuple)):
+        try:
+            leaf = np.asarray(leaf)
+        except ValueError as e:
+            raise TypeError(f"{name} is a ragged list that is not an array: {e}") from None
+    if not isinstance(leaf, np.ndarray):
+        if hasattr(leaf, "__array__") or hasattr(leaf, "__jax_array__"):
+            leaf = np.asarray(leaf)
+        else:
+            raise TypeError(
+                f"{name} must be an array or a number, got {type(leaf).__name__}; data may be a pytree "
+                "(dict, list, tuple) of arrays, a pandas DataFrame or Series"
+            )
+    kind = leaf.dtype.kind
+    if kind in "biuf":
+        return leaf
+    if kind == "O":
+        return _object_array(name, leaf)
+    what = {"U": "strings", "S": "bytes", "M": "dates", "m": "time spans", "c": "complex numbers"}.get(kind, "values")
+    raise TypeError(
+        f"{name} has dtype {leaf.dtype} ({what}); the log-likelihood needs numeric data: convert it first "
+        "(e.g. category codes with pandas' .cat.codes, dates to numbers)"
+    )
+
+
+def _object_array(name, arr):
+    flat = arr.ravel().tolist()
+    missing = [i for i, v in enumerate(flat) if v is None or type(v).__name__ in ("NAType", "NaTType")]
+    if missing:
+        raise TypeError(
+            f"{name} has dtype object and holds missing values (None/NA) at {missing[:5]}; drop or impute "
+            "them and pass a numeric array"
+        )
+    bad = [v for v in flat if not isinstance(v, (bool, int, float, np.number, np.bool_))]
+    if bad:
+        raise TypeError(
+            f"{name} has dtype object and holds non-numeric values ({type(bad[0]).__name__} {bad[0]!r}); "
+            "the log-likelihood needs numeric data"
+        )
+    return np.asarray(flat).reshape(arr.shape)
+
+
 def check_numeric_leaves(tree, where: str) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
         dt = getattr(leaf, "dtype", None)
@@ -292,6 +402,41 @@ def validate_start(loglik, full_params, data) -> None:
         raise ValueError(f"the log-likelihood is not finite at init (value {arr}); check init and data")
 
 
+def validate_derivatives(problem: Problem, free_init, fixed_values, data) -> None:
+    """Name the derivative that is not finite at the start, and for which parameters (eager calls only).
+
+    Called when a fit ends ``nonfinite`` although the log-likelihood itself is finite at ``init``: the
+    gradient or the Hessian is not (e.g. ``norm.cdf(inf - x)``, finite, has a NaN second derivative in
+    JAX). Returns quietly when all three are finite at the start (the fit became non-finite later).
+    """
+
+    def vgh(u, d, fv):
+        return problem.objective(d, fv).value_grad_hess(u)
+
+    u0 = problem.spec.to_unconstrained(free_init)
+    f, g, h = (np.asarray(a) for a in jax.jit(vgh)(u0, data, fixed_values))
+    names = problem.spec.unconstrained_names
+    hint = (
+        "; a function whose value is finite but whose derivatives are not (norm.cdf(inf - x), "
+        "sqrt(0), log(0) * 0, jnp.where with an unsafe branch) is the usual cause: use large finite "
+        "bounds instead of inf, or the 'double where' trick"
+    )
+    if not np.isfinite(f):
+        return  # named by validate_start
+    bad_g = [names[i] for i in np.nonzero(~np.isfinite(g))[0]]
+    if bad_g:
+        raise ValueError(
+            f"the log-likelihood is finite at init ({-float(f):.6g}) but its gradient is not, with respect "
+            f"to {', '.join(bad_g[:10])}{hint}"
+        )
+    bad_h = [names[i] for i in np.nonzero(~np.all(np.isfinite(h), axis=1))[0]]
+    if bad_h:
+        raise ValueError(
+            f"the log-likelihood and its gradient are finite at init ({-float(f):.6g}) but its Hessian is "
+            f"not, in the rows of {', '.join(bad_h[:10])}{hint}"
+        )
+
+
 def is_traced(*trees) -> bool:
     return any(params.is_traced(t) for t in trees)
 
@@ -302,6 +447,8 @@ __all__ = [
     "BoundProblem",
     "build_problem",
     "solve_options",
+    "default_tol",
+    "convert_data",
     "n_rows_of",
     "DEFAULT_MAXITER",
     "DEFAULT_RADII",

@@ -29,6 +29,7 @@ class Status(enum.IntEnum):
     at_boundary = 4
     line_search_failed = 5
     precision_limited = 6
+    unbounded = 7
 
     @property
     def message(self) -> str:
@@ -57,12 +58,44 @@ _MESSAGES = {
         "stopped at the limit of floating-point precision: the Hessian is positive definite but no "
         "further increase of the log-likelihood can be resolved; the estimate may be less accurate than tol"
     ),
+    Status.unbounded: (
+        "failed: the log-likelihood grows without bound (it rose to more than a million times its "
+        "magnitude at init while the estimates ran away); did you return the negative log-likelihood?"
+    ),
 }
 
+#: ``unbounded``: the log-likelihood at the end exceeds the start by more than this factor of its magnitude.
+UNBOUNDED_GROWTH = 1e6
 
-def final_status(solver_status, *, information_pd, saturated, finite):
+
+class ConvergenceWarning(UserWarning):
+    """Warned by an eager :func:`mlejax.fit` that ends without converging (``status != success``).
+
+    Like statsmodels' ``ConvergenceWarning``; filter it with the :mod:`warnings` module:
+
+    >>> import warnings
+    >>> warnings.simplefilter("ignore", ConvergenceWarning)
+    >>> issubclass(ConvergenceWarning, UserWarning)
+    True
+    >>> warnings.resetwarnings()
+    """
+
+
+def grew_without_bound(loglik_start, loglik_end):
+    """Whether the log-likelihood rose from ``loglik_start`` by more than :data:`UNBOUNDED_GROWTH` times
+    ``max(|loglik_start|, 1)`` (the fact behind ``unbounded``; a finite maximum a fit fails to reach
+    from a sensible start is not that far above it)."""
+    rise = loglik_end - loglik_start
+    return jnp.isfinite(loglik_end) & (rise > UNBOUNDED_GROWTH * jnp.maximum(jnp.abs(loglik_start), 1.0))
+
+
+def final_status(solver_status, *, information_pd, saturated, finite, unbounded=False):
     """The status of a fit from its solver's status and the facts at the end point, by precedence:
 
+    0. a search that did not end ``success``/``precision_limited`` at a finite point whose log-likelihood
+       grew without bound (:func:`grew_without_bound`) -> ``unbounded`` (whatever else went wrong on the
+       way -- a saturated parameter, a Hessian that is not negative definite, a non-finite trial point --
+       follows from that);
     1. not finite (value or gradient at the end point) -> ``nonfinite``;
     2. a search that stopped without a better point (``success``, ``line_search_failed``,
        ``precision_limited``) at a point whose information is not positive definite ->
@@ -77,7 +110,9 @@ def final_status(solver_status, *, information_pd, saturated, finite):
     status = jnp.where(stopped & ~information_pd, Status.hessian_not_positive_definite, status)
     edge = (status != Status.success) & (status != Status.nonfinite) & (status != Status.precision_limited)
     status = jnp.where(edge & saturated, Status.at_boundary, status)
-    return jnp.where(finite, status, Status.nonfinite).astype(jnp.int32)
+    status = jnp.where(finite, status, Status.nonfinite)
+    runaway = finite & unbounded & ~usable(jnp.asarray(solver_status, jnp.int32))
+    return jnp.where(runaway, Status.unbounded, status).astype(jnp.int32)
 
 
 def usable(status):

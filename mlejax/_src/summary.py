@@ -53,9 +53,17 @@ class Summary:
     warnings: list[str]
     level: float = 0.95
 
+    def _cells(self) -> list[tuple[str, list[str]]]:
+        return [
+            (name, [_fmt_p(v) if c.startswith("P>") else _fmt(v).strip() for c, v in zip(self.columns, vals)])
+            for name, vals in self.rows
+        ]
+
     def __str__(self) -> str:
         name_w = max([len("parameter")] + [len(r[0]) for r in self.rows])
-        widths = [max(11, len(c) + 1) for c in self.columns]
+        cells = self._cells()
+        # Every column is at least one character wider than its widest cell: never ``-0.0235-0.00117``.
+        widths = [max([11, len(c) + 1] + [len(row[j]) + 2 for _, row in cells]) for j, c in enumerate(self.columns)]
         line_w = name_w + sum(widths)
         out = [self.title.center(line_w), "=" * line_w]
         half = (len(self.header) + 1) // 2
@@ -71,11 +79,8 @@ class Summary:
         out.append("-" * line_w)
         out.append("parameter".ljust(name_w) + "".join(c.rjust(w) for c, w in zip(self.columns, widths)))
         out.append("-" * line_w)
-        for name, vals in self.rows:
-            cells = []
-            for c, v, w in zip(self.columns, vals, widths):
-                cells.append(_fmt_p(v).rjust(w) if c.startswith("P>") else _fmt(v, w))
-            out.append(name.ljust(name_w) + "".join(cells))
+        for name, row in cells:
+            out.append(name.ljust(name_w) + "".join(text.rjust(w) for text, w in zip(row, widths)))
         out.append("=" * line_w)
         for wmsg in self.warnings:
             out.append("Warning: " + wmsg)
@@ -172,12 +177,51 @@ def flat_directions(info, names, rel_tol: float = 1e-8, top: int = 3):
     return out
 
 
+def diverging_words(res: FitResult) -> str:
+    """Words for estimates that run off to infinity while the log-likelihood levels off (empty if none).
+
+    Flagged on a fit that did not converge (and is neither ``nonfinite`` nor ``unbounded``, which say
+    more): an unconstrained coordinate ``u_k`` with ``|u_k| > 1`` along which the log-likelihood is
+    flat on the scale of the estimate itself (``u_k**2 |H_kk| < 1``: doubling it would change the
+    log-likelihood by less than 1/2 to second order). That is the signature of a supremum no finite
+    estimate attains, e.g. (quasi-)complete separation in a binary-outcome model.
+    """
+    if np.ndim(res.status) or Status(int(res.status)) in (
+        Status.success,
+        Status.precision_limited,
+        Status.nonfinite,
+        Status.unbounded,
+    ):
+        return ""
+    u = np.asarray(res.unconstrained, dtype=float)
+    info = np.asarray(res.information, dtype=float)
+    if info.shape != (u.size, u.size) or res.cov_type in ("opg",):
+        return ""
+    h = np.abs(np.diagonal(info))
+    with np.errstate(over="ignore", invalid="ignore"):
+        flat = (np.abs(u) > 1) & ~(u**2 * np.where(np.isfinite(h), h, np.inf) >= 1)
+    if not flat.any():
+        return ""
+    names = [res.unconstrained_names[i] for i in np.nonzero(flat)[0]]
+    big = float(np.max(np.abs(u[flat])))
+    return (
+        f"the estimates of {', '.join(names[:6])} are large (|u| up to {big:.3g} on the unconstrained scale) "
+        f"and the log-likelihood ({float(res.loglik):.6g}) is flat along them: they may be running off to "
+        "infinity while the log-likelihood approaches a supremum that no finite estimate attains. In a "
+        "binary-outcome model this is (quasi-)complete separation: a covariate or a combination of "
+        "covariates predicts the outcome perfectly (drop it, merge categories, or use a penalized fit)"
+    )
+
+
 def fit_warnings(res: FitResult) -> list[str]:
     """The problems of a single fit in words (empty when all is well)."""
     out = []
     status = Status(int(res.status))
     if status != Status.success:
         out.append(f"{status.name}: {status.message}.")
+    diverging = diverging_words(res)
+    if diverging:
+        out.append(diverging + ".")
     info = np.asarray(res.information, dtype=float)
     flat = flat_directions(info, res.unconstrained_names)
     if flat:

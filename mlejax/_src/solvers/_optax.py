@@ -4,7 +4,10 @@
 Stopping rule: the gradient, scaled by the magnitude of the variables, is small relative to ``|f|``
 (``max_k |g_k| max(|x_k|, 1) <= gtol * max(|f|, 1)``), or the relative change of ``f`` over one accepted
 iteration falls below ``ftol`` while the gradient is already within ``sqrt(gtol)``.
-These methods do not see the Hessian; ``fit`` checks the exact Hessian at their end point.
+The second ("flat") rule stops a search that no longer changes ``f`` at the dtype's resolution with a
+gradient up to ``sqrt(gtol)`` -- far above ``gtol`` -- so it is not a convergence test on its own: these
+methods do not see the Hessian, and ``fit`` ends every one of them with a Newton polish on the exact
+Hessian (``fit._solve``), which decides ``success`` by the Newton step, as for ``method="newton"``.
 """
 
 from __future__ import annotations
