@@ -7,6 +7,7 @@ import tempfile
 # (whatever the environment says), and a test that switches it on writes to a temporary directory.
 os.environ["MLEJAX_COMPILATION_CACHE"] = "0"
 os.environ["MLEJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlejax-test-cache-")
+os.environ.setdefault("MPLBACKEND", "Agg")  # plots render to files, on machines without a display
 
 import jax  # noqa: E402
 

@@ -155,10 +155,9 @@ def test_item6_separation_in_a_logit_is_named():
     assert not bool(res.converged)
 
 
-# -- item 7: chunk_size never silently wrong (another helper's work) ---------------------------------
+# -- item 7: chunk_size never silently wrong (the row-structure proof in mlejax/_src/rows.py) ----------
 
 
-@pytest.mark.xfail(reason="chunk-structure detection lands with the speed work", strict=False)
 def test_item7_dependent_rows_and_chunk_size():
     n = 1000
     e = RNG.normal(size=n)
@@ -171,13 +170,11 @@ def test_item7_dependent_rows_and_chunk_size():
         return norm.logpdf(y, p["phi"] * prev, p["sigma"])
 
     ref = mj.fit(ar1, {"phi": 0.0, "sigma": 1.0}, y, constraints=CONS)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = mj.fit(ar1, {"phi": 0.0, "sigma": 1.0}, y, constraints=CONS, chunk_size=256)
-    except ValueError:
-        return  # refused with a clear error
-    np.testing.assert_allclose(res.params["phi"], ref.params["phi"], rtol=1e-8)
+    with pytest.raises(ValueError, match="chunk_size"):
+        mj.fit(ar1, {"phi": 0.0, "sigma": 1.0}, y, constraints=CONS, chunk_size=256)
+    # the default path (no chunk_size) gives the reference: the conditional least-squares estimate
+    phi = float(np.dot(y[1:], y[:-1]) / np.dot(y[:-1], y[:-1]))
+    np.testing.assert_allclose(float(ref.params["phi"]), phi, rtol=1e-8)
 
 
 # -- item 8: gradient methods verified with the exact Hessian ---------------------------------------
