@@ -177,3 +177,28 @@ def test_optax_driver_reports_a_stalled_transformation():
     sol = jax.jit(lambda x: run(solver, Objective.from_function(f), x, 100))(jnp.zeros(2))
     assert int(sol.status) == Status.line_search_failed
     assert int(sol.n_iter) == 3
+
+
+# -- large parameter counts -------------------------------------------------------------------------
+
+
+def test_newton_above_max_k_runs_lbfgs_and_keeps_exact_standard_errors():
+    """``method="newton"`` with more than NEWTON_MAX_K free parameters runs L-BFGS (said in ``method``); the
+    exact Hessian is still formed once at the end: independent normal means with known precisions w_k have
+    the closed-form MLE c and standard errors 1 / sqrt(w_k)."""
+    import mlejax as mj
+    from mlejax._src.solvers import NEWTON_MAX_K
+
+    k = NEWTON_MAX_K + 1
+    c = jnp.linspace(-1.0, 1.0, k)
+    w = jnp.linspace(1.0, 4.0, k)
+
+    def loglik(p, _):
+        return -0.5 * jnp.sum(w * (p["x"] - c) ** 2)
+
+    res = mj.fit(loglik, {"x": jnp.zeros(k)})
+    assert res.method == "lbfgs"
+    assert bool(res.converged)
+    np.testing.assert_allclose(np.asarray(res.params["x"]), np.asarray(c), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(res.se["x"]), 1.0 / np.sqrt(np.asarray(w)), rtol=1e-10)
+    assert get_solver("newton", 1e-8, k=NEWTON_MAX_K).name == "newton"

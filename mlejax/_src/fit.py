@@ -154,6 +154,8 @@ def fit(
         _validate_data(data)
 
     method_name = method if isinstance(method, str) else getattr(method, "name", type(method).__name__)
+    if isinstance(method, str) and method == "newton" and not multistart:
+        method_name = get_solver(method, tol, k=spec.k).name  # "lbfgs" above NEWTON_MAX_K free parameters
     if maxiter is None:
         maxiter = DEFAULT_MAXITER.get(method_name, 5000)
     if int(maxiter) < 1:
@@ -286,7 +288,7 @@ def _fit_compiled(static: _Static, free_init, fixed_values, data, n_obs, cov_gro
             sol = jax.tree_util.tree_map(lambda a: a[best], sols)
             n_iter = jnp.sum(sols.n_iter)
         else:
-            sol = run(get_solver(static.method, static.tol), objective, u_start, static.maxiter)
+            sol = run(get_solver(static.method, static.tol, k=spec.k), objective, u_start, static.maxiter)
             n_iter = sol.n_iter
         hess = sol.state.hess if static.method_name == "newton" else jnp.zeros((0,), u_start.dtype)
         dt = u_start.dtype  # float aux outputs: their (zero) tangents need no float0 handling
