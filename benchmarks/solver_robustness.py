@@ -3,6 +3,7 @@
     pip install -e ".[bench]"
     python benchmarks/solver_robustness.py            # everything (about 10-20 minutes on 2 shared cores)
     python benchmarks/solver_robustness.py --quick    # MGH from x0 only, no NIST
+    python benchmarks/solver_robustness.py --suite mgh   # or nist: one suite
 
 Columns, run side by side in one process on the same problems and starts:
 
@@ -287,17 +288,19 @@ def misses(rows):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="MGH from x0 only, no NIST")
+    ap.add_argument("--suite", choices=("all", "mgh", "nist"), default="all")
     args = ap.parse_args()
     print(f"CPU: {cpu_model()}; jax {jax.__version__}; float64")
     scales = (1.0,) if args.quick else (1.0, 10.0, 100.0)
     t = time.perf_counter()
-    rows = mgh_rows(scales)
-    if not args.quick:
+    rows = mgh_rows(scales) if args.suite != "nist" else []
+    if not args.quick and args.suite != "mgh":
         rows += nist_rows()
     print(f"\ntotal {time.perf_counter() - t:.0f} s\n")
     mgh = [r for r in rows if r["suite"] == "MGH"]
-    print("MGH (33 problems) by start\n")
-    print(table(mgh, "start"))
+    if mgh:
+        print("MGH (33 problems) by start\n")
+        print(table(mgh, "start"))
     nist = [r for r in rows if r["suite"] == "NIST"]
     if nist:
         print("\nNIST (19 problems) by start\n")
