@@ -192,13 +192,22 @@ def mgh_rows(scales):
             rows.append(
                 dict(suite="MGH", problem=pr.name, start=f"{s:g}x0", fstar=pr.fstar, **{c: cols[c][i] for c in COLUMNS})
             )
-        print(f"  {pr.name}: " + ", ".join(f"{c} {[r['f'] for r in cols[c]]}" for c in ("mlejax",)), flush=True)
-    # Solved: within 1e-6 of a reported minimum refined by the best value reached in this run.
-    for row in rows:
-        best_of = [row[c]["f"] for c in COLUMNS if np.isfinite(row[c]["f"])]
-        for c in COLUMNS:
-            row[c]["solved"] = _mgh_solved(row[c]["f"], row["fstar"], best_of)
+        # Solved: within 1e-6 of a reported minimum refined by the best value reached in this run.
+        for row in rows[-len(scales) :]:
+            best_of = [row[c]["f"] for c in COLUMNS if np.isfinite(row[c]["f"])]
+            for c in COLUMNS:
+                row[c]["solved"] = _mgh_solved(row[c]["f"], row["fstar"], best_of)
+            print_row(row)
     return rows
+
+
+def print_row(row):
+    cells = []
+    for c in COLUMNS:
+        x = row[c]
+        mark = "ok" if x["solved"] else ("FALSE" if x["ok"] else "miss")
+        cells.append(f"{c}: {mark} {x['it']} it")
+    print(f"  {row['suite']} {row['problem']} {row['start']}: " + "; ".join(cells), flush=True)
 
 
 def _mgh_solved(fv, fstars, reached):
@@ -246,7 +255,7 @@ def nist_rows():
                 r["solved"] = bool(np.all(np.isfinite(b))) and nist_problems.lre(pr, np.asarray(b)) >= 6.0
                 row[c] = r
             rows.append(row)
-        print(f"  {name}: " + ", ".join(f"{c} {[cols[c][i]['it'] for i in range(2)]}" for c in ("mlejax",)), flush=True)
+            print_row(row)
     return rows
 
 
