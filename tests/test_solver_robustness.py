@@ -3,8 +3,9 @@
 Each problem is minimised through ``mj.fit`` with ``loglik = -f`` and no data, with default settings, from
 the paper's start ``x0`` and from ``10 x0`` (two lanes of one ``jit(vmap(fit))``). Every run must reach a
 minimum value reported by Moré, Garbow & Hillstrom (1981) (to the paper's printed precision; ``1e-10``
-absolute where it is 0) within 200 iterations and say so: ``success``, or ``precision_limited`` where the
-Hessian at the minimum is singular (Powell singular: no positive-definite Newton test can pass there).
+absolute where it is 0) within 200 iterations and say ``success``; except Powell's singular function, whose
+Hessian is singular at the minimum, so that no positive-definite Newton test can pass there: it must end
+``success``, ``precision_limited`` or ``hessian_not_positive_definite`` at the minimum.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def test_mgh_from_x0_and_10x0(name):
         ok = reached(float(fv[i]), pr.fstar)
         msg = f"{name} from {scale} x0: f = {float(fv[i]):.10g}, status {st.name}, {int(n_iter[i])} iterations"
         assert ok, msg
-        allowed = (
-            (mj.Status.success, mj.Status.precision_limited) if name == "Powell singular" else (mj.Status.success,)
-        )
+        allowed = (mj.Status.success,)
+        if name == "Powell singular":
+            allowed = (mj.Status.success, mj.Status.precision_limited, mj.Status.hessian_not_positive_definite)
         assert st in allowed, msg
         assert int(n_iter[i]) <= 200, msg
         if name == "Kowalik-Osborne":
