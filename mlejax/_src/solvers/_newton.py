@@ -24,7 +24,16 @@ StRD problems (see docs/solver.md):
   resolved), ``line_search_failed`` otherwise;
 * the initial radius is 0.1 in scaled units (the first step changes no variable by more than ~10% of
   its magnitude); ``mlejax.fit(..., multistart=...)`` runs several radii as vmapped lanes;
-* non-finite trial points are rejected (the radius shrinks), never accepted.
+* non-finite trial points are rejected (the radius shrinks), never accepted;
+* the radius follows MINPACK's ``lmder`` (More 1978): at least twice the step after a very good one,
+  ``t`` times the step after a poor or rejected one, ``t`` in ``[shrink_min, 1/2]`` from a quadratic
+  interpolation of ``f`` along the step;
+* second-order correction (``correction=True``): a boundary step accepted only with ``rho < 3/4`` (or
+  rejected) is followed in the same iteration by the trial point's own Newton step, where its Hessian is
+  positive definite; the pair replaces the trial when it decreases ``f`` more (curved valleys: Bennett5,
+  MGH10);
+* the eigen-decompositions of a point (magnitude-scaled for the subproblem, Jacobi-scaled for the
+  Newton step) are computed once, when it is evaluated, and kept in the state: two per iteration.
 """
 
 from __future__ import annotations
