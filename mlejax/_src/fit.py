@@ -159,7 +159,7 @@ def fit(
         labels=labels,
         traced=traced,
     )
-    options = solve_options(method, tol, maxiter, multistart, dtype=problem.spec.dtype)
+    options = solve_options(method, tol, maxiter, multistart, dtype=problem.spec.dtype, k=problem.spec.k)
     cov_spec, cov_groups = parse_cov(cov, n_rows=problem.n_rows)
 
     ensure_persistent_cache()

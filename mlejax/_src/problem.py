@@ -110,8 +110,13 @@ def default_tol(dtype) -> float:
     return DEFAULT_TOL.get(np.dtype(dtype).itemsize, DEFAULT_TOL[8])
 
 
-def solve_options(method="newton", tol=None, maxiter=None, multistart=None, dtype=np.float64) -> SolveOptions:
-    """Validate ``fit``'s solver keywords; ``tol=None`` is the default of ``dtype``."""
+def solve_options(method="newton", tol=None, maxiter=None, multistart=None, dtype=np.float64, k=None) -> SolveOptions:
+    """Validate ``fit``'s solver keywords; ``tol=None`` is the default of ``dtype``. With ``k`` free
+    parameters above :data:`~mlejax._src.solvers.NEWTON_MAX_K`, ``method="newton"`` (without multistart)
+    runs L-BFGS: a dense Hessian and its eigen-decompositions per iteration cost O(k^3) there (the exact
+    Hessian is still formed at the end, for the Newton polish and the standard errors)."""
+    if isinstance(method, str) and method == "newton" and not multistart and k is not None:
+        method = get_solver(method, 1e-8, k=k).name
     if tol is None:
         tol = default_tol(dtype)
     if isinstance(tol, bool) or not (isinstance(tol, (int, float, np.floating)) and 0 < tol < 1):

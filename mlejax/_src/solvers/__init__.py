@@ -18,17 +18,33 @@ __all__ = [
     "trust_region_step",
     "get_solver",
     "METHODS",
+    "NEWTON_MAX_K",
 ]
 
 METHODS = ("newton", "bfgs", "lbfgs")
 
+#: Above this many free parameters ``method="newton"`` runs L-BFGS instead: a dense Hessian pass costs about
+#: ``k`` gradient passes and each Newton iteration two ``k x k`` eigen-decompositions (O(k^3)); see
+#: docs/solver.md for the measurements. The fit still computes the exact Hessian once, at the end, for the
+#: standard errors and the positive-definiteness check; the result's ``method`` says ``"lbfgs"``.
+NEWTON_MAX_K = 500
 
-def get_solver(method, tol: float) -> Solver:
+
+def get_solver(method, tol: float, k: int | None = None) -> Solver:
     """The solver for ``fit(method=...)``: a name in :data:`METHODS`, a :class:`Solver`, or an optax
-    ``GradientTransformation``."""
+    ``GradientTransformation``. ``k``, the number of free parameters, lets ``"newton"`` hand problems with
+    more than :data:`NEWTON_MAX_K` parameters to L-BFGS.
+
+    Example:
+      >>> from mlejax._src.solvers import get_solver
+      >>> get_solver("newton", 1e-8).name, get_solver("newton", 1e-8, k=2000).name
+      ('newton', 'lbfgs')
+    """
     if isinstance(method, Solver):
         return method
     if isinstance(method, str):
+        if method == "newton" and k is not None and int(k) > NEWTON_MAX_K:
+            method = "lbfgs"
         if method == "newton":
             return newton(xtol=tol)
         if method in ("bfgs", "lbfgs"):

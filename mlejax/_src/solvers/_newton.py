@@ -24,7 +24,16 @@ StRD problems (see docs/solver.md):
   resolved), ``line_search_failed`` otherwise;
 * the initial radius is 0.1 in scaled units (the first step changes no variable by more than ~10% of
   its magnitude); ``mlejax.fit(..., multistart=...)`` runs several radii as vmapped lanes;
-* non-finite trial points are rejected (the radius shrinks), never accepted.
+* non-finite trial points are rejected (the radius shrinks), never accepted;
+* the radius follows MINPACK's ``lmder`` (More 1978): at least twice the step after a very good one,
+  ``t`` times the step after a poor or rejected one, ``t`` in ``[shrink_min, 1/2]`` from a quadratic
+  interpolation of ``f`` along the step;
+* second-order correction (``correction=True``): a boundary step accepted only with ``rho < 3/4`` (or
+  rejected) is followed in the same iteration by the trial point's own Newton step, where its Hessian is
+  positive definite; the pair replaces the trial when it decreases ``f`` more (curved valleys: Bennett5,
+  MGH10);
+* the eigen-decompositions of a point (magnitude-scaled for the subproblem, Jacobi-scaled for the
+  Newton step) are computed once, when it is evaluated, and kept in the state: two per iteration.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..linalg import pd_threshold, scaled_eigh, symmetrize
 from ..status import Status
 from ._base import Objective, Solver
 
@@ -51,6 +61,17 @@ class NewtonState(NamedTuple):
     status: jax.Array
     n_reject: jax.Array
     n_step: jax.Array
+    n_eval: jax.Array  # passes of (f, g, H), the start's included
+    # Decompositions of the current point, computed once when it is accepted:
+    lam: jax.Array  # eigenvalues of the magnitude-scaled Hessian S H S (trust-region subproblem)
+    vec: jax.Array
+    pd: jax.Array  # Jacobi-scaled Hessian positive definite
+    p_newton: jax.Array  # -H^-1 g (meaningful when pd)
+    # Non-monotone reference (Toint 1997): the last ``memory`` accepted values of f and the cumulative
+    # predicted decrease at each of them.
+    f_hist: jax.Array
+    cp_hist: jax.Array
+    cum_pred: jax.Array
 
 
 def _scale(x, floor):
@@ -85,34 +106,30 @@ def _all_finite(*arrays):
 
 
 def _eig_scaled(hess, s):
-    hs = hess * s[:, None] * s[None, :]
-    hs = 0.5 * (hs + hs.T)
-    lam, vec = jnp.linalg.eigh(hs)
+    """Eigen-decomposition of the magnitude-scaled Hessian ``S H S`` (the trust-region subproblem's)."""
+    lam, vec = jnp.linalg.eigh(symmetrize(hess * s[:, None] * s[None, :]))
     return lam, vec
 
 
 def _jacobi_newton(hess, g):
-    """Positive definiteness and the Newton step, computed on the Jacobi-equilibrated Hessian.
+    """Positive definiteness and the Newton step, from the Jacobi-equilibrated Hessian (:func:`scaled_eigh`).
 
     ``E H E`` with ``E = diag(1 / sqrt|H_kk|)`` is close to the best-conditioned diagonal scaling of
     ``H``, so its small eigenvalues are resolved where those of the magnitude-scaled Hessian are lost
     in rounding (e.g. a log-scale parameter next to regression coefficients whose curvature is
     ``1 / sigma^2`` larger). Returns ``(pd, p)`` with ``p = -H^{-1} g`` (meaningful when ``pd``).
     """
-    d = jnp.sqrt(jnp.abs(jnp.diagonal(hess)))
-    d = jnp.where((d > 0) & jnp.isfinite(d), d, 1.0)
-    hj = hess / (d[:, None] * d[None, :])
-    hj = 0.5 * (hj + hj.T)
-    lam, vec = jnp.linalg.eigh(hj)
-    pd = lam[0] > _pd_threshold(lam)
-    p = -(vec @ ((vec.T @ (g / d)) / jnp.where(pd, lam, 1.0))) / d
-    return pd, p
+    e = scaled_eigh(hess)
+    d = e.scale
+    lam = jnp.where(e.pd, e.eigvals, jnp.ones((), e.eigvals.dtype))
+    p = -(e.eigvecs @ ((e.eigvecs.T @ (g / d)) / lam)) / d
+    return e.pd, p
 
 
-def _pd_threshold(lam):
-    k = lam.shape[0]
-    eps = jnp.finfo(lam.dtype).eps
-    return 10.0 * k * eps * jnp.maximum(jnp.max(jnp.abs(lam)), jnp.finfo(lam.dtype).tiny)
+def _decompose(hess, g, s):
+    lam, vec = _eig_scaled(hess, s)
+    pd, p = _jacobi_newton(hess, g)
+    return lam, vec, pd, p
 
 
 def trust_region_step(lam, gh, radius, n_bisect: int = 60):
@@ -124,7 +141,7 @@ def trust_region_step(lam, gh, radius, n_bisect: int = 60):
     dtype = lam.dtype
     tiny = jnp.finfo(dtype).tiny
     lam_min = lam[0]
-    thresh = _pd_threshold(lam)
+    thresh = pd_threshold(lam)
 
     # Interior Newton step.
     pd = lam_min > thresh
@@ -180,64 +197,110 @@ def newton(
     max_radius: float = 1e10,
     min_radius: float = 1e-13,
     eta: float = 1e-4,
+    memory: int = 1,
+    correction: bool = True,
+    shrink_min: float = 0.25,
+    grow: float = 2.0,
 ) -> Solver:
-    """Trust-region Newton solver (see the module docstring)."""
+    """Trust-region Newton solver (see the module docstring).
+
+    Args:
+      xtol: convergence when the Hessian is positive definite and the Newton step is at most ``xtol``
+        relative to each variable's scale.
+      initial_radius: trust-region radius in scaled units after a rejected first step (see ``first_radius``).
+      first_radius: where the start's Hessian is positive definite, the first region admits the Newton step
+        up to this radius.
+      max_radius, min_radius: bounds of the radius; below ``min_radius`` the run stops.
+      eta: a step is accepted when its ratio of actual to predicted decrease exceeds ``eta``.
+      memory: length of the non-monotone reference (1: the classical monotone test).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> jax.config.update("jax_enable_x64", True)
+      >>> from mlejax._src.solvers import Objective, newton, run
+      >>> f = lambda x: (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
+      >>> sol = run(newton(), Objective.from_function(f), jnp.array([-1.2, 1.0]), 500)
+      >>> [round(float(v), 6) for v in sol.x], int(sol.status)
+      ([1.0, 1.0], 0)
+    """
+    memory = max(int(memory), 1)
 
     def init(objective: Objective, x0):
         f, g, hess = objective.value_grad_hess(x0)
         floor = _scale_floor(x0, f, hess)
         ok = _all_finite(f, g, hess)
-        # First step: where the Hessian at the start is positive definite, the trust region admits the
-        # full Newton step up to ``first_radius`` (easy problems then converge in textbook Newton's
-        # iterations); a first step that is rejected falls back to ``initial_radius``.
+        scale = _scale(x0, floor)
+        lam, vec, pd0, p0 = _decompose(hess, g, scale)
+        # First step: where the Hessian at the start is positive definite, the trust region admits the full
+        # Newton step up to ``first_radius`` (easy problems then converge in textbook Newton's iterations); a
+        # first step that is rejected falls back to ``initial_radius``.
         r0 = jnp.asarray(initial_radius, x0.dtype)
-        pd0, p0 = _jacobi_newton(hess, g)
-        n0 = jnp.linalg.norm(p0 / _scale(x0, floor))
+        n0 = jnp.linalg.norm(p0 / scale)
         radius0 = jnp.where(ok & pd0 & jnp.isfinite(n0), jnp.clip(1.0001 * n0, r0, jnp.maximum(r0, first_radius)), r0)
+        zero = jnp.zeros((), x0.dtype)
         return NewtonState(
             x=x0,
             f=f,
             g=g,
             hess=hess,
-            scale=_scale(x0, floor),
+            scale=scale,
             floor=floor,
             radius=radius0,
             done=~ok,
             status=jnp.where(ok, Status.success, Status.nonfinite).astype(jnp.int32),
             n_reject=jnp.asarray(0, jnp.int32),
             n_step=jnp.asarray(0, jnp.int32),
+            n_eval=jnp.asarray(1, jnp.int32),
+            lam=lam,
+            vec=vec,
+            pd=pd0,
+            p_newton=p0,
+            f_hist=jnp.full((memory,), f, x0.dtype),
+            cp_hist=jnp.zeros((memory,), x0.dtype),
+            cum_pred=zero,
         )
 
     def step(objective: Objective, state: NewtonState):
         dtype = state.x.dtype
         eps = jnp.finfo(dtype).eps
         s = state.scale
-        lam, vec = _eig_scaled(state.hess, s)
+        lam, vec, pd, p_newton = state.lam, state.vec, state.pd, state.p_newton
         gs = state.g * s
         gh = vec.T @ gs
 
         z_tr, _, _ = trust_region_step(lam, gh, state.radius)
-        pd, p_newton = _jacobi_newton(state.hess, state.g)
         newton_scaled = p_newton / s
         newton_norm = jnp.max(jnp.abs(newton_scaled))
         newton_small = pd & (newton_norm <= xtol)
         interior = pd & (jnp.linalg.norm(newton_scaled) <= state.radius)
         # Interior: the Newton step (accurate); otherwise the boundary solution in the scaled eigenbasis.
-        z = jnp.where(interior | newton_small, vec.T @ newton_scaled, z_tr)
-        ps = jnp.where(interior | newton_small, newton_scaled, vec @ z_tr)
+        use_newton = interior | newton_small
+        z = jnp.where(use_newton, vec.T @ newton_scaled, z_tr)
+        ps = jnp.where(use_newton, newton_scaled, vec @ z_tr)
         x_trial = state.x + s * ps
 
         f_t, g_t, h_t = objective.value_grad_hess(x_trial)
         finite = _all_finite(f_t, g_t, h_t)
         pred_tr = -(jnp.dot(gh, z) + 0.5 * jnp.dot(lam * z, z))
-        pred = jnp.where(interior | newton_small, -0.5 * jnp.dot(state.g, p_newton), pred_tr)
+        pred = jnp.where(use_newton, -0.5 * jnp.dot(state.g, p_newton), pred_tr)
         actual = state.f - f_t
         # Below ``noise`` the predicted decrease is lost in the rounding of f and the ratio test is
         # meaningless; a step is then judged by the scaled gradient, allowing f to rise by ``slack``
         # (rounding of f can exceed eps |f| many times over when f sums terms that cancel).
         noise = 100.0 * eps * jnp.maximum(jnp.abs(state.f), 1.0)
         slack = 1e4 * eps * jnp.maximum(jnp.abs(state.f), 1.0)
-        rho = actual / jnp.where(pred == 0, 1.0, pred)
+        safe_pred = jnp.where(pred == 0, jnp.ones((), dtype), pred)
+        rho_mono = actual / safe_pred
+        # Non-monotone ratio (Toint 1997; Conn, Gould & Toint 2000, sec. 10.1): the decrease from the worst of
+        # the last ``memory`` accepted values, against the decrease predicted since then. In a curved valley
+        # a step that climbs the wall a little is followed by a Newton step back to the floor; judging the
+        # pair instead of each step lets the radius follow the valley instead of collapsing.
+        j = jnp.argmax(state.f_hist)
+        f_ref = state.f_hist[j]
+        sigma_ref = state.cum_pred - state.cp_hist[j] + pred
+        rho_nm = (f_ref - f_t) / jnp.where(sigma_ref > 0, sigma_ref, jnp.ones((), dtype))
+        rho = jnp.where(sigma_ref > 0, jnp.maximum(rho_mono, rho_nm), rho_mono)
+        rho = jnp.where(finite, rho, -jnp.inf)
 
         gnorm_old = jnp.max(jnp.abs(gs))
         gnorm_new = jnp.max(jnp.abs(g_t * s))
@@ -246,31 +309,88 @@ def newton(
         accept_ratio = ~in_noise & (pred > 0) & (rho > eta)
         accept = finite & jnp.where(newton_small, actual >= -slack, accept_ratio | accept_noise)
 
-        # Radius update (Nocedal & Wright, Algorithm 4.1), in scaled units. A step accepted on the
-        # gradient at the boundary also grows the radius, so that the Newton step fits again.
+        # The decompositions of the trial point (two eigh per iteration): kept when it is accepted.
+        scale_t = _scale(x_trial, state.floor)
+        lam_t, vec_t, pd_t, p_t = _decompose(h_t, g_t, scale_t)
+
+        if correction:
+            # Second-order correction along curved valleys: a boundary step that climbs the valley's wall
+            # (rho < 3/4) is followed, within the same iteration, by the Newton step of the trial point
+            # (positive definite there), which returns to the valley floor. The pair is judged against the
+            # decrease predicted for the first step; when good it replaces the trial and counts as a very
+            # good step for the radius. One more pass, only when the correction is tried.
+            want = finite & ~use_newton & ~in_noise & pd_t & (rho < 0.75)
+            x_c = x_trial + p_t
+
+            def corrected(_):
+                f_c, g_c, h_c = objective.value_grad_hess(x_c)
+                return f_c, g_c, h_c
+
+            def skipped(_):
+                return f_t, g_t, h_t
+
+            f_c, g_c, h_c = lax.cond(want, corrected, skipped, None)
+            fin_c = _all_finite(f_c, g_c, h_c)
+            rho_c = (state.f - f_c) / safe_pred
+            use_c = want & fin_c & (f_c < f_t) & (pred > 0) & (rho_c > eta)
+            scale_c = _scale(x_c, state.floor)
+            dec_c = lax.cond(
+                use_c,
+                lambda _: _decompose(h_c, g_c, scale_c),
+                lambda _: (lam_t, vec_t, pd_t, p_t),
+                None,
+            )
+            x_trial = jnp.where(use_c, x_c, x_trial)
+            f_t, g_t, h_t = (jnp.where(use_c, a, b) for a, b in ((f_c, f_t), (g_c, g_t), (h_c, h_t)))
+            scale_t = jnp.where(use_c, scale_c, scale_t)
+            lam_t, vec_t, pd_t, p_t = dec_c
+            actual = jnp.where(use_c, state.f - f_c, actual)
+            rho = jnp.where(use_c, jnp.maximum(rho_c, 0.75), rho)
+            accept = accept | use_c
+            finite = finite | use_c
+
+        n_eval = state.n_eval + 1 + (want.astype(jnp.int32) if correction else 0)
+
+        # Radius update (MINPACK lmder, More 1978), in scaled units: a very good step (rho >= 3/4, or a step
+        # accepted in the noise regime) sets the radius to at least twice its length; a poor or rejected one
+        # shrinks it to t times the step, t in [0.1, 1/2] the minimiser of the quadratic through f, the
+        # directional derivative and f at the trial point (1/2 when f did not rise).
         step_norm = jnp.linalg.norm(z)
         shrink = ~accept | (~in_noise & (rho < 0.25))
-        good = in_noise | (rho > 0.75)
-        grow = accept & good & (step_norm >= 0.99 * state.radius)
-        shrunk = 0.25 * jnp.minimum(step_norm, state.radius)
+        good = accept & (in_noise | (rho >= 0.75))
+        dirder = jnp.dot(gh, z)
+        t = jnp.where(
+            finite & (actual < 0) & (dirder < 0),
+            0.5 * dirder / jnp.minimum(dirder + 0.5 * actual, -jnp.finfo(dtype).tiny),
+            0.5,
+        )
+        t = jnp.clip(jnp.where(jnp.isfinite(t), t, shrink_min), shrink_min, 0.5)
+        shrunk = t * jnp.minimum(step_norm, state.radius)
         shrunk = jnp.where(state.n_step == 0, jnp.minimum(shrunk, initial_radius), shrunk)
         radius = jnp.where(
             shrink,
             shrunk,
-            jnp.where(grow, jnp.minimum(4.0 * state.radius, max_radius), state.radius),
+            jnp.where(good, jnp.minimum(jnp.maximum(state.radius, grow * step_norm), max_radius), state.radius),
         )
 
-        x = jnp.where(accept, x_trial, state.x)
-        f = jnp.where(accept, f_t, state.f)
-        g = jnp.where(accept, g_t, state.g)
-        hess = jnp.where(accept, h_t, state.hess)
-        scale = jnp.where(accept, _scale(x_trial, state.floor), s)
+        def pick(new, old):
+            return jnp.where(accept, new, old)
+
+        x = pick(x_trial, state.x)
+        f = pick(f_t, state.f)
+        g = pick(g_t, state.g)
+        hess = pick(h_t, state.hess)
+        scale = pick(scale_t, s)
+        lam, vec, pd_new, p_new = pick(lam_t, lam), pick(vec_t, vec), pick(pd_t, pd), pick(p_t, p_newton)
+        cum_pred = jnp.where(accept, state.cum_pred + pred, state.cum_pred)
+        slot = jnp.mod(state.n_step - state.n_reject, memory)
+        f_hist = jnp.where(accept, state.f_hist.at[slot].set(f_t), state.f_hist)
+        cp_hist = jnp.where(accept, state.cp_hist.at[slot].set(cum_pred), state.cp_hist)
 
         # Convergence seen at the point just accepted: when its Newton step is already far below xtol
         # (1e-3 xtol), that step is taken on the quadratic model without another pass over the data. The
         # H kept is then that of a point 1e-3 xtol away (relative): standard errors move by that times the
         # condition number, far below their statistical meaning, and f and g are off at second order.
-        pd_new, p_new = _jacobi_newton(hess, g)
         small_new = accept & ~newton_small & pd_new & (jnp.max(jnp.abs(p_new / scale)) <= 1e-3 * xtol)
         x = jnp.where(small_new, x + p_new, x)
         f = jnp.where(small_new, f + 0.5 * jnp.dot(g, p_new), f)
@@ -299,6 +419,14 @@ def newton(
             status=status,
             n_reject=state.n_reject + (~accept).astype(jnp.int32),
             n_step=state.n_step + 1,
+            n_eval=n_eval,
+            lam=lam,
+            vec=vec,
+            pd=pd_new,
+            p_newton=p_new,
+            f_hist=f_hist,
+            cp_hist=cp_hist,
+            cum_pred=cum_pred,
         )
 
     def terminate(state: NewtonState):
