@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..linalg import pd_threshold, scaled_eigh, symmetrize
+from ..linalg import eigh, pd_threshold, scaled_eigh, symmetrize
 from ..status import Status
 from ._base import Objective, Solver
 
@@ -107,7 +107,7 @@ def _all_finite(*arrays):
 
 def _eig_scaled(hess, s):
     """Eigen-decomposition of the magnitude-scaled Hessian ``S H S`` (the trust-region subproblem's)."""
-    lam, vec = jnp.linalg.eigh(symmetrize(hess * s[:, None] * s[None, :]))
+    lam, vec = eigh(symmetrize(hess * s[:, None] * s[None, :]))
     return lam, vec
 
 
