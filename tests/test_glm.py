@@ -30,7 +30,8 @@ import pytest
 from jax.scipy.special import gammaln
 
 import mlejax as mj
-from mlejax._src.models.glm import _nb2_alpha_information, glm
+from mlejax._src.models._glm_families import _nb2_alpha_information
+from mlejax._src.models.glm import glm
 
 sm = pytest.importorskip("statsmodels.api")
 

@@ -3,24 +3,8 @@
 from __future__ import annotations
 
 from ._base import Family, log1mexp, log_prob_between
-from ._dists import (
-    Bernoulli,
-    Beta,
-    Binomial,
-    Categorical,
-    Exponential,
-    Gamma,
-    Gumbel,
-    Logistic,
-    LogNormal,
-    Multinomial,
-    NegativeBinomial,
-    Normal,
-    Pareto,
-    Poisson,
-    StudentT,
-    Weibull,
-)
+from ._continuous import Beta, Exponential, Gamma, Gumbel, Logistic, LogNormal, Normal, Pareto, StudentT, Weibull
+from ._discrete import Bernoulli, Binomial, Categorical, Multinomial, NegativeBinomial, Poisson
 from ._mixture import Mixture
 
 # Lower-case names (separators removed) -> family class; scipy.stats names are accepted too.

@@ -226,3 +226,15 @@ def _betainc_jvp(primals, tangents):
     logdens = (a - 1.0) * jnp.log(xs) + (b - 1.0) * jnp.log1p(-xs) - jax.scipy.special.betaln(a, b)
     dydx = jnp.where((x > 0) & (x < 1), jnp.exp(logdens), 0.0)
     return y, dyda * da + dydb * db + dydx * dx
+
+
+def _pos(v, floor=1e-8):
+    return jnp.maximum(v, floor)
+
+
+def _mat(rows, dtype):
+    return jnp.stack([jnp.stack([jnp.asarray(v, dtype) for v in row]) for row in rows])
+
+
+def _dt(params):
+    return _float_dtype(jax.tree_util.tree_leaves(params)[0])
