@@ -17,7 +17,7 @@ deficient.
 Why the likelihood and not a Levenberg-Marquardt solver on the residuals: on the NIST StRD problems the
 exact-Hessian Newton with variable scaling and the several trust-region radii of ``multistart=True`` (the
 default here) reaches the certified values of all 27 lower/average/higher-difficulty problems from both
-starts, which MINPACK's Levenberg-Marquardt does not (docs/solver.md, SOLVER-NOTES); the extra cost is the
+starts, which MINPACK's Levenberg-Marquardt does not (docs/solver.md); the extra cost is the
 second derivatives of ``f``, small for the few parameters such models have.
 """
 
@@ -183,7 +183,7 @@ def curve_fit(
         pred = jax.eval_shape(f, init, x)
         if getattr(pred, "shape", None) != (n,):
             raise ValueError(f"f(init, x) must return shape ({n},) like y, got {getattr(pred, 'shape', pred)}")
-    # The scale starts at the spread of the data (sigma-weighted), which SOLVER-NOTES measured best.
+    # The scale starts at the spread of the data (sigma-weighted), which measured best on the NIST problems.
     ys = y_arr / sig
     s0 = jnp.std(ys) if traced else np.std(ys)
     s0 = jnp.where(s0 > 0, s0, 1.0) if traced else (float(s0) if s0 > 0 else 1.0)
