@@ -34,7 +34,9 @@ import mlejax as mj
 
 MIN_LRE = 6.0
 STARTS = (1, 2)
-CONFIGS = ("default", "multistart")
+# The multistart lanes run only in the full suite (``pytest -m slow``): the default fit from both starts of
+# all 19 problems runs in every CI run.
+CONFIGS = ("default", pytest.param("multistart", marks=pytest.mark.slow))
 
 #: Genuine local optima (positive-definite Hessian, worse log-likelihood than the certified values) that a
 #: configuration may legitimately report as converged, keyed by (problem, start, configuration), with the
