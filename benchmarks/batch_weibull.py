@@ -20,7 +20,6 @@ Run: ``python benchmarks/batch_weibull.py`` (defaults: 10,000 x 200); quick: ``-
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import jax
@@ -28,6 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 jax.config.update("jax_enable_x64", True)
+
+from _machine import cpu_model  # noqa: E402
 
 import mlejax as mj  # noqa: E402
 
@@ -45,17 +46,6 @@ def ll_pow(p, t):
     """The same density as a user first writes it."""
     k, lam = p["k"], p["lam"]
     return jnp.log(k) - jnp.log(lam) + (k - 1) * jnp.log(t / lam) - (t / lam) ** k
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def timed(fn, repeat):

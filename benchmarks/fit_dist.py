@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 import scipy.stats as ss  # noqa: E402
+from _machine import cpu_model  # noqa: E402
 
 import mlejax as mj  # noqa: E402
 
@@ -52,17 +53,6 @@ def _listener(event, duration, **_):
 
 
 jax.monitoring.register_event_duration_secs_listener(_listener)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 # name: (scipy frozen distribution that simulates, scipy fit keywords, scipy params -> mlejax params)

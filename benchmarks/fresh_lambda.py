@@ -11,13 +11,10 @@ import numpy as np  # noqa: E402
 from jax.scipy.stats import norm  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+from _machine import cpu_model  # noqa: E402
+
 import mlejax as mj  # noqa: E402
 from mlejax._src import fit as fit_module  # noqa: E402
-
-
-def cpu_model():
-    with open("/proc/cpuinfo") as f:
-        return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown")
 
 
 def per_fit(n_calls, x):

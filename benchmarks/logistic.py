@@ -35,18 +35,9 @@ import subprocess
 import sys
 import time
 
+from _machine import cpu_model  # noqa: E402
+
 CASES = {"main": (1_000_000, 20), "wide": (100_000, 200), "tall": (10_000_000, 5)}
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # -- child process ---------------------------------------------------------------------------------

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
-from pathlib import Path
 
 os.environ.setdefault("MLEJAX_COMPILATION_CACHE", "0")
 
@@ -40,19 +38,11 @@ import numpy as np  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+from _machine import cpu_model  # noqa: E402
+
 import mlejax as mj  # noqa: E402
 
 LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def simulate(n, seed=0):

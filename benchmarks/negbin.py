@@ -37,6 +37,8 @@ from jax.scipy.special import gammaln  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
+from _machine import cpu_model  # noqa: E402
+
 import mlejax as mj  # noqa: E402
 from mlejax._src.models.glm import glm  # noqa: E402
 
@@ -54,17 +56,6 @@ def _listener(event, duration, **_):
 
 
 jax.monitoring.register_event_duration_secs_listener(_listener)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def first_call(fn):

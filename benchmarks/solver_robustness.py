@@ -30,7 +30,6 @@ then timed), the others as called.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -45,21 +44,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import mgh_problems  # noqa: E402
 import nist_problems  # noqa: E402
+from _machine import cpu_model  # noqa: E402
 
 import mlejax as mj  # noqa: E402
 from mlejax._src.solvers import Objective, get_solver, run  # noqa: E402
 
 COLUMNS = ("mlejax", "mlejax ms", "trust-exact", "lm", "optx BFGS")
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # -- one problem: f, residuals and a start -> a row per column ----------------------------------
