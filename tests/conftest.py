@@ -14,3 +14,15 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after each test module. Every XLA CPU executable keeps memory
+    mappings of its code; a worker that runs hundreds of test modules would otherwise pile up tens of
+    thousands of them and hit the kernel's limit (``vm.max_map_count``, 65,530 by default), at which point
+    LLVM aborts the process in the middle of a compile."""
+    yield
+    jax.clear_caches()
