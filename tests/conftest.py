@@ -17,6 +17,14 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import pytest  # noqa: E402
 
+try:  # property tests draw the same examples on every run, so CI results are reproducible
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("mlejax", derandomize=True, print_blob=True)
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "mlejax"))
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_programs():

@@ -340,5 +340,5 @@ def test_property_malformed_inputs(kind, n, ndim, bad, bad_at, init_bad, structu
     if bool(res.converged):
         est = np.array([float(res.params["mu"]), float(res.params["sigma"])])
         assert np.all(np.isfinite(est))
-        x = np.asarray(np.ravel(np.asarray(get(data) if structure != "frame" else data["x"])), float)
+        x = np.ravel(np.asarray(get(data), float))
         np.testing.assert_allclose(est, [x.mean(), x.std()], rtol=1e-6)
