@@ -42,7 +42,7 @@ _CPU_CHUNK_BYTES = 32 * 2**20
 #: Target bytes of data per block inside a chunk on CPU: blocks whose derivative temporaries stay in the
 #: caches are 3-10x faster per member than one huge vmapped pass (a (f, g, H) pass of 10,240 Weibull
 #: members of 200 draws: 470 ms in one vmap, 150 ms in blocks of 1,024, 46 ms in blocks of 256).
-_CPU_BLOCK_BYTES = 512 * 2**10
+_CPU_BLOCK_BYTES = 4 * 2**20
 #: On accelerators, a chunk's data may take this fraction of the device memory (the derivative passes
 #: hold ~20-40x the data in temporaries).
 _ACCEL_MEMORY_FRACTION = 1 / 64
@@ -419,6 +419,8 @@ def fit_batch(
 
     options = _Key(fit_options)
     block = _default_block(data, n) if n_dev == 1 and jax.devices()[0].platform == "cpu" else None
+    if block is not None and chunk > block:
+        chunk = _round_up(chunk, block)  # whole blocks: lax.map then compiles no second program for a remainder
     runner = _Runner(loglik, options, r_iters, maxiter, sharding, n_dev, block)
     n_chunks = math.ceil(n / chunk)
     bar = _progress_bar(n, progress and n_chunks > 1)

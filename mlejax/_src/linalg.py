@@ -89,13 +89,32 @@ def _round_robin(m: int) -> np.ndarray:
     return np.asarray(rounds, dtype=np.int32)
 
 
-def jacobi_eigh(a, *, max_sweeps: int = 30):
+def _rotation_plans(m: int):
+    """For each round of :func:`_round_robin`: the pairs ``(p, q)``, each index's partner and pair number,
+    and the sign of its sine term, stacked over the rounds (static index arrays)."""
+    rounds = _round_robin(m)
+    half = np.arange(m // 2)
+    out = {"p": [], "q": [], "partner": [], "pair": [], "sign": []}
+    for r in rounds:
+        p, q = r[:, 0], r[:, 1]
+        partner, pair, sign = np.empty(m, np.int32), np.empty(m, np.int32), np.empty(m)
+        partner[p], partner[q] = q, p
+        pair[p], pair[q] = half, half
+        sign[p], sign[q] = -1.0, 1.0
+        for key, val in zip(out, (p, q, partner, pair, sign)):
+            out[key].append(val)
+    return {key: np.stack(val) for key, val in out.items()}
+
+
+def jacobi_eigh(a, *, max_sweeps: int = 30, plans=None):
     """Eigen-decomposition of a symmetric matrix by the cyclic Jacobi method, in plain JAX operations.
 
     Each round applies ``k/2`` disjoint plane rotations at once (a round-robin ordering), a sweep is
     ``k - 1`` rounds, and sweeps repeat until the off-diagonal part is below ``eps`` relative to the
-    matrix (quadratic convergence: 5-8 sweeps in double precision). Jacobi's method is accurate to the
-    last bits for the small eigenvalues of well-scaled positive definite matrices. Returns
+    matrix (quadratic convergence: 5-8 sweeps in double precision). A round's rotations are applied as
+    elementwise updates of the rows and columns with their partners' (no rotation matrix, no matrix
+    product: batched tiny matrix products are what made a vmapped decomposition slow). Jacobi's method is
+    accurate to the last bits for the small eigenvalues of well-scaled positive definite matrices. Returns
     ``(eigenvalues ascending, eigenvectors as columns)`` like ``jnp.linalg.eigh``. Forward-mode
     differentiable only (the sweeps are a ``while_loop``).
 
@@ -110,7 +129,9 @@ def jacobi_eigh(a, *, max_sweeps: int = 30):
     if k <= 1:
         return jnp.diagonal(a).astype(a.dtype), jnp.ones_like(a)
     m = k + (k % 2)  # an odd size gets a decoupled padding index, which no rotation ever touches
-    pairs = jnp.asarray(_round_robin(m))
+    if plans is None:
+        plans = _rotation_plans(m)
+    plans = {key: jnp.asarray(val, a.dtype if key == "sign" else None) for key, val in plans.items()}
     if m != k:
         a = jnp.pad(a, ((0, 1), (0, 1)))
     eye = jnp.eye(m, dtype=a.dtype)
@@ -119,17 +140,18 @@ def jacobi_eigh(a, *, max_sweeps: int = 30):
 
     def rotate(i, av):
         a, v = av
-        p, q = pairs[i, :, 0], pairs[i, :, 1]
+        p, q, partner = plans["p"][i], plans["q"][i], plans["partner"][i]
         apq, app, aqq = a[p, q], a[p, p], a[q, q]
         nonzero = apq != 0
         theta = jnp.where(nonzero, (aqq - app) / (2.0 * jnp.where(nonzero, apq, 1.0)), 0.0)
         t = jnp.where(nonzero, jnp.sign(theta) / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1.0)), 0.0)
         t = jnp.where(nonzero & (theta == 0), 1.0, t)
         c = 1.0 / jnp.sqrt(t * t + 1.0)
-        s = t * c
-        rot = eye.at[p, p].set(c).at[q, q].set(c).at[p, q].set(s).at[q, p].set(-s)
-        a = rot.T @ a @ rot
-        return 0.5 * (a + a.T), v @ rot
+        # Column j of A R is c_j A[:, j] + t_j A[:, partner j] (t = -s at p, +s at q); rows of R' B alike.
+        cj, tj = c[plans["pair"][i]], (t * c)[plans["pair"][i]] * plans["sign"][i]
+        b = a * cj[None, :] + a[:, partner] * tj[None, :]
+        a = cj[:, None] * b + tj[:, None] * b[partner, :]
+        return 0.5 * (a + a.T), v * cj[None, :] + v[:, partner] * tj[None, :]
 
     def off(a):  # summed directly: sum(a*a) - sum(diag**2) would cancel to noise of sqrt(eps) |a|
         o = jnp.where(eye > 0, jnp.zeros((), a.dtype), a)
@@ -150,11 +172,37 @@ def jacobi_eigh(a, *, max_sweeps: int = 30):
     return lam[order], v[:, order]
 
 
+@jax.custom_batching.custom_vmap
+def _small_eigh(a, plans):
+    return tuple(jacobi_eigh(a, plans=plans))
+
+
+@_small_eigh.def_vmap
+def _small_eigh_batched(axis_size, in_batched, a, plans):
+    # Many matrices at once (a vmapped fit, fit_batch): LAPACK's batched solver is 2-10x faster than
+    # vmapped Jacobi sweeps from three rows up (10,000 matrices: 6 against 16 ms at k = 3, 14 against
+    # 67 ms at k = 5), and a batch pays SciPy's one-off import gladly. Two rows: one rotation, no import.
+    # ``plans`` are the constants of :func:`_rotation_plans` (an argument only so that the traced function
+    # closes over no arrays); a batched ``lax.cond`` hands them over broadcast, so they are rebuilt here.
+    del plans
+    batched = in_batched[0]
+    if not batched:
+        out = tuple(jacobi_eigh(a))
+    elif a.shape[-1] <= 2:
+        out = tuple(jax.vmap(jacobi_eigh)(a))
+    else:
+        out = tuple(jnp.linalg.eigh(a))
+    return out, (batched, batched)
+
+
 def eigh(a):
     """``jnp.linalg.eigh`` for one symmetric matrix; up to :data:`SMALL_K` rows without LAPACK
-    (:func:`jacobi_eigh`), so a small fit never imports SciPy through jaxlib."""
-    if jnp.ndim(a) == 2 and jnp.shape(a)[-1] <= SMALL_K:
-        return jacobi_eigh(a)
+    (:func:`jacobi_eigh`), so a small fit never imports SciPy through jaxlib. Under ``vmap`` (many
+    matrices) LAPACK's batched solver from three rows up."""
+    k = jnp.shape(a)[-1]
+    if jnp.ndim(a) == 2 and k <= SMALL_K:
+        plans = {key: jnp.asarray(val) for key, val in _rotation_plans(k + (k % 2)).items()} if k > 1 else {}
+        return _small_eigh(a, plans)
     return jnp.linalg.eigh(a)
 
 

@@ -1,8 +1,19 @@
 """From a user's ``loglik(params, data)`` to the function of one flat vector that solvers minimise.
 
-The value, gradient and Hessian of ``f(u) = -sum loglik(to_params(u), data)`` come from autodiff; the
-Hessian reverse-over-reverse (``jacrev`` of the gradient, value and gradient carried along, so one pass
-gives all three), whose last contraction XLA CPU runs as a ``(k, rows) @ (rows, k)`` matrix product.
+The value, gradient and Hessian of ``f(u) = -sum loglik(to_params(u), data)`` come from autodiff, in
+one of two forms:
+
+* **Forward over rows, for few parameters.** When ``loglik`` returns one value per observation and there
+  are at most :data:`FORWARD_MAX_K` free parameters, each row's first and second derivatives are pushed
+  forward (``k (k + 1) / 2`` nested ``jvp``, no cotangents) and all ``1 + k + k (k + 1) / 2`` sums are
+  taken by one variadic ``lax.reduce``. XLA fuses the whole pass into one loop over the data: no per-row
+  temporaries are stored, and a vmapped pass over many small datasets stays as cheap as a value pass
+  times a few (Weibull, 10,000 datasets x 200 draws: 13 ms against 94 ms reverse-over-reverse and 58 ms
+  forward-over-reverse; one dataset of a million rows, 3 parameters: 37 ms against 47 ms blocked).
+  It is exact whatever the rows depend on (it differentiates the vector of values, then sums).
+* **Reverse over reverse** otherwise (``jacrev`` of the gradient, value and gradient carried along, so
+  one pass gives all three), whose last contraction XLA CPU runs as a ``(k, rows) @ (rows, k)`` matrix
+  product; the pushes forward would cost ``k^2`` passes.
 
 **Row blocks, automatically when they are provably exact.** For a per-observation ``loglik`` on many
 rows, one pass over all rows keeps ``rows x k`` temporaries that fall out of the CPU caches; summing
@@ -50,6 +61,91 @@ BLOCK_BYTES = 3 * 2**20
 MIN_BLOCK, MAX_BLOCK = 1024, 65536
 #: Below this many rows one pass over all rows is as fast and compiles a simpler program.
 AUTO_MIN_ROWS = 32768
+#: Up to this many free parameters, a per-observation log-likelihood's Hessian is pushed forward row by
+#: row (:func:`rows_value_grad_hess`). Measured on XLA CPU (float64, one (f, g, H) pass): 2-4 parameters,
+#: elementwise rows: 1.0-6x faster than reverse over reverse (most in vmapped batches of small datasets);
+#: a linear predictor ``X @ beta`` with 4 parameters: 0.85x, 6 parameters: 0.75x.
+FORWARD_MAX_K = 4
+
+
+def rows_value_grad_hess(rows: Callable) -> Callable:
+    """``u -> (f, g, H)`` of ``f(u) = sum(rows(u))`` for a function returning one value per row, by forward
+    derivatives of every row and one variadic reduction (module docstring). For few parameters only: it
+    costs ``k (k + 1) / 2`` pushes forward.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x = jnp.array([1.0, 2.0, 4.0])
+      >>> f, g, h = rows_value_grad_hess(lambda u: (x - u[0]) ** 2 * u[1])(jnp.array([1.0, 2.0]))
+      >>> float(f), [float(v) for v in g], [[float(v) for v in r] for r in h]
+      (20.0, [-16.0, 10.0], [[12.0, -8.0], [-8.0, 0.0]])
+    """
+
+    def vgh(u):
+        k = u.shape[0]
+        basis = jnp.eye(k, dtype=u.dtype)
+        value, grad, hess = None, [None] * k, {}
+        for i in range(k):
+
+            def along_i(v, i=i):
+                return jax.jvp(rows, (v,), (basis[i],))
+
+            for j in range(i, k):
+                (value, d_i), (d_j, d_ij) = jax.jvp(along_i, (u,), (basis[j],))
+                grad[i], grad[j], hess[i, j] = d_i, d_j, d_ij
+        if k == 0:
+            value = rows(u)
+        sums = _sums((value, *grad, *(hess[i, j] for i in range(k) for j in range(i, k))))
+        # g and H assembled as sums of scalars times constant unit vectors / matrices (not by stacking
+        # scalars, which under vmap leaves the batch axis last: custom_jvp rules that receive these as
+        # tangents, as fit's implicit derivatives do inside jax.grad of fit_batch, expect it first).
+        eye = np.eye(k)
+        g = sum((sums[1 + i] * jnp.asarray(eye[i], value.dtype) for i in range(k)), jnp.zeros((k,), value.dtype))
+        h = jnp.zeros((k, k), value.dtype)
+        tri = iter(sums[1 + k :])
+        for i in range(k):
+            for j in range(i, k):
+                unit = np.outer(eye[i], eye[j])
+                h = h + next(tri) * jnp.asarray(unit if i == j else unit + unit.T, value.dtype)
+        return sums[0], g, h
+
+    return vgh
+
+
+def _add_tuples(a, b):
+    return tuple(x + y for x, y in zip(a, b))
+
+
+@jax.custom_jvp
+def _sums(terms):
+    """The sum of each array of ``terms``, by one variadic ``lax.reduce`` (one loop over the data)."""
+    zero = jnp.zeros((), terms[0].dtype)
+    return lax.reduce(terms, (zero,) * len(terms), _add_tuples, tuple(range(terms[0].ndim)))
+
+
+@_sums.defjvp
+def _sums_jvp(primals, tangents):
+    # A sum is linear: the tangents are summed the same way, written with ``jnp.sum`` so that reverse mode
+    # can transpose them (JAX does not differentiate a variadic reduce's body through vmap cleanly).
+    (terms,), (dots,) = primals, tangents
+    return _sums(terms), tuple(jnp.sum(d) for d in dots)
+
+
+def rows_derivatives(rows: Callable) -> Objective:
+    """:class:`Objective` of ``sum(rows(u))`` for a function returning one value per row: the Hessian pass
+    pushed forward for few parameters (the size of ``u`` is static where the pass is traced), reverse over
+    reverse for more."""
+
+    def total(u):
+        return jnp.sum(rows(u))
+
+    reverse = value_grad_hess(total)
+    forward = rows_value_grad_hess(rows)
+
+    def vgh(u):
+        return forward(u) if 0 < math.prod(jnp.shape(u)) <= FORWARD_MAX_K and jnp.ndim(u) == 1 else reverse(u)
+
+    return Objective(total, jax.value_and_grad(total), vgh)
 
 
 def from_function(fun: Callable) -> Objective:
@@ -132,12 +228,10 @@ def make_objective(
       (5.0, 10.0)
     """
 
-    def total(params, d):
-        out = loglik(params, d)
-        return jnp.sum(out) if jnp.ndim(out) else out
-
-    whole = from_function(lambda u: -total(to_params(u), data))
-    if n_rows is None or (chunk_size is not None and int(chunk_size) >= n_rows):
+    if n_rows is None:
+        return from_function(lambda u: -jnp.sum(loglik(to_params(u), data)))
+    whole = _traced_once(rows_derivatives(lambda u: -loglik(to_params(u), data)))
+    if chunk_size is not None and int(chunk_size) >= n_rows:
         return whole
     if chunk_size is None and n_rows < AUTO_MIN_ROWS:
         return whole
@@ -197,11 +291,12 @@ def _blocked(loglik, to_params, data, n_rows, block, devices) -> Objective:
         out = loglik(to_params(u), d)
         if keep is not None:
             out = jnp.where(keep, out, jnp.zeros((), out.dtype))
-        return -jnp.sum(out)
+        return -out
 
     def local_sum(derivatives, u, local_data):
-        # ``derivatives(fun)`` maps a scalar function of u to a function of u returning a pytree of arrays
-        # (the value; value and gradient; value, gradient and Hessian), summed over the blocks.
+        # ``derivatives(rows)`` maps a function of u returning one value per row of a block to a function of
+        # u returning a pytree of arrays (the value; value and gradient; value, gradient and Hessian of the
+        # block's sum), summed over the blocks.
         if block >= local_rows:
             return derivatives(lambda v: block_fn(v, local_data, None))(u)
         n_blocks, get = row_blocks(local_data, local_rows, block)
@@ -233,9 +328,9 @@ def _blocked(loglik, to_params, data, n_rows, block, devices) -> Objective:
 
     return _traced_once(
         Objective(
-            value=summed(lambda fn: fn),
-            value_and_grad=summed(jax.value_and_grad),
-            value_grad_hess=summed(value_grad_hess),
+            value=summed(lambda rows: rows_derivatives(rows).value),
+            value_and_grad=summed(lambda rows: rows_derivatives(rows).value_and_grad),
+            value_grad_hess=summed(lambda rows: rows_derivatives(rows).value_grad_hess),
         )
     )
 

@@ -132,11 +132,33 @@ def _decompose(hess, g, s):
     return lam, vec, pd, p
 
 
-def trust_region_step(lam, gh, radius, n_bisect: int = 60):
+def _only_where(pred, compute, args, otherwise):
+    """``compute(*args)`` where ``pred``, else ``otherwise``, as a ``while_loop`` of at most one pass rather
+    than a ``lax.cond``: unbatched the two are the same, but under ``vmap`` a ``cond`` on a batched
+    predicate runs both branches for every member, whereas a batched ``while_loop`` runs its body only when
+    some member needs it (the rest keep ``otherwise``). For work that few members need (the second-order
+    correction's extra derivative pass) a vmapped fit then pays for it only in the iterations where someone
+    uses it. ``args`` travel in the loop's carry and are rewritten by the body (a no-op ``where``), so that
+    XLA cannot hoist the computation out of the loop as loop-invariant."""
+
+    def body(carry):
+        go, a, _ = carry
+        out = compute(*a)
+        return jnp.asarray(False), jax.tree_util.tree_map(lambda v: jnp.where(go, v, jnp.zeros_like(v)), a), out
+
+    _, _, out = lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred), args, otherwise))
+    return out
+
+
+def trust_region_step(lam, gh, radius, n_bisect: int = 60, needed=True):
     """Exact solution of the trust-region subproblem in the eigenbasis of the Hessian.
 
     ``lam`` are the eigenvalues (ascending), ``gh`` the gradient in the eigenbasis. Returns the step
-    ``z`` in the eigenbasis with ``||z|| <= radius``.
+    ``z`` in the eigenbasis with ``||z|| <= radius``. The boundary root ``||z(mu)|| = radius`` is found by
+    safeguarded Newton iterations on the secular equation, at most ``n_bisect`` of them, stopping when
+    ``||z||`` matches the radius to ``1e-12`` or the bracket is exhausted (4-8 iterations typically), or at
+    once when the Newton step is interior or the caller says the boundary step is not ``needed`` (a vmapped
+    loop then costs what its hardest member needs, not ``n_bisect`` passes for every member).
     """
     dtype = lam.dtype
     tiny = jnp.finfo(dtype).tiny
@@ -159,8 +181,8 @@ def trust_region_step(lam, gh, radius, n_bisect: int = 60):
         z = jnp.where(safe, -gh / jnp.where(safe, d, 1.0), 0.0)
         return jnp.linalg.norm(z), z, d, safe
 
-    def body(_, carry):
-        lo, hi, mu = carry
+    def body(carry):
+        lo, hi, mu, i, _ = carry
         n, _, d, safe = znorm(mu)
         # phi(mu) = 1/radius - 1/||z||, increasing in mu; root where ||z|| = radius.
         too_long = n > radius
@@ -173,10 +195,13 @@ def trust_region_step(lam, gh, radius, n_bisect: int = 60):
         mu_newton = mu - phi / jnp.where(dphi == 0, 1.0, dphi)
         ok = (mu_newton > lo) & (mu_newton < hi) & jnp.isfinite(mu_newton) & (dphi != 0)
         mu_next = jnp.where(ok, mu_newton, 0.5 * (lo + hi))
-        return lo, hi, mu_next
+        done = (jnp.abs(n - radius) <= 1e-12 * radius) | (hi - lo <= 4 * jnp.finfo(dtype).eps * jnp.abs(hi))
+        return lo, hi, jnp.where(done, mu, mu_next), i + 1, done
 
     mu_start = jnp.where(pd, 0.0, mu_lo0 + jnp.maximum(1e-3 * (mu_hi0 - mu_lo0), thresh))
-    lo, hi, mu = lax.fori_loop(0, n_bisect, body, (mu_lo0, mu_hi0, mu_start))
+    skip = interior | ~jnp.asarray(needed)
+    carry = (mu_lo0, mu_hi0, mu_start, jnp.asarray(0, jnp.int32), skip)
+    _, _, mu, _, _ = lax.while_loop(lambda c: (c[3] < n_bisect) & ~c[4], body, carry)
     n, z_bound, _, _ = znorm(mu)
 
     # Hard case: even as mu approaches its pole the step stays inside the region; fill the rest of
@@ -268,13 +293,13 @@ def newton(
         gs = state.g * s
         gh = vec.T @ gs
 
-        z_tr, _, _ = trust_region_step(lam, gh, state.radius)
         newton_scaled = p_newton / s
         newton_norm = jnp.max(jnp.abs(newton_scaled))
         newton_small = pd & (newton_norm <= xtol)
         interior = pd & (jnp.linalg.norm(newton_scaled) <= state.radius)
         # Interior: the Newton step (accurate); otherwise the boundary solution in the scaled eigenbasis.
         use_newton = interior | newton_small
+        z_tr, _, _ = trust_region_step(lam, gh, state.radius, needed=~use_newton)
         z = jnp.where(use_newton, vec.T @ newton_scaled, z_tr)
         ps = jnp.where(use_newton, newton_scaled, vec @ z_tr)
         x_trial = state.x + s * ps
@@ -322,24 +347,12 @@ def newton(
             want = finite & ~use_newton & ~in_noise & pd_t & (rho < 0.75)
             x_c = x_trial + p_t
 
-            def corrected(_):
-                f_c, g_c, h_c = objective.value_grad_hess(x_c)
-                return f_c, g_c, h_c
-
-            def skipped(_):
-                return f_t, g_t, h_t
-
-            f_c, g_c, h_c = lax.cond(want, corrected, skipped, None)
+            f_c, g_c, h_c = _only_where(want, objective.value_grad_hess, (x_c,), (f_t, g_t, h_t))
             fin_c = _all_finite(f_c, g_c, h_c)
             rho_c = (state.f - f_c) / safe_pred
             use_c = want & fin_c & (f_c < f_t) & (pred > 0) & (rho_c > eta)
             scale_c = _scale(x_c, state.floor)
-            dec_c = lax.cond(
-                use_c,
-                lambda _: _decompose(h_c, g_c, scale_c),
-                lambda _: (lam_t, vec_t, pd_t, p_t),
-                None,
-            )
+            dec_c = _only_where(use_c, _decompose, (h_c, g_c, scale_c), (lam_t, vec_t, pd_t, p_t))
             x_trial = jnp.where(use_c, x_c, x_trial)
             f_t, g_t, h_t = (jnp.where(use_c, a, b) for a, b in ((f_c, f_t), (g_c, g_t), (h_c, h_t)))
             scale_t = jnp.where(use_c, scale_c, scale_t)
