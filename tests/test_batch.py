@@ -189,7 +189,7 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
 
 def test_bucket_sizes_are_few():
     sizes = {batch_module._bucket(c, 1024, 1) for c in range(1, 1025)}
-    assert sizes == {8, 16, 32, 64, 128, 256, 512, 1024}
+    assert sizes == {8, 16, 64, 256, 1024}  # powers of four (each size is one compile), at least 8
     assert batch_module._bucket(5, 1024, 4) % 4 == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -35,8 +35,10 @@ from .result import FitResult
 from .status import Status
 
 #: Iterations per round of the smart-termination loop (Newton). Easy members of a well-posed batch stop
-#: in 5-9 Newton iterations; the stragglers are compacted and continued.
-DEFAULT_ROUND_ITERS = 8
+#: in 4-9 Newton iterations; the stragglers are compacted and continued. Measured (10,000 Weibull members
+#: of 200 draws from a start of (1, 1): mean 5 iterations, max 8): rounds of 4-5 iterations 0.15 s, of 8
+#: 0.18 s, of 3 0.22 s (each restart costs its members one more derivative pass).
+DEFAULT_ROUND_ITERS = 5
 #: Target bytes of data per chunk (the unit of compaction, progress and host transfers) on CPU.
 _CPU_CHUNK_BYTES = 32 * 2**20
 #: Target bytes of data per block inside a chunk on CPU: blocks whose derivative temporaries stay in the
@@ -292,7 +294,10 @@ def _round_up(x: int, m: int) -> int:
 def _bucket(count: int, full: int, n_devices: int) -> int:
     """Compacted batch size for ``count`` running members: a power of two (a multiple of the device
     count), at most the chunk size."""
-    size = max(_MIN_BUCKET, 1 << max(0, math.ceil(math.log2(max(count, 1)))))
+    # Powers of four: each distinct size compiles the whole fit once (1-3 s on CPU), so a batch whose
+    # stragglers thin out over several rounds compiles half as many programs as with powers of two, for at
+    # most 4x the lanes of a (small) straggler round.
+    size = max(_MIN_BUCKET, 1 << (2 * max(0, math.ceil(math.log2(max(count, 1)) / 2))))
     return min(_round_up(size, n_devices), full)
 
 
@@ -332,7 +337,7 @@ def fit_batch(
       errors: ``"status"`` (default): members with invalid inputs (non-finite data, init or fixed values,
         a start outside its constraint) are named in a ``RuntimeWarning`` with their indices and fitted
         like the rest (their status says ``nonfinite``); ``"raise"``: a ``ValueError`` naming them.
-      round_iters: Newton iterations per round of the smart termination (default 8); ``0`` turns the
+      round_iters: Newton iterations per round of the smart termination (default 5); ``0`` turns the
         rounds off (one vmapped fit of each chunk, as ``jax.vmap(mj.fit)``).
       init_batched, fixed_batched: whether ``init`` / the values of ``fixed`` carry the batch axis;
         ``None`` (default) decides by the shapes (every leaf has the batch size as leading axis).

@@ -128,6 +128,8 @@ def jacobi_eigh(a, *, max_sweeps: int = 30, plans=None):
     k = a.shape[-1]
     if k <= 1:
         return jnp.diagonal(a).astype(a.dtype), jnp.ones_like(a)
+    if k == 2:
+        return _eigh_2x2(a)
     m = k + (k % 2)  # an odd size gets a decoupled padding index, which no rotation ever touches
     if plans is None:
         plans = _rotation_plans(m)
@@ -170,6 +172,24 @@ def jacobi_eigh(a, *, max_sweeps: int = 30, plans=None):
     lam, v = jnp.diagonal(a)[:k], v[:k, :k]
     order = jnp.argsort(lam)
     return lam[order], v[:, order]
+
+
+def _eigh_2x2(a):
+    """Two rows: one Jacobi rotation is exact, so no sweeps and no sort (a comparison orders the pair)."""
+    a = symmetrize(a)
+    app, aqq, apq = a[0, 0], a[1, 1], a[0, 1]
+    nonzero = apq != 0
+    theta = jnp.where(nonzero, (aqq - app) / (2.0 * jnp.where(nonzero, apq, 1.0)), 0.0)
+    t = jnp.where(nonzero, jnp.sign(theta) / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1.0)), 0.0)
+    t = jnp.where(nonzero & (theta == 0), 1.0, t)
+    c = 1.0 / jnp.sqrt(t * t + 1.0)
+    s = t * c
+    lam_p, lam_q = app - t * apq, aqq + t * apq
+    swap = lam_q < lam_p
+    lam = jnp.stack([jnp.where(swap, lam_q, lam_p), jnp.where(swap, lam_p, lam_q)])
+    v_p, v_q = jnp.stack([c, -s]), jnp.stack([s, c])  # columns of the rotation
+    vec = jnp.stack([jnp.where(swap, v_q, v_p), jnp.where(swap, v_p, v_q)], axis=1)
+    return lam, vec
 
 
 @jax.custom_batching.custom_vmap
