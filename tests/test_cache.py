@@ -126,6 +126,58 @@ def test_jacobi_eigh_matches_lapack(k):
         np.testing.assert_allclose(vec.T @ vec, np.eye(k), rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_vmapped_eigh_matches_lapack_inside_batched_control_flow(k):
+    """Under vmap, ``eigh`` takes its batched rule (LAPACK from 3 rows, the exact rotation at 2), also when
+    it sits in a ``while_loop`` and a ``cond`` on a batched predicate (which hand it batched constants)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mlejax._src import linalg
+
+    rng = np.random.default_rng(10 + k)
+    b = rng.standard_normal((12, k, k))
+    a = np.einsum("bij,bkj->bik", b, b) + 0.1 * np.eye(k)
+    a[0] = np.eye(k)
+    a[1] = np.diag(np.arange(k, 0.0, -1.0))  # descending diagonal: the order must be fixed
+
+    def inside(m, go):
+        lam = jax.lax.cond(go, lambda x: linalg.eigh(x)[0], lambda x: jnp.zeros(k, x.dtype), m)
+        _, out = jax.lax.while_loop(lambda c: c[0], lambda c: (False, linalg.eigh(m)[0]), (go, lam))
+        return lam, out
+
+    go = np.arange(12) % 3 != 0
+    lam, out = jax.jit(jax.vmap(inside))(jnp.asarray(a), jnp.asarray(go))
+    ref = np.linalg.eigvalsh(a)
+    top = np.max(np.abs(ref), axis=1, keepdims=True)
+    assert np.all(np.abs(np.asarray(lam)[go] - ref[go]) <= 1e-13 * top[go])
+    assert np.all(np.asarray(lam)[~go] == 0)
+    assert np.all(np.abs(np.asarray(out)[go] - ref[go]) <= 1e-13 * top[go])
+    lam, vec = jax.jit(jax.vmap(linalg.eigh))(jnp.asarray(a))
+    rec = np.einsum("bij,bj,bkj->bik", np.asarray(vec), np.asarray(lam), np.asarray(vec))
+    assert np.max(np.abs(rec - a) / top[:, :, None]) <= 1e-13
+
+
+def test_two_by_two_eigh_is_exact_on_hard_cases():
+    import jax.numpy as jnp
+    import numpy as np
+
+    from mlejax._src import linalg
+
+    rng = np.random.default_rng(0)
+    cases = [rng.standard_normal((2, 2)) for _ in range(50)]
+    cases += [np.zeros((2, 2)), np.eye(2), np.diag([3.0, -1.0]), np.array([[1.0, 1e-20], [0.0, 1.0]])]
+    cases += [np.array([[1e10, 1.0], [0.0, 1e-10]]), np.array([[-2.0, 5.0], [0.0, -2.0]])]
+    for a in cases:
+        a = a + a.T
+        lam, vec = (np.asarray(v) for v in linalg.jacobi_eigh(jnp.asarray(a)))
+        top = max(np.max(np.abs(a)), 1e-300)
+        np.testing.assert_allclose(lam, np.linalg.eigvalsh(a), rtol=0, atol=1e-15 * top)  # a few ulps
+        np.testing.assert_allclose(vec @ np.diag(lam) @ vec.T, a, rtol=0, atol=1e-15 * top)  # a few ulps
+        np.testing.assert_allclose(vec.T @ vec, np.eye(2), rtol=0, atol=1e-15)
+
+
 @pytest.mark.parametrize("k", [1, 4, 16])
 def test_cholesky_and_inverse_match_lapack(k):
     import jax

@@ -292,3 +292,72 @@ def test_rows_split_over_two_cpu_devices_match_one_device():
         np.testing.assert_allclose(got[:3], np.asarray(ref.params), rtol=1e-10)
         np.testing.assert_allclose(got[3:6], np.asarray(ref.se), rtol=1e-10)
         assert got[6] == int(mj.Status.success)
+
+
+# -- the forward row pass (few parameters) ----------------------------------------------------------
+
+
+def _rows_cases():
+    x = np.random.default_rng(3).normal(size=50)
+
+    def weibull(u):  # elementwise, 2 parameters
+        k, lam = jnp.exp(u[0]), jnp.exp(u[1])
+        z = jnp.abs(jnp.asarray(x)) + 0.1
+        return jnp.log(k / lam) + (k - 1) * jnp.log(z / lam) - (z / lam) ** k
+
+    def ar1(u):  # rows that depend on their neighbours, 3 parameters
+        y = jnp.asarray(x)
+        e = y[1:] - u[0] - u[1] * y[:-1]
+        return -0.5 * e**2 * jnp.exp(-2 * u[2]) - u[2]
+
+    def mixture(u):  # 4 parameters, a data mean inside
+        y = jnp.asarray(x) - jnp.mean(jnp.asarray(x))
+        w = jax.nn.sigmoid(u[0])
+        second = jnp.log1p(-w) - 0.5 * ((y - u[2]) / jnp.exp(u[3])) ** 2 - u[3]
+        return jnp.logaddexp(jnp.log(w) - 0.5 * (y - u[1]) ** 2, second)
+
+    def one(u):
+        return -0.5 * (jnp.asarray(x) - u[0]) ** 2
+
+    return {"weibull": (weibull, 2), "ar1": (ar1, 3), "mixture": (mixture, 4), "one": (one, 1)}
+
+
+@pytest.mark.parametrize("name", ["weibull", "ar1", "mixture", "one"])
+def test_forward_row_pass_equals_reverse_over_reverse(name):
+    from mlejax._src.solvers._base import value_grad_hess
+
+    rows, k = _rows_cases()[name]
+    u = jnp.linspace(0.2, 0.5, k)
+    f, g, h = jax.jit(objective.rows_value_grad_hess(rows))(u)
+    f_r, g_r, h_r = value_grad_hess(lambda v: jnp.sum(rows(v)))(u)
+    np.testing.assert_allclose(f, f_r, rtol=1e-13)
+    np.testing.assert_allclose(g, g_r, rtol=1e-11, atol=1e-11 * float(jnp.max(jnp.abs(g_r))))
+    np.testing.assert_allclose(h, h_r, rtol=1e-11, atol=1e-11 * float(jnp.max(jnp.abs(h_r))))
+    np.testing.assert_array_equal(h, h.T)
+
+
+def test_forward_row_pass_is_the_default_for_few_parameters_and_differentiable(monkeypatch):
+    """make_objective pushes rows forward up to FORWARD_MAX_K parameters, and its (f, g, H) keep exact
+    derivatives with respect to the data under vmap and reverse mode (fit's implicit differentiation)."""
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 30)))
+
+    def loglik(p, x):
+        return -0.5 * ((x - p[0]) * jnp.exp(-p[1])) ** 2 - p[1]
+
+    def hess_sum(x, forward):
+        monkeypatch.setattr(objective, "FORWARD_MAX_K", 4 if forward else 0)
+        obj = make_objective(loglik, lambda u: u, x, n_rows=x.shape[0])
+        f, g, h = obj.value_grad_hess(jnp.array([0.1, 0.2]))
+        return jnp.sum(h) + jnp.sum(g**2) + f
+
+    def both(forward):
+        jax.clear_caches()
+
+        def total(x):
+            return jnp.sum(jax.vmap(lambda xi: hess_sum(xi, forward))(x))
+
+        return total(x), jax.grad(total)(x)
+
+    (val, grad), (ref_val, ref_grad) = both(True), both(False)
+    np.testing.assert_allclose(val, ref_val, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10)
