@@ -106,6 +106,16 @@ def _rotation_plans(m: int):
     return {key: np.stack(val) for key, val in out.items()}
 
 
+def _rotation(app, aqq, apq):
+    """``(t, c)`` of the Jacobi rotation that zeroes ``apq``: ``t = tan``, ``c = cos`` of its angle (the
+    smaller of the two angles; ``t = 0`` when ``apq`` is already zero)."""
+    nonzero = apq != 0
+    theta = jnp.where(nonzero, (aqq - app) / (2.0 * jnp.where(nonzero, apq, 1.0)), 0.0)
+    t = jnp.where(nonzero, jnp.sign(theta) / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1.0)), 0.0)
+    t = jnp.where(nonzero & (theta == 0), 1.0, t)
+    return t, 1.0 / jnp.sqrt(t * t + 1.0)
+
+
 def jacobi_eigh(a, *, max_sweeps: int = 30, plans=None):
     """Eigen-decomposition of a symmetric matrix by the cyclic Jacobi method, in plain JAX operations.
 
@@ -116,7 +126,8 @@ def jacobi_eigh(a, *, max_sweeps: int = 30, plans=None):
     product: batched tiny matrix products are what made a vmapped decomposition slow). Jacobi's method is
     accurate to the last bits for the small eigenvalues of well-scaled positive definite matrices. Returns
     ``(eigenvalues ascending, eigenvectors as columns)`` like ``jnp.linalg.eigh``. Forward-mode
-    differentiable only (the sweeps are a ``while_loop``).
+    differentiable only (the sweeps are a ``while_loop``). ``plans``: the rotation index arrays of
+    :func:`_rotation_plans` (built here when not given).
 
     Example:
       >>> import jax.numpy as jnp
@@ -144,11 +155,7 @@ def jacobi_eigh(a, *, max_sweeps: int = 30, plans=None):
         a, v = av
         p, q, partner = plans["p"][i], plans["q"][i], plans["partner"][i]
         apq, app, aqq = a[p, q], a[p, p], a[q, q]
-        nonzero = apq != 0
-        theta = jnp.where(nonzero, (aqq - app) / (2.0 * jnp.where(nonzero, apq, 1.0)), 0.0)
-        t = jnp.where(nonzero, jnp.sign(theta) / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1.0)), 0.0)
-        t = jnp.where(nonzero & (theta == 0), 1.0, t)
-        c = 1.0 / jnp.sqrt(t * t + 1.0)
+        t, c = _rotation(app, aqq, apq)
         # Column j of A R is c_j A[:, j] + t_j A[:, partner j] (t = -s at p, +s at q); rows of R' B alike.
         cj, tj = c[plans["pair"][i]], (t * c)[plans["pair"][i]] * plans["sign"][i]
         b = a * cj[None, :] + a[:, partner] * tj[None, :]
@@ -178,11 +185,7 @@ def _eigh_2x2(a):
     """Two rows: one Jacobi rotation is exact, so no sweeps and no sort (a comparison orders the pair)."""
     a = symmetrize(a)
     app, aqq, apq = a[0, 0], a[1, 1], a[0, 1]
-    nonzero = apq != 0
-    theta = jnp.where(nonzero, (aqq - app) / (2.0 * jnp.where(nonzero, apq, 1.0)), 0.0)
-    t = jnp.where(nonzero, jnp.sign(theta) / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1.0)), 0.0)
-    t = jnp.where(nonzero & (theta == 0), 1.0, t)
-    c = 1.0 / jnp.sqrt(t * t + 1.0)
+    t, c = _rotation(app, aqq, apq)
     s = t * c
     lam_p, lam_q = app - t * apq, aqq + t * apq
     swap = lam_q < lam_p
