@@ -1,0 +1,162 @@
+"""Rewrites of traced log-likelihoods (mlejax._src.rewrite): same values, same derivatives.
+
+References: ``lax.pow`` itself (its special cases follow C99 ``pow``: signed zeros, infinities, NaN, a
+negative base to an integer power) and JAX's own derivative rule for ``pow``; for the common-subexpression
+pass, the unrewritten function bit for bit.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlejax._src import objective
+from mlejax._src.rewrite import fast_pow, fast_pow_form, shared_subexpressions
+
+SPECIAL_X = [-np.inf, -3.0, -2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, 3.0, np.inf, np.nan]
+SPECIAL_Y = [-np.inf, -3.0, -2.5, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 1e300, np.inf, np.nan]
+
+
+def _same(a, b, rtol):
+    a, b = np.asarray(a), np.asarray(b)
+    both_nan = np.isnan(a) & np.isnan(b)
+    equal = (a == b) & (np.signbit(a) == np.signbit(b))
+    with np.errstate(invalid="ignore"):
+        close = np.isfinite(a) & (np.abs(a - b) <= rtol * np.abs(a))
+    return both_nan | equal | close
+
+
+def _grid():
+    pairs = list(itertools.product(SPECIAL_X, SPECIAL_Y))
+    return jnp.asarray([p[0] for p in pairs]), jnp.asarray([p[1] for p in pairs])
+
+
+def test_fast_pow_equals_lax_pow_at_every_special_case():
+    x, y = _grid()
+    ok = _same(jax.lax.pow(x, y), fast_pow(x, y), 1e-15)
+    assert ok.all(), [(float(a), float(b)) for a, b, o in zip(x, y, ok) if not o]
+
+
+def test_fast_pow_relative_error_float64_and_float32():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(1e-3, 50.0, 20000)
+    y = rng.uniform(-8.0, 8.0, 20000)
+    ref = jax.lax.pow(jnp.asarray(x), jnp.asarray(y))
+    got = fast_pow(jnp.asarray(x), jnp.asarray(y))
+    assert float(jnp.max(jnp.abs(got / ref - 1))) < 1e-13
+    x32, y32 = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    got32 = fast_pow(x32, y32)
+    assert got32.dtype == jnp.float32
+    assert float(jnp.max(jnp.abs(got32 / jax.lax.pow(x32, y32) - 1))) < 5e-5
+
+
+def test_fast_pow_derivatives_follow_jaxs_rule():
+    """First derivatives in x and y including x = 0 and negative bases; second ones away from x = 0 (where
+    the rule's nan may be inf)."""
+    x, y = _grid()
+    keep = jnp.isfinite(x) & jnp.isfinite(y) & (jnp.abs(y) < 1e10)
+    x, y = x[keep], y[keep]
+    rules = {
+        "dx": lambda p: jax.grad(p, 0),
+        "dy": lambda p: jax.grad(p, 1),
+        "dxdy": lambda p: jax.grad(jax.grad(p, 0), 1),
+        "dxdx": lambda p: jax.grad(jax.grad(p, 0), 0),
+        "dydy": lambda p: jax.grad(jax.grad(p, 1), 1),
+    }
+    for name, rule in rules.items():
+        ref = jax.vmap(rule(jax.lax.pow))(x, y)
+        got = jax.vmap(rule(fast_pow))(x, y)
+        ok = _same(ref, got, 1e-13) | ((x == 0) & (len(name) > 2))
+        bad = [(float(a), float(b), float(r), float(g)) for a, b, r, g, o in zip(x, y, ref, got, ok) if not o]
+        assert not bad, (name, bad)
+
+
+@settings(deadline=None)
+@given(
+    x=st.floats(-1e3, 1e3, allow_nan=False),
+    y=st.one_of(st.integers(-12, 12).map(float), st.floats(-30.0, 30.0, allow_nan=False)),
+)
+def test_fast_pow_property(x, y):
+    ref = jax.lax.pow(jnp.float64(x), jnp.float64(y))
+    got = fast_pow(jnp.float64(x), jnp.float64(y))
+    # relative error grows like |y log|x|| machine epsilons (exp's argument)
+    tol = 4e-16 * (1.0 + abs(y * np.log(abs(x)))) if x != 0 else 0.0
+    assert _same(ref, got, tol), (x, y, float(ref), float(got))
+
+
+def test_fast_pow_form_rewrites_pow_inside_jit_calls_and_keeps_values():
+    @jax.jit
+    def inner(t, k):
+        return jnp.power(t, k) + t**2.5
+
+    def f(k, t):
+        return jnp.sum(inner(t, k) - (t / 2.0) ** k)
+
+    t = jnp.asarray([0.0, 0.5, 2.0, 3.0])
+    g = fast_pow_form(f)
+    names = [e.primitive.name for e in jax.make_jaxpr(g)(1.5, t).jaxpr.eqns]
+    assert "pow" not in names and "jit" not in names
+    np.testing.assert_allclose(g(1.5, t), f(1.5, t), rtol=1e-14)
+    np.testing.assert_allclose(jax.grad(g)(1.5, t), jax.grad(f)(1.5, t), rtol=1e-13)
+    np.testing.assert_allclose(jax.hessian(g)(1.5, t), jax.hessian(f)(1.5, t), rtol=1e-13)
+    # integer exponents (integer_pow) and integer-typed pow are left alone
+    h = fast_pow_form(lambda a: a**3 + jax.lax.pow(a, 2))
+    assert [e.primitive.name for e in jax.make_jaxpr(h)(2.0).jaxpr.eqns].count("integer_pow") >= 1
+    assert float(h(2.0)) == 12.0
+
+
+def test_shared_subexpressions_same_bits_fewer_equations_effects_kept():
+    x = jnp.linspace(0.1, 2.0, 7)
+
+    def f(u):
+        a = jnp.exp(u * x) * jnp.log(u + x)
+        b = jnp.exp(u * x) * jnp.log(u + x)
+        return jnp.sum(a + b), jax.grad(lambda v: jnp.sum(jnp.exp(v * x)))(u)
+
+    g = shared_subexpressions(f)
+    n_before = len(jax.make_jaxpr(f)(0.3).jaxpr.eqns)
+    n_after = len(jax.make_jaxpr(g)(0.3).jaxpr.eqns)
+    assert n_after < n_before
+    for a, b in zip(f(0.3), g(0.3)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(jax.grad(lambda u: g(u)[0])(0.3), jax.grad(lambda u: f(u)[0])(0.3))
+
+    calls = []
+
+    def with_effects(u):
+        jax.debug.callback(lambda v: calls.append(float(v)), u)
+        jax.debug.callback(lambda v: calls.append(float(v)), u)
+        return u * 2.0
+
+    jax.block_until_ready(shared_subexpressions(with_effects)(1.0))
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_forward_row_pass_with_pow_equals_plain_hessian(k):
+    """The rewritten forward pass against jax.hessian of the unrewritten function (pow kept)."""
+    t = jnp.asarray(np.random.default_rng(5).weibull(1.5, 300) * 2.0)
+
+    def rows(u):
+        shape, scale = jnp.exp(u[0]), jnp.exp(u[1]) if k > 1 else 2.0
+        z = t / scale
+        out = jnp.log(shape / scale) + (shape - 1) * jnp.log(z) - z**shape
+        return out - (u[2] ** 2 * jnp.abs(t - 2.0) ** 1.5 if k > 2 else 0.0)
+
+    u = jnp.linspace(0.3, 0.6, k)
+    vgh = objective.rows_derivatives(rows).value_grad_hess
+    f, g, h = jax.jit(vgh)(u)
+    total = lambda v: jnp.sum(rows(v))  # noqa: E731
+    np.testing.assert_allclose(f, total(u), rtol=1e-13)
+    np.testing.assert_allclose(g, jax.grad(total)(u), rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(h, jax.hessian(total)(u), rtol=1e-11, atol=1e-11)
+    # and under vmap over datasets with the implicit derivative's jvp
+    us = jnp.stack([u, u * 1.1])
+    fb, gb, hb = jax.vmap(vgh)(us)
+    np.testing.assert_allclose(hb[1], jax.hessian(total)(us[1]), rtol=1e-11, atol=1e-11)
+    _, tangent = jax.jvp(lambda v: vgh(v)[1], (u,), (jnp.ones(k),))
+    np.testing.assert_allclose(tangent, jax.hessian(total)(u) @ jnp.ones(k), rtol=1e-10, atol=1e-10)
