@@ -71,6 +71,7 @@ class Solution(NamedTuple):
     status: jax.Array
     n_iter: jax.Array
     state: Any
+    f0: jax.Array  # the value at the start (the solver's first pass)
 
 
 def run(solver: Solver, objective: Objective, x0: jax.Array, maxiter: int) -> Solution:
@@ -93,4 +94,4 @@ def run(solver: Solver, objective: Objective, x0: jax.Array, maxiter: int) -> So
     n_iter, state = lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), state0))
     done, status = solver.terminate(state)
     status = jnp.where(done, status, Status.max_iterations).astype(jnp.int32)
-    return Solution(state.x, state.f, state.g, status, n_iter, state)
+    return Solution(state.x, state.f, state.g, status, n_iter, state, state0.f)
