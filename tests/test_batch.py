@@ -195,3 +195,48 @@ def test_bucket_sizes_are_few():
         warnings.simplefilter("error")
         assert batch_module._default_batch_size(np.zeros((10, 3)), 10, 1) == 10
         assert batch_module._default_batch_size(np.zeros((100_000, 200)), 100_000, 1) == 16384  # 32 MiB of data
+
+
+def test_a_family_with_its_own_start_per_member_equals_fit_dist():
+    """fit_batch("weibull", None, t): the family's log-density, constraints and moment start per member,
+    equal to a loop of mj.fit_dist (which uses the same start)."""
+    t = np.random.default_rng(11).weibull(1.5, size=(6, 80)) * 2.0
+    for family in ("weibull", mj.families.Weibull(), mj.families.Weibull):
+        res = mj.fit_batch(family, None, t, progress=False)
+        assert bool(res.converged.all())
+        for i in range(6):
+            one = mj.fit_dist(t[i], "weibull")
+            for k in ("shape", "scale"):
+                np.testing.assert_allclose(res.params[k][i], one.params[k], rtol=1e-9)
+                np.testing.assert_allclose(res.se[k][i], one.se[k], rtol=1e-7)
+    # from the moments of log t the fit needs a handful of Newton iterations
+    assert int(np.max(res.n_iter)) <= 6
+    # a start given by the user is used as given (shared by all members)
+    given = mj.fit_batch("weibull", {"shape": 1.0, "scale": 1.0}, t, progress=False)
+    np.testing.assert_allclose(given.params["shape"], res.params["shape"], rtol=1e-8)
+    assert int(np.max(given.n_iter)) > int(np.max(res.n_iter))
+    # under jit (the traced path) the same
+    traced = jax.jit(lambda d: mj.fit_batch("weibull", None, d).params["scale"])(t)
+    np.testing.assert_allclose(traced, res.params["scale"], rtol=1e-10)
+
+
+def test_init_as_a_function_of_each_members_data():
+    x = np.random.default_rng(12).normal(3.0, 2.0, size=(5, 40))
+
+    def start(xi):
+        return {"mu": jnp.mean(xi), "sigma": jnp.std(xi)}
+
+    res = mj.fit_batch(norm_loglik, start, x, constraints={"sigma": mj.positive}, progress=False)
+    np.testing.assert_allclose(res.params["mu"], x.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(res.params["sigma"], x.std(axis=1), rtol=1e-12)
+    assert int(np.max(res.n_iter)) <= 1  # started at the MLE
+
+
+def test_family_and_init_errors():
+    x = np.ones((3, 4))
+    with pytest.raises(ValueError, match="unknown family"):
+        mj.fit_batch("wiebull", None, x)
+    with pytest.raises(TypeError, match="needs init"):
+        mj.fit_batch(norm_loglik, None, x)
+    with pytest.raises(TypeError, match="or a family"):
+        mj.fit_batch(42, {"mu": 0.0}, x)

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import math
 import sys
+import types
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -30,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import extensions
-from .fit import fit
+from .families import Family, get_family
+from .fit import canonical_function, fit
 from .result import FitResult
 from .status import Status
 
@@ -113,9 +115,11 @@ def _freeze(x):
     return x
 
 
-@functools.partial(jax.jit, static_argnames=("loglik", "options", "maxiter", "in_axes", "block"))
-def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed):
-    """``fit`` vmapped over the members of one chunk (``in_axes`` for ``init`` and ``fixed``).
+@functools.partial(jax.jit, static_argnames=("loglik", "options", "maxiter", "in_axes", "block", "start"))
+def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, start=None):
+    """``fit`` vmapped over the members of one chunk (``in_axes`` for ``init`` and ``fixed``); with
+    ``start``, each member starts at ``start(member_data)`` (computed in the same program) and ``init``
+    is ignored.
 
     With ``block``, the chunk is fitted ``block`` members at a time (``lax.map``): each block's
     derivative temporaries stay in the CPU caches, and each block's loop stops with its own slowest
@@ -124,7 +128,7 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed):
     opts = dict(options.value)
 
     def one(i, d, fx):
-        return fit(loglik, i, d, fixed=fx, maxiter=maxiter, **opts)
+        return fit(loglik, i if start is None else start(d), d, fixed=fx, maxiter=maxiter, **opts)
 
     size = jax.tree_util.tree_leaves(data)[0].shape[0]
     if block is None or size <= block:
@@ -303,6 +307,48 @@ def _bucket(count: int, full: int, n_devices: int) -> int:
     return min(_round_up(size, n_devices), full)
 
 
+@dataclasses.dataclass(frozen=True)
+class _FamilyLoglik:
+    """The per-observation log-density of a family as ``loglik(params, x)`` (hashable: one compiled
+    program per family)."""
+
+    family: Any
+
+    def __call__(self, params, x):
+        return self.family.logpdf(params, x)
+
+
+def _as_family(loglik):
+    """The family that ``loglik`` names or is (a name, a family class or object), else ``None``."""
+    if isinstance(loglik, str) or (isinstance(loglik, type) and issubclass(loglik, Family)):
+        return get_family(loglik)
+    if isinstance(loglik, Family) or (
+        not callable(loglik) and all(hasattr(loglik, a) for a in ("param_constraints", "logpdf", "init_params"))
+    ):
+        return get_family(loglik)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _FamilyStart:
+    """A family's start as a hashable callable (equal families share one compiled start; bound methods
+    compare by the identity of their object)."""
+
+    family: Any
+
+    def __call__(self, x):
+        return self.family.init_params(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Start:
+    """``init`` given as a function of each member's data: evaluated inside the compiled fit of a chunk
+    (no separate pass over the data), so its values are not checked eagerly (a bad start gets the
+    member's own status)."""
+
+    fn: Callable
+
+
 def _take(tree, idx):
     return jax.tree_util.tree_map(lambda x: x[idx], tree)
 
@@ -327,9 +373,13 @@ def fit_batch(
     """Fit ``loglik`` to many independent datasets at once: one batched :class:`FitResult`.
 
     Args:
-      loglik: ``loglik(params, data)`` of *one* dataset, as for :func:`mlejax.fit`.
+      loglik: ``loglik(params, data)`` of *one* dataset, as for :func:`mlejax.fit`; or a family
+        (``"weibull"``, ``mj.families.Weibull()``, a user-defined family) whose ``logpdf`` is fitted
+        to each member's observations (``data``: an array ``(batch, n)``), with the family's
+        constraints and, when ``init`` is ``None``, the family's start computed from each member.
       init: starting values, shared by all members, or batched (every leaf with a leading axis of the
-        batch size; see ``init_batched``).
+        batch size; see ``init_batched``); or a function ``init(member_data) -> params`` giving each
+        member's start from its own data (evaluated as one vmapped call).
       data: a pytree whose every leaf has the batch along its leading axis (member ``i`` is
         ``tree_map(lambda x: x[i], data)``). Leaves shared by all members must be broadcast.
       batch_size: members per chunk (memory stays bounded by it; the unit of compaction and progress).
@@ -370,8 +420,18 @@ def fit_batch(
       >>> bool(np.allclose(res.se["mu"], x.std(axis=1) / np.sqrt(50)))
       True
     """
+    family = _as_family(loglik)
+    if family is not None:
+        loglik = _FamilyLoglik(family)
+        constraints = dict(family.param_constraints)
+        constraints.update(fit_options.get("constraints") or {})
+        fit_options["constraints"] = constraints
+        if init is None:
+            init = _FamilyStart(family)
     if not callable(loglik):
-        raise TypeError(f"loglik must be a function loglik(params, data), got {type(loglik).__name__}")
+        raise TypeError(f"loglik must be a function loglik(params, data) or a family, got {type(loglik).__name__}")
+    if init is None:
+        raise TypeError("fit_batch needs init (starting values, or a function of each member's data)")
     if errors not in ("status", "raise"):
         raise ValueError(f"errors must be 'status' or 'raise', got {errors!r}")
     if "maxiter" in fit_options and fit_options["maxiter"] is None:
@@ -380,6 +440,10 @@ def fit_batch(
     if isinstance(data, Mapping) and hasattr(data, "columns"):  # a pandas DataFrame
         data = {str(c): np.asarray(data[c]) for c in data.columns}
     n = _batch_size_of(data)
+    start = None
+    if callable(init) and not isinstance(init, Mapping):
+        start = _Start(canonical_function(init) if isinstance(init, types.FunctionType) else init)
+        init, init_batched = {}, False
     init_b = _is_batched(init, n, init_batched, "init")
     fixed_values = dict(fixed) if fixed else None
     fixed_b = _is_batched(fixed_values, n, fixed_batched, "fixed")
@@ -390,6 +454,8 @@ def fit_batch(
 
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((init, data, fixed_values)))
     if traced:
+        if start is not None:
+            init, init_b = jax.vmap(start.fn)(data), True
         return _fit_batch_traced(loglik, init, data, fixed_values, init_b, fixed_b, n, batch_size, fit_options)
 
     data = _to_host(data)
@@ -404,6 +470,8 @@ def fit_batch(
     _check_shared(init, init_b, fixed_values, fixed_b, fit_options.get("constraints"))
     problems = _member_problems(init, init_b, data, fixed_values, fixed_b, n, fit_options.get("constraints"))
     _report_problems(problems, n, errors)
+    if start is not None:
+        init = start
 
     method = fit_options.get("method", "newton")
     method_name = method if isinstance(method, str) else "custom"
@@ -471,6 +539,9 @@ class _Runner:
         return jax.device_put(tree, self.sharding)
 
     def _call(self, init, init_b, data, fixed, fixed_b, maxiter=None):
+        start = None
+        if isinstance(init, _Start):
+            start, init = init.fn, None
         in_axes = (0 if init_b else None, 0 if fixed_b else None)
         res = _fit_members(
             self.loglik,
@@ -481,6 +552,7 @@ class _Runner:
             self._put(init) if init_b else init,
             self._put(data),
             self._put(fixed) if fixed_b else fixed,
+            start=start,
         )
         return jax.tree_util.tree_map(np.array, res)
 
