@@ -100,6 +100,35 @@ def test_indefinite_start():
     np.testing.assert_allclose(np.abs(np.asarray(sol.x)), [1.0, 0.0], atol=1e-8)
 
 
+@pytest.mark.parametrize("scale", [1.0, 10.0, 100.0])
+def test_singular_minimum_stops_soon_and_is_not_success(scale):
+    """f depends on x only through s = j . x (MGH problem 33, linear rank 1: a quadratic with a rank-1
+    Hessian, minimum 10 * 9 / (2 * 21) on a whole hyperplane): the solver reaches the minimum value, stops
+    within a few iterations of it (it used to shrink its radius for 35-60 more), and does not call it
+    success (the Hessian is singular)."""
+    i = jnp.arange(1.0, 11.0)
+    j = jnp.arange(1.0, 6.0)
+
+    def f(x):
+        r = i * jnp.sum(j * x) - 1.0
+        return jnp.sum(r * r)
+
+    sol = solve(f, scale * np.ones(5))
+    np.testing.assert_allclose(float(sol.f), 90.0 / 42.0, rtol=1e-12)
+    assert int(sol.status) != Status.success
+    assert int(sol.n_iter) <= 10
+
+    # The same flat direction in a likelihood: mj.fit names the Hessian.
+    import mlejax as mj
+
+    y = jnp.asarray(np.random.default_rng(0).normal(1.0, 1.0, 50))
+    with pytest.warns(mj.ConvergenceWarning, match="hessian_not_positive_definite"):
+        res = mj.fit(lambda p, y: -0.5 * (y - p["a"] - p["b"]) ** 2, {"a": 0.0, "b": 0.0}, y)
+    assert res.status == mj.Status.hessian_not_positive_definite
+    assert int(res.n_iter) <= 10
+    np.testing.assert_allclose(float(res.params["a"] + res.params["b"]), float(jnp.mean(y)), rtol=1e-10)
+
+
 def test_nonfinite_trial_points_are_rejected():
     """f(x) = x - log(x) from x = 10: the Newton step (-90) lands where f is NaN; that trial is rejected, the
     radius shrinks and the run ends at the minimum x = 1 with every accepted value finite."""
