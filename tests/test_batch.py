@@ -240,3 +240,17 @@ def test_family_and_init_errors():
         mj.fit_batch(norm_loglik, None, x)
     with pytest.raises(TypeError, match="or a family"):
         mj.fit_batch(42, {"mu": 0.0}, x)
+
+
+def test_family_data_outside_its_support_is_named_by_member():
+    """A member with a negative Weibull observation: reported by index (warning, or ValueError with
+    errors="raise"); the other members are fitted exactly as alone."""
+    t = np.random.default_rng(13).weibull(1.5, size=(5, 60)) * 2.0
+    t[2, 7] = -1.0
+    with pytest.warns(RuntimeWarning, match=r"outside the Weibull support: 1 member\(s\), indices \[2\]"):
+        res = mj.fit_batch("weibull", None, t, progress=False)
+    assert res.status[2] != mj.Status.success
+    one = mj.fit_dist(t[4], "weibull")
+    np.testing.assert_allclose(res.params["shape"][4], one.params["shape"], rtol=1e-9)
+    with pytest.raises(ValueError, match=r"indices \[2\]"):
+        mj.fit_batch("weibull", None, t, errors="raise", progress=False)

@@ -340,6 +340,24 @@ class _FamilyStart:
         return self.family.init_params(x)
 
 
+def _outside_family_support(family, data, n: int, flagged) -> np.ndarray:
+    """Members whose observations the family's ``check_data`` refuses (one check of all the data; members
+    are examined one by one only when it fails), leaving out members already ``flagged``."""
+    x = np.asarray(data)
+    try:
+        family.check_data(x)
+        return np.zeros(0, int)
+    except ValueError:
+        pass
+    bad = []
+    for i in np.setdiff1d(np.arange(n), flagged):
+        try:
+            family.check_data(x[i])
+        except ValueError:
+            bad.append(i)
+    return np.asarray(bad, int)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Start:
     """``init`` given as a function of each member's data: evaluated inside the compiled fit of a chunk
@@ -379,7 +397,7 @@ def fit_batch(
         constraints and, when ``init`` is ``None``, the family's start computed from each member.
       init: starting values, shared by all members, or batched (every leaf with a leading axis of the
         batch size; see ``init_batched``); or a function ``init(member_data) -> params`` giving each
-        member's start from its own data (evaluated as one vmapped call).
+        member's start from its own data (evaluated inside the compiled fit of each chunk).
       data: a pytree whose every leaf has the batch along its leading axis (member ``i`` is
         ``tree_map(lambda x: x[i], data)``). Leaves shared by all members must be broadcast.
       batch_size: members per chunk (memory stays bounded by it; the unit of compaction and progress).
@@ -419,9 +437,14 @@ def fit_batch(
       True
       >>> bool(np.allclose(res.se["mu"], x.std(axis=1) / np.sqrt(50)))
       True
+      >>> fam = mj.fit_batch("normal", None, x)   # a family: its constraints and its start per member
+      >>> bool(np.allclose(fam.params["scale"], x.std(axis=1)))
+      True
     """
     family = _as_family(loglik)
     if family is not None:
+        if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(data)):
+            family = family.bind(np.asarray(data))  # e.g. Categorical learns its number of categories
         loglik = _FamilyLoglik(family)
         constraints = dict(family.param_constraints)
         constraints.update(fit_options.get("constraints") or {})
@@ -469,6 +492,10 @@ def fit_batch(
     # when the first round is traced.
     _check_shared(init, init_b, fixed_values, fixed_b, fit_options.get("constraints"))
     problems = _member_problems(init, init_b, data, fixed_values, fixed_b, n, fit_options.get("constraints"))
+    if family is not None:
+        bad = _outside_family_support(family, data, n, problems.get("non-finite data", []))
+        if bad.size:
+            problems[f"data outside the {family.name} support"] = bad
     _report_problems(problems, n, errors)
     if start is not None:
         init = start
