@@ -58,9 +58,9 @@ def test_no_retrace_on_second_call_with_same_shapes():
     x1 = jnp.asarray(RNG.normal(size=33))
     x2 = jnp.asarray(RNG.normal(size=33))
     fit_normal(x1)
-    size = fit_module._fit_compiled._cache_size()
+    size = fit_module.compiled_programs()
     fit_normal(x2)
-    assert fit_module._fit_compiled._cache_size() == size
+    assert fit_module.compiled_programs() == size
     f = jax.jit(fit_normal)
     f(x1)
     before = f._cache_size()

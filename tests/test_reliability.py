@@ -238,15 +238,15 @@ def test_item11_status_name_and_convergence_warning():
 
 
 def test_item12_fresh_lambda_reuses_the_compiled_fit_only_when_equivalent():
-    from mlejax._src.fit import _fit_compiled
+    from mlejax._src.fit import compiled_programs
 
     x = RNG.normal(size=30)
     before = None
     for _ in range(3):
         res = mj.fit(lambda p, x: norm.logpdf(x, p["mu"], p["sigma"]), INIT, x, constraints=CONS)
         if before is None:
-            before = _fit_compiled._cache_size()
-    assert _fit_compiled._cache_size() == before  # three fresh lambdas, one compile
+            before = compiled_programs()
+    assert compiled_programs() == before  # three fresh lambdas, one compile
     np.testing.assert_allclose(res.params["mu"], x.mean(), rtol=1e-8)
 
     def make(shift):  # equal code, different closure values: different functions, different fits

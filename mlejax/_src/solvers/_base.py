@@ -54,6 +54,10 @@ class Solver(NamedTuple):
     * ``init(objective, x0) -> state``
     * ``step(objective, state) -> state``
     * ``terminate(state) -> (done, status)``: ``status`` is meaningful when ``done``.
+    * ``iterations(state) -> n`` (optional): the iterations made, when one ``step`` is not always one
+      iteration (Newton's first ``step`` evaluates the start); ``maxiter`` then bounds this count, and
+      the first ``step`` always runs. Without it every ``step`` is an iteration.
+    * ``start_value(state) -> f0`` (optional): the value at the start, when ``init`` does not evaluate it.
 
     The state must expose ``x``, ``f`` and ``g`` (the current point, value and gradient).
     """
@@ -62,6 +66,8 @@ class Solver(NamedTuple):
     step: Callable
     terminate: Callable
     name: str = "solver"
+    iterations: Callable | None = None
+    start_value: Callable | None = None
 
 
 class Solution(NamedTuple):
@@ -81,17 +87,22 @@ def run(solver: Solver, objective: Objective, x0: jax.Array, maxiter: int) -> So
     """
 
     state0 = solver.init(objective, x0)
+    count = solver.iterations
 
     def cond(carry):
         i, state = carry
         done, _ = solver.terminate(state)
-        return jnp.logical_and(jnp.logical_not(done), i < maxiter)
+        if count is None:
+            return jnp.logical_and(jnp.logical_not(done), i < maxiter)
+        return jnp.logical_and(jnp.logical_not(done), (i == 0) | (count(state) < maxiter))
 
     def body(carry):
         i, state = carry
         return i + 1, solver.step(objective, state)
 
-    n_iter, state = lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), state0))
+    n_loop, state = lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), state0))
+    n_iter = n_loop if count is None else jnp.asarray(count(state), jnp.int32)
     done, status = solver.terminate(state)
     status = jnp.where(done, status, Status.max_iterations).astype(jnp.int32)
-    return Solution(state.x, state.f, state.g, status, n_iter, state, state0.f)
+    f0 = state0.f if solver.start_value is None else solver.start_value(state)
+    return Solution(state.x, state.f, state.g, status, n_iter, state, f0)

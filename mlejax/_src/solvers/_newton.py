@@ -33,7 +33,11 @@ StRD problems (see docs/solver.md):
   positive definite; the pair replaces the trial when it decreases ``f`` more (curved valleys: Bennett5,
   MGH10);
 * the eigen-decompositions of a point (magnitude-scaled for the subproblem, Jacobi-scaled for the
-  Newton step) are computed once, when it is evaluated, and kept in the state: two per iteration.
+  Newton step) are computed once, when it is evaluated, and kept in the state: two per iteration;
+* the compiled loop has one evaluation site: the first ``step`` evaluates the start (``init`` evaluates
+  nothing), and the trial point and the correction's point are evaluated by one inner loop of one or two
+  passes, so the (f, g, H) pass and the decompositions are compiled once instead of three times (XLA CPU
+  inlines every call; the fit's compile time is mostly these copies).
 """
 
 from __future__ import annotations
@@ -72,6 +76,25 @@ class NewtonState(NamedTuple):
     f_hist: jax.Array
     cp_hist: jax.Array
     cum_pred: jax.Array
+    f0: jax.Array  # the value at the start
+
+
+class _Evaluation(NamedTuple):
+    """One pass at a point: ``(f, g, H)``, the point's scale and its two decompositions (see :func:`_decompose`)."""
+
+    f: jax.Array
+    g: jax.Array
+    hess: jax.Array
+    scale: jax.Array
+    floor: jax.Array
+    lam: jax.Array
+    vec: jax.Array
+    pd: jax.Array
+    p: jax.Array
+
+
+def _select(pred, a, b):
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(pred, u, v), a, b)
 
 
 def _scale(x, floor):
@@ -132,22 +155,13 @@ def _decompose(hess, g, s):
     return lam, vec, pd, p
 
 
-def _only_where(pred, compute, args, otherwise):
-    """``compute(*args)`` where ``pred``, else ``otherwise``, as a ``while_loop`` of at most one pass rather
-    than a ``lax.cond``: unbatched the two are the same, but under ``vmap`` a ``cond`` on a batched
-    predicate runs both branches for every member, whereas a batched ``while_loop`` runs its body only when
-    some member needs it (the rest keep ``otherwise``). For work that few members need (the second-order
-    correction's extra derivative pass) a vmapped fit then pays for it only in the iterations where someone
-    uses it. ``args`` travel in the loop's carry and are rewritten by the body (a no-op ``where``), so that
-    XLA cannot hoist the computation out of the loop as loop-invariant."""
-
-    def body(carry):
-        go, a, _ = carry
-        out = compute(*a)
-        return jnp.asarray(False), jax.tree_util.tree_map(lambda v: jnp.where(go, v, jnp.zeros_like(v)), a), out
-
-    _, _, out = lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred), args, otherwise))
-    return out
+def _evaluate(objective: Objective, x, floor, first) -> _Evaluation:
+    """The (f, g, H) pass at ``x`` and the decompositions of the point; at the ``first`` point (the start) the
+    scale floor is fixed from this pass (:func:`_scale_floor`)."""
+    f, g, hess = objective.value_grad_hess(x)
+    floor = jnp.where(first, _scale_floor(x, f, hess), floor)
+    scale = _scale(x, floor)
+    return _Evaluation(f, g, hess, scale, floor, *_decompose(hess, g, scale))
 
 
 def trust_region_step(lam, gh, radius, n_bisect: int = 60, needed=True):
@@ -251,43 +265,72 @@ def newton(
     memory = max(int(memory), 1)
 
     def init(objective: Objective, x0):
-        f, g, hess = objective.value_grad_hess(x0)
-        floor = _scale_floor(x0, f, hess)
-        ok = _all_finite(f, g, hess)
-        scale = _scale(x0, floor)
-        lam, vec, pd0, p0 = _decompose(hess, g, scale)
+        # Nothing is evaluated here: the first ``step`` evaluates the start at the same place in the program
+        # as every trial point (one (f, g, H) pass and one pair of decompositions in the compiled loop, not
+        # one copy for the start, one for the trial and one for the correction). The placeholders are finite
+        # so that the first step's unused proposal computes nothing undefined.
+        del objective
+        dtype = x0.dtype
+        k = x0.shape[0]
+        zero = jnp.zeros((), dtype)
+        eye = jnp.eye(k, dtype=dtype)
+        ones = jnp.ones((k,), dtype)
+        return NewtonState(
+            x=x0,
+            f=zero,
+            g=jnp.zeros_like(x0),
+            hess=eye,
+            scale=ones,
+            floor=ones,
+            radius=jnp.asarray(initial_radius, dtype),
+            done=jnp.asarray(False),
+            status=jnp.asarray(Status.success, jnp.int32),
+            n_reject=jnp.asarray(0, jnp.int32),
+            n_step=jnp.asarray(0, jnp.int32),
+            n_eval=jnp.asarray(0, jnp.int32),
+            lam=ones,
+            vec=eye,
+            pd=jnp.asarray(True),
+            p_newton=jnp.zeros_like(x0),
+            f_hist=jnp.zeros((memory,), dtype),
+            cp_hist=jnp.zeros((memory,), dtype),
+            cum_pred=zero,
+            f0=zero,
+        )
+
+    def started(objective: Objective, state: NewtonState, ev: _Evaluation):
+        """The state after the start's evaluation ``ev`` (what ``init`` computed before it stopped evaluating)."""
+        del objective
+        x0 = state.x
+        ok = _all_finite(ev.f, ev.g, ev.hess)
         # First step: where the Hessian at the start is positive definite, the trust region admits the full
         # Newton step up to ``first_radius`` (easy problems then converge in textbook Newton's iterations); a
         # first step that is rejected falls back to ``initial_radius``.
         r0 = jnp.asarray(initial_radius, x0.dtype)
-        n0 = jnp.linalg.norm(p0 / scale)
-        radius0 = jnp.where(ok & pd0 & jnp.isfinite(n0), jnp.clip(1.0001 * n0, r0, jnp.maximum(r0, first_radius)), r0)
-        zero = jnp.zeros((), x0.dtype)
-        return NewtonState(
-            x=x0,
-            f=f,
-            g=g,
-            hess=hess,
-            scale=scale,
-            floor=floor,
+        n0 = jnp.linalg.norm(ev.p / ev.scale)
+        radius0 = jnp.where(ok & ev.pd & jnp.isfinite(n0), jnp.clip(1.0001 * n0, r0, jnp.maximum(r0, first_radius)), r0)
+        return state._replace(
+            f=ev.f,
+            g=ev.g,
+            hess=ev.hess,
+            scale=ev.scale,
+            floor=ev.floor,
             radius=radius0,
             done=~ok,
             status=jnp.where(ok, Status.success, Status.nonfinite).astype(jnp.int32),
-            n_reject=jnp.asarray(0, jnp.int32),
-            n_step=jnp.asarray(0, jnp.int32),
             n_eval=jnp.asarray(1, jnp.int32),
-            lam=lam,
-            vec=vec,
-            pd=pd0,
-            p_newton=p0,
-            f_hist=jnp.full((memory,), f, x0.dtype),
-            cp_hist=jnp.zeros((memory,), x0.dtype),
-            cum_pred=zero,
+            lam=ev.lam,
+            vec=ev.vec,
+            pd=ev.pd,
+            p_newton=ev.p,
+            f_hist=jnp.full((memory,), ev.f, x0.dtype),
+            f0=ev.f,
         )
 
     def step(objective: Objective, state: NewtonState):
         dtype = state.x.dtype
         eps = jnp.finfo(dtype).eps
+        fresh = state.n_eval == 0  # this step evaluates the start
         s = state.scale
         lam, vec, pd, p_newton = state.lam, state.vec, state.pd, state.p_newton
         gs = state.g * s
@@ -299,71 +342,92 @@ def newton(
         interior = pd & (jnp.linalg.norm(newton_scaled) <= state.radius)
         # Interior: the Newton step (accurate); otherwise the boundary solution in the scaled eigenbasis.
         use_newton = interior | newton_small
-        z_tr, _, _ = trust_region_step(lam, gh, state.radius, needed=~use_newton)
+        z_tr, _, _ = trust_region_step(lam, gh, state.radius, needed=~use_newton & ~fresh)
         z = jnp.where(use_newton, vec.T @ newton_scaled, z_tr)
         ps = jnp.where(use_newton, newton_scaled, vec @ z_tr)
         x_trial = state.x + s * ps
 
-        f_t, g_t, h_t = objective.value_grad_hess(x_trial)
-        finite = _all_finite(f_t, g_t, h_t)
         pred_tr = -(jnp.dot(gh, z) + 0.5 * jnp.dot(lam * z, z))
         pred = jnp.where(use_newton, -0.5 * jnp.dot(state.g, p_newton), pred_tr)
-        actual = state.f - f_t
         # Below ``noise`` the predicted decrease is lost in the rounding of f and the ratio test is
         # meaningless; a step is then judged by the scaled gradient, allowing f to rise by ``slack``
         # (rounding of f can exceed eps |f| many times over when f sums terms that cancel).
         noise = 100.0 * eps * jnp.maximum(jnp.abs(state.f), 1.0)
         slack = 1e4 * eps * jnp.maximum(jnp.abs(state.f), 1.0)
         safe_pred = jnp.where(pred == 0, jnp.ones((), dtype), pred)
-        rho_mono = actual / safe_pred
-        # Non-monotone ratio (Toint 1997; Conn, Gould & Toint 2000, sec. 10.1): the decrease from the worst of
-        # the last ``memory`` accepted values, against the decrease predicted since then. In a curved valley
-        # a step that climbs the wall a little is followed by a Newton step back to the floor; judging the
-        # pair instead of each step lets the radius follow the valley instead of collapsing.
-        j = jnp.argmax(state.f_hist)
-        f_ref = state.f_hist[j]
-        sigma_ref = state.cum_pred - state.cp_hist[j] + pred
-        rho_nm = (f_ref - f_t) / jnp.where(sigma_ref > 0, sigma_ref, jnp.ones((), dtype))
-        rho = jnp.where(sigma_ref > 0, jnp.maximum(rho_mono, rho_nm), rho_mono)
-        rho = jnp.where(finite, rho, -jnp.inf)
-
-        gnorm_old = jnp.max(jnp.abs(gs))
-        gnorm_new = jnp.max(jnp.abs(g_t * s))
         in_noise = jnp.abs(pred) <= noise
-        accept_noise = in_noise & (actual >= -slack) & (gnorm_new < gnorm_old)
-        accept_ratio = ~in_noise & (pred > 0) & (rho > eta)
-        accept = finite & jnp.where(newton_small, actual >= -slack, accept_ratio | accept_noise)
 
-        # The decompositions of the trial point (two eigh per iteration): kept when it is accepted.
-        scale_t = _scale(x_trial, state.floor)
-        lam_t, vec_t, pd_t, p_t = _decompose(h_t, g_t, scale_t)
+        def ratio(f_t, finite):
+            rho_mono = (state.f - f_t) / safe_pred
+            # Non-monotone ratio (Toint 1997; Conn, Gould & Toint 2000, sec. 10.1): the decrease from the worst of
+            # the last ``memory`` accepted values, against the decrease predicted since then. In a curved valley
+            # a step that climbs the wall a little is followed by a Newton step back to the floor; judging the
+            # pair instead of each step lets the radius follow the valley instead of collapsing.
+            j = jnp.argmax(state.f_hist)
+            sigma_ref = state.cum_pred - state.cp_hist[j] + pred
+            rho_nm = (state.f_hist[j] - f_t) / jnp.where(sigma_ref > 0, sigma_ref, jnp.ones((), dtype))
+            rho = jnp.where(sigma_ref > 0, jnp.maximum(rho_mono, rho_nm), rho_mono)
+            return jnp.where(finite, rho, -jnp.inf)
 
-        if correction:
+        def wants_correction(ev):
             # Second-order correction along curved valleys: a boundary step that climbs the valley's wall
             # (rho < 3/4) is followed, within the same iteration, by the Newton step of the trial point
             # (positive definite there), which returns to the valley floor. The pair is judged against the
             # decrease predicted for the first step; when good it replaces the trial and counts as a very
             # good step for the radius. One more pass, only when the correction is tried.
-            want = finite & ~use_newton & ~in_noise & pd_t & (rho < 0.75)
-            x_c = x_trial + p_t
+            finite = _all_finite(ev.f, ev.g, ev.hess)
+            return correction & ~fresh & finite & ~use_newton & ~in_noise & ev.pd & (ratio(ev.f, finite) < 0.75)
 
-            f_c, g_c, h_c = _only_where(want, objective.value_grad_hess, (x_c,), (f_t, g_t, h_t))
-            fin_c = _all_finite(f_c, g_c, h_c)
-            rho_c = (state.f - f_c) / safe_pred
-            use_c = want & fin_c & (f_c < f_t) & (pred > 0) & (rho_c > eta)
-            scale_c = _scale(x_c, state.floor)
-            dec_c = _only_where(use_c, _decompose, (h_c, g_c, scale_c), (lam_t, vec_t, pd_t, p_t))
-            x_trial = jnp.where(use_c, x_c, x_trial)
-            f_t, g_t, h_t = (jnp.where(use_c, a, b) for a, b in ((f_c, f_t), (g_c, g_t), (h_c, h_t)))
-            scale_t = jnp.where(use_c, scale_c, scale_t)
-            lam_t, vec_t, pd_t, p_t = dec_c
-            actual = jnp.where(use_c, state.f - f_c, actual)
-            rho = jnp.where(use_c, jnp.maximum(rho_c, 0.75), rho)
-            accept = accept | use_c
-            finite = finite | use_c
+        # The one evaluation site of the solver: the trial point (the start, on the first step), then the trial
+        # point's own Newton point when the correction is tried, as a loop of one or two passes (under ``vmap``
+        # the second pass runs only when some member tries a correction).
+        x_first = jnp.where(fresh, state.x, x_trial)
+        held = _Evaluation(state.f, state.g, state.hess, state.scale, state.floor, lam, vec, pd, p_newton)
 
-        n_eval = state.n_eval + 1 + (want.astype(jnp.int32) if correction else 0)
+        def again(carry):
+            n, _, _, _, want, _ = carry
+            return (n == 0) | want
 
+        def evaluate(carry):
+            n, x_e, trial, corr, _, tried = carry
+            first = n == 0
+            ev = _evaluate(objective, x_e, state.floor, fresh & first)
+            trial = _select(first, ev, trial)
+            corr = _select(first, corr, ev)
+            want = first & wants_correction(ev)
+            return n + 1, x_e + ev.p, trial, corr, want, tried | want
+
+        start = (jnp.asarray(0, jnp.int32), x_first, held, held, jnp.asarray(False), jnp.asarray(False))
+        _, _, trial, corr, _, want = lax.while_loop(again, evaluate, start)
+        x_c = x_trial + trial.p
+        f_t, g_t, h_t = trial.f, trial.g, trial.hess
+        finite = _all_finite(f_t, g_t, h_t)
+        actual = state.f - f_t
+        rho = ratio(f_t, finite)
+        gnorm_old = jnp.max(jnp.abs(gs))
+        gnorm_new = jnp.max(jnp.abs(g_t * s))
+        accept_noise = in_noise & (actual >= -slack) & (gnorm_new < gnorm_old)
+        accept_ratio = ~in_noise & (pred > 0) & (rho > eta)
+        accept = finite & jnp.where(newton_small, actual >= -slack, accept_ratio | accept_noise)
+
+        # The decompositions of the trial point (two eigh per evaluation): kept when it is accepted.
+        scale_t, lam_t, vec_t, pd_t, p_t = trial.scale, trial.lam, trial.vec, trial.pd, trial.p
+        # The correction pair replaces the trial when it decreases f more.
+        fin_c = _all_finite(corr.f, corr.g, corr.hess)
+        rho_c = (state.f - corr.f) / safe_pred
+        use_c = want & fin_c & (corr.f < f_t) & (pred > 0) & (rho_c > eta)
+        x_trial = jnp.where(use_c, x_c, x_trial)
+        f_t, g_t, h_t = (jnp.where(use_c, a, b) for a, b in ((corr.f, f_t), (corr.g, g_t), (corr.hess, h_t)))
+        scale_t, lam_t, vec_t, pd_t, p_t = (
+            jnp.where(use_c, a, b)
+            for a, b in ((corr.scale, scale_t), (corr.lam, lam_t), (corr.vec, vec_t), (corr.pd, pd_t), (corr.p, p_t))
+        )
+        actual = jnp.where(use_c, state.f - corr.f, actual)
+        rho = jnp.where(use_c, jnp.maximum(rho_c, 0.75), rho)
+        accept = accept | use_c
+        finite = finite | use_c
+
+        n_eval = state.n_eval + 1 + want.astype(jnp.int32)
         # Radius update (MINPACK lmder, More 1978), in scaled units: a very good step (rho >= 3/4, or a step
         # accepted in the noise regime) sets the radius to at least twice its length; a poor or rejected one
         # shrinks it to t times the step, t in [0.1, 1/2] the minimiser of the quadratic through f, the
@@ -435,7 +499,7 @@ def newton(
             Status.success,
             jnp.where(precision, Status.precision_limited, Status.line_search_failed),
         ).astype(jnp.int32)
-        return NewtonState(
+        stepped = NewtonState(
             x=x,
             f=f,
             g=g,
@@ -455,9 +519,13 @@ def newton(
             f_hist=f_hist,
             cp_hist=cp_hist,
             cum_pred=cum_pred,
+            f0=state.f0,
         )
+        return _select(fresh, started(objective, state, trial), stepped)
 
     def terminate(state: NewtonState):
         return state.done, state.status
 
-    return Solver(init, step, terminate, "newton")
+    return Solver(
+        init, step, terminate, "newton", iterations=lambda state: state.n_step, start_value=lambda state: state.f0
+    )
