@@ -219,3 +219,37 @@ def test_small_linear_algebra_does_not_import_scipy():
     before, after = out.stdout.split()
     assert before == "False"
     assert after == "True"  # the check itself can see the import
+
+
+def test_import_loads_only_what_a_fit_needs_and_the_rest_on_first_use():
+    """``import mlejax`` leaves the families, models, batch and plotting modules for later
+    (PEP 562); attribute access, ``from mlejax import ...`` and the methods implemented by top layers
+    (``FitResult.plot``, ``bootstrap``) import them on first use."""
+    code = textwrap.dedent(
+        """
+        import sys, jax
+        jax.config.update("jax_enable_x64", True)
+        import mlejax as mj
+        lazy = ["mlejax._src.batch", "mlejax._src.plots", "mlejax._src.families", "mlejax._src.models.glm",
+                "mlejax._src.models.fit_dist"]
+        print(",".join(str(m in sys.modules) for m in lazy))
+        import numpy as np
+        x = np.random.default_rng(0).normal(2.0, 1.5, 200)
+        def loglik(p, x):
+            return jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])
+        res = mj.fit(loglik, {"mu": 0.0, "sigma": 1.0}, x, constraints={"sigma": mj.positive})
+        print(",".join(str(m in sys.modules) for m in lazy))
+        from mlejax import fit_dist
+        sim = lambda p, key: p["mu"] + p["sigma"] * jax.random.normal(key, (200,))
+        boot = res.bootstrap(sim, 8, jax.random.key(0))
+        print(fit_dist.__name__, boot.fits.params["mu"].shape, "mlejax._src.batch" in sys.modules, mj.glm.__name__)
+        print(sorted(set(mj.__all__) - set(dir(mj))))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "False,False,False,False,False"
+    assert lines[1] == "False,False,False,False,False"  # a fit and its summary need none of them
+    assert lines[2] == "fit_dist (8,) True glm"
+    assert lines[3] == "[]"  # every public name is listed by dir()

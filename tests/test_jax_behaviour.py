@@ -54,6 +54,25 @@ def test_vmap_over_init():
     assert bool(jnp.all(res.converged))
 
 
+def test_lean_compiled_small_fits_equal_the_default_program(monkeypatch):
+    """Eager fits on small data are compiled without XLA CPU's fusion emitters (faster to compile, less
+    compile memory); the estimates and standard errors are those of the default program to rounding."""
+    x = jnp.asarray(RNG.normal(2.0, 3.0, 500))
+    assert fit_module._compile_lean(x)
+    assert not fit_module._compile_lean(np.zeros(fit_module.LEAN_COMPILE_MAX_BYTES // 8))
+    lean_before = fit_module._fit_compiled_lean._cache_size()
+    lean = fit_normal(x)
+    assert fit_module._fit_compiled_lean._cache_size() == lean_before + 1
+    monkeypatch.setattr(fit_module, "LEAN_COMPILE_MAX_BYTES", 0)
+    default_before = fit_module._fit_compiled._cache_size()
+    default = fit_normal(x)
+    assert fit_module._fit_compiled._cache_size() == default_before + 1
+    for name in ("mu", "sigma"):
+        np.testing.assert_allclose(lean.params[name], default.params[name], rtol=1e-12)
+        np.testing.assert_allclose(lean.se[name], default.se[name], rtol=1e-10)
+    assert int(lean.n_iter) == int(default.n_iter) and bool(lean.converged) and bool(default.converged)
+
+
 def test_no_retrace_on_second_call_with_same_shapes():
     x1 = jnp.asarray(RNG.normal(size=33))
     x2 = jnp.asarray(RNG.normal(size=33))

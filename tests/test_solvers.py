@@ -163,6 +163,42 @@ def test_maxiter_is_reported_not_success():
     assert int(sol.n_iter) == 3
 
 
+def test_maxiter_zero_still_evaluates_the_start():
+    def f(x):
+        return jnp.sum((x - 2.0) ** 2)
+
+    sol = solve(f, [0.0, 1.0], maxiter=0)
+    assert int(sol.status) == Status.max_iterations
+    assert int(sol.n_iter) == 0 and int(sol.state.n_eval) == 1
+    np.testing.assert_allclose(float(sol.f), 5.0, rtol=1e-15)
+    np.testing.assert_allclose(float(sol.f0), 5.0, rtol=1e-15)
+    np.testing.assert_allclose(np.asarray(sol.grad), [-4.0, -2.0], rtol=1e-15)
+
+
+def test_compiled_newton_loop_evaluates_the_objective_at_one_place():
+    """The start, the trial point and the correction's point are evaluated by one (f, g, H) call site in the
+    traced program (XLA inlines every call, so each site would be compiled again), and the run still
+    evaluates where it should: one pass at the start, one per iteration, one more per correction tried."""
+    sites = []
+
+    def f(x):
+        return (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
+
+    base = Objective.from_function(f)
+
+    def vgh(x):
+        sites.append(x.shape)
+        return base.value_grad_hess(x)
+
+    obj = Objective(base.value, base.value_and_grad, vgh)
+    sol = jax.jit(lambda x: run(newton(), obj, x, 500))(jnp.array([-1.2, 1.0]))
+    assert len(sites) == 1
+    assert int(sol.status) == Status.success
+    np.testing.assert_allclose(np.asarray(sol.x), [1.0, 1.0], rtol=1e-8)
+    assert int(sol.n_iter) + 1 <= int(sol.state.n_eval) <= 2 * int(sol.n_iter) + 1
+    np.testing.assert_allclose(float(sol.f0), f(jnp.array([-1.2, 1.0])), rtol=1e-15)
+
+
 def test_monotone_values_without_correction_and_vmap_lanes():
     def f(x):
         return (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
