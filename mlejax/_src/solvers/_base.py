@@ -55,9 +55,9 @@ class Solver(NamedTuple):
     * ``step(objective, state) -> state``
     * ``terminate(state) -> (done, status)``: ``status`` is meaningful when ``done``.
     * ``iterations(state) -> n`` (optional): the iterations made, when one ``step`` is not always one
-      iteration (Newton's first ``step`` evaluates the start); ``maxiter`` then bounds this count, and
-      the first ``step`` always runs. Without it every ``step`` is an iteration.
-    * ``start_value(state) -> f0`` (optional): the value at the start, when ``init`` does not evaluate it.
+      iteration (a Newton ``step`` may evaluate a trial point whose correction the next one evaluates);
+      ``maxiter`` then bounds this count. Without it every ``step`` is an iteration.
+    * ``start_value(state) -> f0`` (optional): the value at the start, when the final state keeps it.
 
     The state must expose ``x``, ``f`` and ``g`` (the current point, value and gradient).
     """

@@ -34,10 +34,11 @@ StRD problems (see docs/solver.md):
   MGH10);
 * the eigen-decompositions of a point (magnitude-scaled for the subproblem, Jacobi-scaled for the
   Newton step) are computed once, when it is evaluated, and kept in the state: two per iteration;
-* the compiled loop has one evaluation site: the first ``step`` evaluates the start (``init`` evaluates
-  nothing), and the trial point and the correction's point are evaluated by one inner loop of one or two
-  passes, so the (f, g, H) pass and the decompositions are compiled once instead of three times (XLA CPU
-  inlines every call; the fit's compile time is mostly these copies).
+* the compiled loop has one evaluation site, one pass per ``step``: the first ``step`` evaluates the start
+  (``init`` evaluates nothing), later ones the trial point or, when the previous step's trial wants the
+  second-order correction (kept in the state as ``pending``), the correction's point; so the (f, g, H)
+  pass and the decompositions are compiled once instead of three times (XLA CPU inlines every call; the
+  fit's compile time is mostly these copies). ``n_step`` counts the iterations (``Solver.iterations``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,20 @@ from jax import lax
 from ..linalg import eigh, pd_threshold, scaled_eigh, symmetrize
 from ..status import Status
 from ._base import Objective, Solver
+
+
+class _Evaluation(NamedTuple):
+    """One pass at a point: ``(f, g, H)``, the point's scale and its two decompositions (see :func:`_decompose`)."""
+
+    f: jax.Array
+    g: jax.Array
+    hess: jax.Array
+    scale: jax.Array
+    floor: jax.Array
+    lam: jax.Array
+    vec: jax.Array
+    pd: jax.Array
+    p: jax.Array
 
 
 class NewtonState(NamedTuple):
@@ -77,20 +92,9 @@ class NewtonState(NamedTuple):
     cp_hist: jax.Array
     cum_pred: jax.Array
     f0: jax.Array  # the value at the start
-
-
-class _Evaluation(NamedTuple):
-    """One pass at a point: ``(f, g, H)``, the point's scale and its two decompositions (see :func:`_decompose`)."""
-
-    f: jax.Array
-    g: jax.Array
-    hess: jax.Array
-    scale: jax.Array
-    floor: jax.Array
-    lam: jax.Array
-    vec: jax.Array
-    pd: jax.Array
-    p: jax.Array
+    # A trial point evaluated by the previous step whose second-order correction is evaluated by this one.
+    pending: jax.Array
+    trial: _Evaluation
 
 
 def _select(pred, a, b):
@@ -296,6 +300,10 @@ def newton(
             cp_hist=jnp.zeros((memory,), dtype),
             cum_pred=zero,
             f0=zero,
+            pending=jnp.asarray(False),
+            trial=_Evaluation(
+                zero, jnp.zeros_like(x0), eye, ones, ones, ones, eye, jnp.asarray(True), jnp.zeros_like(x0)
+            ),
         )
 
     def started(objective: Objective, state: NewtonState, ev: _Evaluation):
@@ -378,27 +386,18 @@ def newton(
             finite = _all_finite(ev.f, ev.g, ev.hess)
             return correction & ~fresh & finite & ~use_newton & ~in_noise & ev.pd & (ratio(ev.f, finite) < 0.75)
 
-        # The one evaluation site of the solver: the trial point (the start, on the first step), then the trial
-        # point's own Newton point when the correction is tried, as a loop of one or two passes (under ``vmap``
-        # the second pass runs only when some member tries a correction).
-        x_first = jnp.where(fresh, state.x, x_trial)
-        held = _Evaluation(state.f, state.g, state.hess, state.scale, state.floor, lam, vec, pd, p_newton)
-
-        def again(carry):
-            n, _, _, _, want, _ = carry
-            return (n == 0) | want
-
-        def evaluate(carry):
-            n, x_e, trial, corr, _, tried = carry
-            first = n == 0
-            ev = _evaluate(objective, x_e, state.floor, fresh & first)
-            trial = _select(first, ev, trial)
-            corr = _select(first, corr, ev)
-            want = first & wants_correction(ev)
-            return n + 1, x_e + ev.p, trial, corr, want, tried | want
-
-        start = (jnp.asarray(0, jnp.int32), x_first, held, held, jnp.asarray(False), jnp.asarray(False))
-        _, _, trial, corr, _, want = lax.while_loop(again, evaluate, start)
+        # The one evaluation site of the solver, one pass per call of ``step``: the start (first step), the trial
+        # point, or -- when the previous call evaluated a trial that wants the second-order correction and is
+        # pending -- the trial point's own Newton point. The state is unchanged while a trial is pending, so
+        # the proposal above is the same in both calls; under ``vmap`` members evaluating trials and members
+        # evaluating corrections share one batched pass.
+        pending = state.pending
+        x_eval = jnp.where(fresh, state.x, jnp.where(pending, x_trial + state.trial.p, x_trial))
+        ev = _evaluate(objective, x_eval, state.floor, fresh)
+        trial = _select(pending, state.trial, ev)
+        corr = ev  # meaningful when ``pending``
+        defer = ~pending & wants_correction(trial)  # evaluate the correction point in the next call
+        want = pending
         x_c = x_trial + trial.p
         f_t, g_t, h_t = trial.f, trial.g, trial.hess
         finite = _all_finite(f_t, g_t, h_t)
@@ -427,7 +426,7 @@ def newton(
         accept = accept | use_c
         finite = finite | use_c
 
-        n_eval = state.n_eval + 1 + want.astype(jnp.int32)
+        n_eval = state.n_eval + 1
         # Radius update (MINPACK lmder, More 1978), in scaled units: a very good step (rho >= 3/4, or a step
         # accepted in the noise regime) sets the radius to at least twice its length; a poor or rejected one
         # shrinks it to t times the step, t in [0.1, 1/2] the minimiser of the quadratic through f, the
@@ -520,8 +519,11 @@ def newton(
             cp_hist=cp_hist,
             cum_pred=cum_pred,
             f0=state.f0,
+            pending=jnp.asarray(False),
+            trial=state.trial,
         )
-        return _select(fresh, started(objective, state, trial), stepped)
+        waiting = state._replace(n_eval=n_eval, pending=jnp.asarray(True), trial=ev)
+        return _select(fresh, started(objective, state, ev), _select(defer, waiting, stepped))
 
     def terminate(state: NewtonState):
         return state.done, state.status
