@@ -306,9 +306,8 @@ def newton(
             ),
         )
 
-    def started(objective: Objective, state: NewtonState, ev: _Evaluation):
-        """The state after the start's evaluation ``ev`` (what ``init`` computed before it stopped evaluating)."""
-        del objective
+    def started(state: NewtonState, ev: _Evaluation):
+        """The state after the start's evaluation ``ev`` (the first ``step``)."""
         x0 = state.x
         ok = _all_finite(ev.f, ev.g, ev.hess)
         # First step: where the Hessian at the start is positive definite, the trust region admits the full
@@ -523,7 +522,7 @@ def newton(
             trial=state.trial,
         )
         waiting = state._replace(n_eval=n_eval, pending=jnp.asarray(True), trial=ev)
-        return _select(fresh, started(objective, state, ev), _select(defer, waiting, stepped))
+        return _select(fresh, started(state, ev), _select(defer, waiting, stepped))
 
     def terminate(state: NewtonState):
         return state.done, state.status
