@@ -54,7 +54,7 @@ import numpy as np
 from jax import lax
 
 from .rewrite import fast_pow_form, shared_subexpressions
-from .rows import NotSeparableError, prove_row_separable, row_blocks, row_leaf_mask
+from .rows import NotSeparableError, prove_row_separable, row_blocks, row_leaf_mask, sub_jaxprs
 from .solvers import Objective
 from .solvers._base import value_grad_hess
 
@@ -172,11 +172,8 @@ def _has_loops(jaxpr) -> bool:
     for eqn in jaxpr.eqns:
         if eqn.primitive.name in _LOOPS:
             return True
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns") and _has_loops(inner):
-                    return True
+        if any(_has_loops(inner) for value in eqn.params.values() for inner, _ in sub_jaxprs(value)):
+            return True
     return False
 
 

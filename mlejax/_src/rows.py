@@ -137,6 +137,16 @@ def _jaxpr_of(p):
     return (p.jaxpr, p.consts) if hasattr(p, "consts") else (p, ())
 
 
+def sub_jaxprs(value) -> list:
+    """The ``(jaxpr, consts)`` an equation's parameter holds: a jaxpr, a closed jaxpr, or a sequence of closed
+    jaxprs (``cond`` branches); ``[]`` for any other value."""
+    if hasattr(value, "eqns") or hasattr(value, "jaxpr"):
+        return [_jaxpr_of(value)]
+    if isinstance(value, (tuple, list)) and value and all(hasattr(b, "jaxpr") for b in value):
+        return [_jaxpr_of(b) for b in value]
+    return []
+
+
 class _Prover:
     def __init__(self, n: int):
         self.n = n
@@ -329,12 +339,10 @@ def _fingerprint(jaxpr, consts, out):
     for eqn in jaxpr.eqns:
         params = []
         for k, v in sorted(eqn.params.items()):
-            if hasattr(v, "eqns") or hasattr(v, "jaxpr"):
-                _fingerprint(*_jaxpr_of(v), out)
-            elif isinstance(v, (tuple, list)) and v and all(hasattr(b, "jaxpr") for b in v):
-                for b in v:
-                    _fingerprint(*_jaxpr_of(b), out)
-            elif k not in _SHAPE_PARAMS and _plain(v):
+            subs = sub_jaxprs(v)
+            for inner, inner_consts in subs:
+                _fingerprint(inner, inner_consts, out)
+            if not subs and k not in _SHAPE_PARAMS and _plain(v):
                 params.append((k, v))
         lits = [
             _bits(np.asarray(v.val)) for v in eqn.invars if type(v).__name__ == "Literal" and np.size(v.val) <= 4096

@@ -277,33 +277,31 @@ def newton(
         dtype = x0.dtype
         k = x0.shape[0]
         zero = jnp.zeros((), dtype)
-        eye = jnp.eye(k, dtype=dtype)
-        ones = jnp.ones((k,), dtype)
+        eye, ones, zeros = jnp.eye(k, dtype=dtype), jnp.ones((k,), dtype), jnp.zeros_like(x0)
+        blank = _Evaluation(zero, zeros, eye, ones, ones, ones, eye, jnp.asarray(True), zeros)
         return NewtonState(
             x=x0,
-            f=zero,
-            g=jnp.zeros_like(x0),
-            hess=eye,
-            scale=ones,
-            floor=ones,
+            f=blank.f,
+            g=blank.g,
+            hess=blank.hess,
+            scale=blank.scale,
+            floor=blank.floor,
             radius=jnp.asarray(initial_radius, dtype),
             done=jnp.asarray(False),
             status=jnp.asarray(Status.success, jnp.int32),
             n_reject=jnp.asarray(0, jnp.int32),
             n_step=jnp.asarray(0, jnp.int32),
             n_eval=jnp.asarray(0, jnp.int32),
-            lam=ones,
-            vec=eye,
-            pd=jnp.asarray(True),
-            p_newton=jnp.zeros_like(x0),
+            lam=blank.lam,
+            vec=blank.vec,
+            pd=blank.pd,
+            p_newton=blank.p,
             f_hist=jnp.zeros((memory,), dtype),
             cp_hist=jnp.zeros((memory,), dtype),
             cum_pred=zero,
             f0=zero,
             pending=jnp.asarray(False),
-            trial=_Evaluation(
-                zero, jnp.zeros_like(x0), eye, ones, ones, ones, eye, jnp.asarray(True), jnp.zeros_like(x0)
-            ),
+            trial=blank,
         )
 
     def started(state: NewtonState, ev: _Evaluation):
