@@ -7,11 +7,17 @@ estimates with standard errors from the Fisher information, on CPU or GPU, eager
 
 from typing import TYPE_CHECKING
 
-from . import constraints
-from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
-from ._src.fit import fit
-from ._src.result import FitResult
-from ._src.status import ConvergenceWarning, Status
+from ._src.devices import configure_cpu_devices
+
+# One CPU device per core, before anything starts JAX's backends (see mlejax._src.devices): a large fit's
+# rows are then split over the cores. ``MLEJAX_CPU_DEVICES=1`` keeps JAX's single CPU device.
+configure_cpu_devices()
+
+from . import constraints  # noqa: E402
+from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval  # noqa: E402
+from ._src.fit import fit  # noqa: E402
+from ._src.result import FitResult  # noqa: E402
+from ._src.status import ConvergenceWarning, Status  # noqa: E402
 
 # Everything else is imported on first use (PEP 562): a script that only fits does not pay for the
 # families, models, batch and plotting modules at ``import mlejax`` (a cold process is

@@ -8,6 +8,10 @@ import tempfile
 os.environ["MLEJAX_COMPILATION_CACHE"] = "0"
 os.environ["MLEJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlejax-test-cache-")
 os.environ.setdefault("MPLBACKEND", "Agg")  # plots render to files, on machines without a display
+# The pytest-xdist workers already use every core: each keeps JAX's single CPU device (mlejax would ask for
+# one per core at import). The several-device paths are tested in subprocesses (tests/test_devices.py,
+# tests/test_sharding.py) that choose their own device count.
+os.environ.setdefault("MLEJAX_CPU_DEVICES", "1")
 
 import jax  # noqa: E402
 

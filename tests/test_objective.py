@@ -122,7 +122,7 @@ def test_explicit_chunk_size_on_dependent_rows_raises():
 
 def test_default_path_blocks_independent_rows_and_matches_one_pass(monkeypatch):
     # Blocks of ~4,000 rows for 4 parameters (the default block bytes would give one block here).
-    monkeypatch.setattr(objective, "BLOCK_BYTES", 2**18)
+    monkeypatch.setattr(objective, "l2_cache_bytes", lambda: 2**18)
     X, y = _logistic_data(N_BIG, 4)
     u = jnp.array([0.1, -0.2, 0.3, 0.05])
     auto = make_objective(_logistic, lambda v: v, (X, y), n_rows=N_BIG)

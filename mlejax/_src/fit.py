@@ -10,6 +10,7 @@ The optimum is differentiable with respect to the data and the fixed values by i
 
 from __future__ import annotations
 
+import dataclasses
 import types
 import warnings
 from collections import OrderedDict
@@ -21,7 +22,9 @@ import numpy as np
 
 from .cache import ensure_persistent_cache, store_any_compile
 from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
+from .devices import place_rows, split_devices
 from .information import invert_information
+from .objective import AUTO_MIN_ROWS, hessian_dominates, split_block
 from .problem import (
     BoundProblem,
     Problem,
@@ -34,7 +37,8 @@ from .problem import (
     validate_start,
 )
 from .result import FitResult
-from .solvers import newton, run
+from .rows import row_leaf_mask
+from .solvers import NEWTON_MAX_K, newton, run
 from .solvers.multistart import run_lanes
 from .status import ConvergenceWarning, Status, final_status, grew_without_bound
 from .summary import diverging_words
@@ -167,15 +171,19 @@ def fit(
         labels=labels,
         traced=traced,
     )
+    method = _default_method(method, multistart, problem, data, fixed_values)
     options = solve_options(method, tol, maxiter, multistart, dtype=problem.spec.dtype, k=problem.spec.k)
     cov_spec, cov_groups = parse_cov(cov, n_rows=problem.n_rows)
 
     ensure_persistent_cache()
     program = _fit_compiled if traced or not _compile_lean(data) else _fit_compiled_lean
+    run_problem, run_data = (problem, data) if traced else _split_rows(problem, data, fixed_values, cov_spec)
     with store_any_compile():
-        res = program(problem, options, cov_spec, free_init, fixed_values, data, np.asarray(n_obs), cov_groups)
+        res = program(run_problem, options, cov_spec, free_init, fixed_values, run_data, np.asarray(n_obs), cov_groups)
     if traced:
         return res
+    if run_problem is not problem:  # the result back on the default device, like any fit's
+        res = jax.tree_util.tree_map(lambda x: jax.device_put(np.asarray(x)) if isinstance(x, jax.Array) else x, res)
     status = Status(int(res.status))
     if status == Status.nonfinite:
         # The compiled fit evaluated the start anyway; only when something was not finite is the
@@ -333,6 +341,42 @@ def _compile_lean(data) -> bool:
     for leaf in jax.tree_util.tree_leaves(data):
         total += int(np.size(leaf)) * np.dtype(getattr(leaf, "dtype", np.float64)).itemsize
     return total < LEAN_COMPILE_MAX_BYTES
+
+
+def _default_method(method, multistart, problem: Problem, data, fixed_values):
+    """``method``, except that the default Newton becomes ``"bfgs"`` (BFGS far from the optimum, Newton's
+    polish near it and the exact Hessian for the covariance) where an exact Hessian pass costs several
+    gradient passes (:func:`~mlejax._src.objective.hessian_dominates`); ``result.method`` says so."""
+    if not (isinstance(method, str) and method == "newton") or multistart or problem.n_rows is None:
+        return method
+    if problem.spec.k > NEWTON_MAX_K:
+        return method  # L-BFGS already (solve_options)
+    u = jax.ShapeDtypeStruct((problem.spec.k,), problem.spec.dtype)
+    to_params = lambda v: problem.to_params(v, fixed_values)  # noqa: E731
+    return "bfgs" if hessian_dominates(problem.loglik, to_params, data, u, problem.n_rows) else method
+
+
+def _split_rows(problem: Problem, data, fixed_values, cov_spec: CovSpec):
+    """``(problem, data)`` for the compiled fit: on several CPU devices, the rows of a large per-observation
+    fit laid out over them (each device sums its part of every pass; no copy of the data), where the rows
+    are proved independent; otherwise the fit's own. See :mod:`mlejax._src.devices`.
+
+    Only with the default ``chunk_size`` and the observed information (the other covariances read the
+    data's rows again, and ``expected_information`` is the user's function of the whole data).
+    """
+    n_rows = problem.n_rows
+    if n_rows is None or n_rows < AUTO_MIN_ROWS or problem.chunk_size is not None or cov_spec.kind != "observed":
+        return problem, data
+    mask = row_leaf_mask(data, n_rows)
+    devices = split_devices(data, mask)
+    if devices is None:
+        return problem, data
+    u = jax.ShapeDtypeStruct((problem.spec.k,), problem.spec.dtype)
+    block = split_block(problem.loglik, lambda v: problem.to_params(v, fixed_values), data, u, n_rows, len(devices))
+    if block is None:
+        return problem, data
+    placed, split = place_rows(data, mask, n_rows, devices, block)
+    return dataclasses.replace(problem, split=split), placed
 
 
 def _reuse_with_jvp(values, fn, *args):

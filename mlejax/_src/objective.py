@@ -53,17 +53,21 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .devices import l2_cache_bytes
 from .rewrite import fast_pow_form, shared_subexpressions
 from .rows import NotSeparableError, prove_row_separable, row_blocks, row_leaf_mask, sub_jaxprs
 from .solvers import Objective
 from .solvers._base import value_grad_hess
 
-#: Bytes of one block's row data and per-row derivative temporaries that keep a block in the CPU caches:
-#: blocks of 8k-32k rows were within 10% of each other for a 20-parameter logistic regression on a
-#: million rows, and 500-1,000 rows were best for 200 parameters (docs/performance.md).
-BLOCK_BYTES = 3 * 2**20
-#: Rows per block are kept within these bounds.
-MIN_BLOCK, MAX_BLOCK = 1024, 65536
+#: Rows per block are kept within these bounds; between them a block's row data and per-row derivative
+#: temporaries fill about one core's level-2 cache (:func:`mlejax._src.devices.l2_cache_bytes`). The
+#: temporaries of the reverse-over-reverse pass are counted as ``4 k`` bytes per row-valued intermediate of
+#: ``loglik`` (its ``k`` cotangent copies, about half of them alive at once): on the 2-core AMD EPYC
+#: machine (512 KiB L2) a 20-parameter logistic regression ran best at 512-1,024-row blocks (1.2x faster
+#: than the 9,600 rows of a fixed 3 MiB budget) and a 5-parameter Gaussian mixture at 512-1,024 rows (2x
+#: faster than 50,000); on a 2 MiB-L2 Intel Xeon, 500-1,000 rows were best for 200 parameters
+#: (docs/performance.md).
+MIN_BLOCK, MAX_BLOCK = 512, 65536
 #: Below this many rows one pass over all rows is as fast and compiles a simpler program.
 AUTO_MIN_ROWS = 32768
 #: Up to this many free parameters, a per-observation log-likelihood's Hessian is pushed forward row by
@@ -200,17 +204,37 @@ def _traced_once(objective: Objective) -> Objective:
     return Objective(*(once(fn) for fn in objective))
 
 
-def auto_block_rows(data, n_rows: int, k: int) -> int:
-    """Rows per block for the automatic blocked pass: about :data:`BLOCK_BYTES` of row data plus the
-    ``k`` derivative entries each row carries, within ``[MIN_BLOCK, MAX_BLOCK]``, then evened out so that
-    the blocks cover the rows with little overlap."""
-    row_bytes = 8 * k
+def auto_block_rows(data, n_rows: int, k: int, row_values: int = 0) -> int:
+    """Rows per block for the automatic blocked pass: a level-2 cache of row data, the ``k`` derivative
+    entries each row carries and ``4 k`` bytes per row-valued intermediate (``row_values``, counted where
+    the reverse pass runs), within ``[MIN_BLOCK, MAX_BLOCK]``, then evened out so that the blocks cover the
+    rows with little overlap."""
+    row_bytes = 8 * k + 4 * k * row_values
     for leaf, is_row in zip(jax.tree_util.tree_leaves(data), row_leaf_mask(data, n_rows)):
         if is_row:
             row_bytes += math.prod(jnp.shape(leaf)[1:]) * jnp.result_type(leaf).itemsize
-    target = min(MAX_BLOCK, max(MIN_BLOCK, BLOCK_BYTES // max(row_bytes, 1)))
+    target = min(MAX_BLOCK, max(MIN_BLOCK, l2_cache_bytes() // max(row_bytes, 1)))
     n_blocks = max(1, round(n_rows / target))
     return math.ceil(n_rows / n_blocks)
+
+
+def _row_values(loglik, to_params, data, u, n_rows: int) -> int:
+    """How many row-valued intermediates ``loglik`` computes (sub-programs included) when its Hessian takes
+    the reverse pass (more than :data:`FORWARD_MAX_K` parameters, or loops); 0 for the fused forward pass."""
+    k = int(np.prod(jnp.shape(u)))
+    u_aval = jax.ShapeDtypeStruct(jnp.shape(u), jnp.result_type(u))
+    jaxpr = jax.make_jaxpr(lambda v: loglik(to_params(v), data))(u_aval).jaxpr
+    if k <= FORWARD_MAX_K and not _has_loops(jaxpr):
+        return 0
+
+    def count(jaxpr) -> int:
+        total = 0
+        for eqn in jaxpr.eqns:
+            total += sum(count(inner) for value in eqn.params.values() for inner, _ in sub_jaxprs(value))
+            total += sum(1 for v in eqn.outvars if jnp.shape(v.aval)[:1] == (n_rows,))
+        return total
+
+    return count(jaxpr)
 
 
 def _row_devices(data, n_rows: int):
@@ -239,13 +263,16 @@ def make_objective(
     *,
     chunk_size: int | None = None,
     n_rows: int | None = None,
+    split=None,
 ) -> Objective:
     """Build the :class:`Objective` of ``f(u) = -sum loglik(to_params(u), data)``.
 
     ``n_rows`` is the length of ``loglik``'s output when it returns one value per observation (``None``
     for a scalar loglik). ``chunk_size=None`` chooses blocks (and devices) automatically where the rows
     are proved independent; an explicit ``chunk_size`` forces blocks of that many rows (``>= n_rows``: one
-    pass over all rows) and raises ``ValueError`` when independence cannot be proved.
+    pass over all rows) and raises ``ValueError`` when independence cannot be proved. ``split`` (a
+    :class:`~mlejax._src.devices.RowSplit`) says that ``data``'s rows were laid out over devices by
+    :func:`~mlejax._src.devices.place_rows` after :func:`split_block` proved them independent.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -259,6 +286,8 @@ def make_objective(
 
     if n_rows is None:
         return from_function(lambda u: -jnp.sum(loglik(to_params(u), data)))
+    if split is not None:  # rows laid out over devices by the eager fit, proved independent there
+        return _blocked(loglik, to_params, data, n_rows, split.block, None, split)
     whole = _traced_once(rows_derivatives(lambda u: -loglik(to_params(u), data)))
     if chunk_size is not None and int(chunk_size) >= n_rows:
         return whole
@@ -281,40 +310,101 @@ def make_objective(
     )
 
 
-def _plan(loglik, to_params, data, u, chunk_size, n_rows, whole) -> Objective:
+def hessian_dominates(loglik, to_params, data, u, n_rows: int) -> bool:
+    """Whether an exact (f, g, H) pass costs several gradient passes, so that Newton's default should not pay
+    for one at every iteration (``fit`` then starts with BFGS and lets Newton finish: see ``fit``).
+
+    True for a per-observation ``loglik`` on at least :data:`AUTO_MIN_ROWS` rows whose Hessian takes the
+    reverse pass (more than :data:`FORWARD_MAX_K` parameters, or loops) and that has no linear predictor
+    (no matrix product with one output per row): its Hessian is ``k`` pushes of the whole row program back,
+    where a gradient is one (a five-parameter Gaussian mixture on 100,000 rows: 20 ms against 3.5 ms).
+    A linear predictor ``X @ beta`` makes the Hessian one ``X' W X`` product that costs a few gradient
+    passes, and Newton's five or six iterations beat BFGS's more (a logistic regression: 0.70 s against
+    0.78 s)."""
+    if n_rows < AUTO_MIN_ROWS:
+        return False
     k = int(np.prod(jnp.shape(u)))
-    devices = _row_devices(data, n_rows)
-    n_dev = len(devices) if devices is not None and n_rows % len(devices) == 0 else 1
-    local_rows = n_rows // n_dev
+    u_aval = jax.ShapeDtypeStruct(jnp.shape(u), jnp.result_type(u))
+    jaxpr = jax.make_jaxpr(lambda v: loglik(to_params(v), data))(u_aval).jaxpr
+    if k <= FORWARD_MAX_K and not _has_loops(jaxpr):
+        return False
+
+    def linear_predictor(jaxpr) -> bool:
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general" and any(jnp.shape(v.aval)[:1] == (n_rows,) for v in eqn.outvars):
+                return True
+            if any(linear_predictor(inner) for value in eqn.params.values() for inner, _ in sub_jaxprs(value)):
+                return True
+        return False
+
+    return not linear_predictor(jaxpr)
+
+
+def _block_rows(loglik, to_params, data, u, n_rows: int, local_rows: int, chunk_size: int | None) -> int:
+    """Rows per block of each device's scan (``>= local_rows``: one pass)."""
     if chunk_size is not None:
-        block = min(int(chunk_size), local_rows)
-    elif jax.default_backend() == "cpu":
-        block = auto_block_rows(data, n_rows, k)
-        block = local_rows if 2 * block > local_rows else block
-    else:  # accelerators: blocks would serialise the work
-        block = local_rows
-    if n_dev == 1 and block >= n_rows:
-        return whole
+        return min(int(chunk_size), local_rows)
+    if jax.default_backend() == "cpu":
+        k = int(np.prod(jnp.shape(u)))
+        block = auto_block_rows(data, n_rows, k, _row_values(loglik, to_params, data, u, n_rows))
+        return local_rows if 2 * block > local_rows else block
+    return local_rows  # accelerators: blocks would serialise the work
+
+
+def _separable(loglik, to_params, data, u, n_rows: int, block: int) -> str | None:
+    """``None`` when each row of ``loglik``'s output is proved to depend on its own data rows alone (at
+    points shaped like ``u``, traced at ``block`` rows too), else the reason it could not be proved."""
     u_aval = jax.ShapeDtypeStruct(jnp.shape(u), jnp.result_type(u))
     try:
         prove_row_separable(lambda v, d: loglik(to_params(v), d), (u_aval, data), n_rows, block)
     except NotSeparableError as exc:
+        return str(exc)
+    return None
+
+
+def split_block(loglik, to_params, data, u, n_rows: int, n_devices: int) -> int | None:
+    """The row block for a fit whose rows are split over ``n_devices`` devices, or ``None`` when the split
+    would not be exact (rows not proved independent) or not worth it (under :data:`AUTO_MIN_ROWS` rows).
+
+    Each device holds ``ceil(n_rows / n_devices)`` rows (:func:`mlejax._src.devices.place_rows`).
+    """
+    if n_rows < AUTO_MIN_ROWS or n_devices < 2:
+        return None
+    local_rows = math.ceil(n_rows / n_devices)
+    block = _block_rows(loglik, to_params, data, u, n_rows, local_rows, None)
+    return block if _separable(loglik, to_params, data, u, n_rows, block) is None else None
+
+
+def _plan(loglik, to_params, data, u, chunk_size, n_rows, whole) -> Objective:
+    devices = _row_devices(data, n_rows)
+    n_dev = len(devices) if devices is not None and n_rows % len(devices) == 0 else 1
+    local_rows = n_rows // n_dev
+    block = _block_rows(loglik, to_params, data, u, n_rows, local_rows, chunk_size)
+    if n_dev == 1 and block >= n_rows:
+        return whole
+    reason = _separable(loglik, to_params, data, u, n_rows, block)
+    if reason is not None:
         if chunk_size is not None:
             raise ValueError(
                 f"chunk_size={chunk_size} evaluates loglik on blocks of rows, which is exact only when each "
                 "observation's value depends on its own rows of the data alone; that could not be proved for "
-                f"this loglik ({exc}). Leave chunk_size=None: mlejax then uses blocks only where they are exact."
-            ) from None
+                f"this loglik ({reason}). Leave chunk_size=None: mlejax then uses blocks only where they are exact."
+            )
         return whole
     return _blocked(loglik, to_params, data, n_rows, block, devices if n_dev > 1 else None)
 
 
-def _blocked(loglik, to_params, data, n_rows, block, devices) -> Objective:
-    """(f, g, H) summed over row blocks under ``lax.scan``; with ``devices``, rows split over them first."""
+def _blocked(loglik, to_params, data, n_rows, block, devices, split=None) -> Objective:
+    """(f, g, H) summed over row blocks under ``lax.scan``; with ``devices``, rows split over them first
+    (``split``: laid out by :func:`mlejax._src.devices.place_rows`, with its overlap left out)."""
     leaves, treedef = jax.tree_util.tree_flatten(data)
-    mask = row_leaf_mask(data, n_rows)
-    n_dev = 1 if devices is None else len(devices)
-    local_rows = n_rows // n_dev
+    if split is not None:
+        mask, devices = list(split.row_mask), split.devices()
+        n_dev, local_rows = split.n_devices, split.rows_per_device
+    else:
+        mask = row_leaf_mask(data, n_rows)
+        n_dev = 1 if devices is None else len(devices)
+        local_rows = n_rows // n_dev
 
     def block_fn(u, d, keep):
         out = loglik(to_params(u), d)
@@ -322,13 +412,14 @@ def _blocked(loglik, to_params, data, n_rows, block, devices) -> Objective:
             out = jnp.where(keep, out, jnp.zeros((), out.dtype))
         return -out
 
-    def local_sum(derivatives, u, local_data):
+    def local_sum(derivatives, u, local_data, first_row=None):
         # ``derivatives(rows)`` maps a function of u returning one value per row of a block to a function of
         # u returning a pytree of arrays (the value; value and gradient; value, gradient and Hessian of the
-        # block's sum), summed over the blocks.
+        # block's sum), summed over the blocks. Rows before ``first_row`` are counted by another device.
         if block >= local_rows:
-            return derivatives(lambda v: block_fn(v, local_data, None))(u)
-        n_blocks, get = row_blocks(local_data, local_rows, block)
+            keep = None if first_row is None else jnp.arange(local_rows) >= first_row
+            return derivatives(lambda v: block_fn(v, local_data, keep))(u)
+        n_blocks, get = row_blocks(local_data, local_rows, block, first_row=first_row, mask=mask)
 
         def body(acc, i):
             d, keep = get(i)
@@ -347,9 +438,13 @@ def _blocked(loglik, to_params, data, n_rows, block, devices) -> Objective:
 
         mesh = Mesh(np.asarray(devices), ("rows",))
         specs = [PartitionSpec("rows") if r else PartitionSpec() for r in mask]
+        first_rows = (0,) if split is None else split.first_rows
 
         def per_device(u, *local_leaves):
-            acc = local_sum(derivatives, u, treedef.unflatten(local_leaves))
+            first_row = None
+            if any(first_rows):
+                first_row = jnp.asarray(first_rows, jnp.int32)[lax.axis_index("rows")]
+            acc = local_sum(derivatives, u, treedef.unflatten(local_leaves), first_row)
             return jax.tree_util.tree_map(lambda a: lax.psum(a, "rows"), acc)
 
         mapped = _shard_map(per_device, mesh, (PartitionSpec(), *specs), PartitionSpec())

@@ -48,6 +48,7 @@ class Problem:
     layout: params.FixedLayout | None  # where fixed parameters sit; None without fixed parameters
     n_rows: int | None  # values returned by loglik (None: a scalar log-likelihood)
     chunk_size: int | None = None
+    split: object = None  # a devices.RowSplit when an eager fit laid the data's rows out over CPU devices
 
     @property
     def fixed_names(self) -> tuple[str, ...]:
@@ -72,7 +73,9 @@ class Problem:
             to_params = lambda u: self.to_params(u, fixed_values)  # noqa: E731
         else:
             to_params = lambda x: self.to_params(to_u(x), fixed_values)  # noqa: E731
-        return make_objective(self.loglik, to_params, data, chunk_size=self.chunk_size, n_rows=self.n_rows)
+        return make_objective(
+            self.loglik, to_params, data, chunk_size=self.chunk_size, n_rows=self.n_rows, split=self.split
+        )
 
     def free_indices(self, full_params) -> np.ndarray:
         """Positions of the free entries in ``ravel_pytree(full_params)`` order."""

@@ -52,7 +52,7 @@ def merge_rows(block_leaves, whole, treedef):
     return treedef.unflatten([b if w is None else w for b, w in zip(block_leaves, whole)])
 
 
-def row_blocks(data, n: int, chunk: int):
+def row_blocks(data, n: int, chunk: int, *, first_row=None, mask=None):
     """In-place row blocks of ``data``: returns ``(n_blocks, block)``.
 
     ``block(i)`` (``i`` may be traced, e.g. the counter of a ``lax.scan``) gives ``(data_i, keep_i)``:
@@ -60,12 +60,14 @@ def row_blocks(data, n: int, chunk: int):
     its rows, read with ``lax.dynamic_slice`` (no copy of the whole leaf), and ``keep_i`` a boolean
     mask over those rows, or ``None`` when ``chunk`` divides ``n``. The last block is the last ``chunk``
     rows; ``keep_i`` drops the rows it shares with block ``i - 1``, so ``sum_i sum(where(keep_i, l, 0))``
-    counts every row once. Requires ``chunk <= n``.
+    counts every row once. Requires ``chunk <= n``. ``first_row`` (may be traced) also drops the rows
+    before it (a device's rows that the device before it holds too); ``mask`` names the row leaves
+    (default: those with ``n`` rows).
     """
     if not 1 <= chunk <= n:
         raise ValueError(f"row_blocks needs 1 <= chunk <= n, got chunk={chunk}, n={n}")
     leaves, treedef = jax.tree_util.tree_flatten(data)
-    mask = row_leaf_mask(data, n)
+    mask = row_leaf_mask(data, n) if mask is None else list(mask)
     n_blocks = math.ceil(n / chunk)
     ragged = n % chunk != 0
 
@@ -74,6 +76,9 @@ def row_blocks(data, n: int, chunk: int):
         start = jnp.minimum(first, n - chunk) if ragged else first
         out = [lax.dynamic_slice_in_dim(jnp.asarray(x), start, chunk, axis=0) if r else x for x, r in zip(leaves, mask)]
         keep = (start + jnp.arange(chunk)) >= first if ragged else None
+        if first_row is not None:
+            past = (start + jnp.arange(chunk)) >= first_row
+            keep = past if keep is None else keep & past
         return treedef.unflatten(out), keep
 
     return n_blocks, block
