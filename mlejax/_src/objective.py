@@ -154,8 +154,8 @@ def rows_derivatives(rows: Callable) -> Objective:
     forward = rows_value_grad_hess(rows)
 
     def vgh(u):
-        few = 0 < math.prod(jnp.shape(u)) <= FORWARD_MAX_K and jnp.ndim(u) == 1
-        return forward(u) if few and not _has_loops(jax.make_jaxpr(rows)(u).jaxpr) else reverse(u)
+        pushed = jnp.ndim(u) == 1 and _forward_pass(math.prod(jnp.shape(u)), jax.make_jaxpr(rows)(u).jaxpr)
+        return forward(u) if pushed else reverse(u)
 
     return Objective(total, jax.value_and_grad(total), vgh)
 
@@ -171,14 +171,29 @@ _LOOPS = frozenset(
 )
 
 
+def _equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs inside its equations' parameters."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for inner, _ in sub_jaxprs(value):
+                yield from _equations(inner)
+
+
 def _has_loops(jaxpr) -> bool:
     """Whether a jaxpr (or any jaxpr inside its equations' parameters) runs a loop."""
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name in _LOOPS:
-            return True
-        if any(_has_loops(inner) for value in eqn.params.values() for inner, _ in sub_jaxprs(value)):
-            return True
-    return False
+    return any(eqn.primitive.name in _LOOPS for eqn in _equations(jaxpr))
+
+
+def _forward_pass(k: int, jaxpr) -> bool:
+    """Whether the Hessian of a row program with ``k`` parameters is pushed forward (else reverse over reverse)."""
+    return 0 < k <= FORWARD_MAX_K and not _has_loops(jaxpr)
+
+
+def _row_program(loglik, to_params, data, u):
+    """``(k, jaxpr)`` of ``loglik`` at points shaped like ``u`` (traced on shapes, nothing evaluated)."""
+    u_aval = jax.ShapeDtypeStruct(jnp.shape(u), jnp.result_type(u))
+    return int(np.prod(jnp.shape(u))), jax.make_jaxpr(lambda v: loglik(to_params(v), data))(u_aval).jaxpr
 
 
 def from_function(fun: Callable) -> Objective:
@@ -221,20 +236,10 @@ def auto_block_rows(data, n_rows: int, k: int, row_values: int = 0) -> int:
 def _row_values(loglik, to_params, data, u, n_rows: int) -> int:
     """How many row-valued intermediates ``loglik`` computes (sub-programs included) when its Hessian takes
     the reverse pass (more than :data:`FORWARD_MAX_K` parameters, or loops); 0 for the fused forward pass."""
-    k = int(np.prod(jnp.shape(u)))
-    u_aval = jax.ShapeDtypeStruct(jnp.shape(u), jnp.result_type(u))
-    jaxpr = jax.make_jaxpr(lambda v: loglik(to_params(v), data))(u_aval).jaxpr
-    if k <= FORWARD_MAX_K and not _has_loops(jaxpr):
+    k, jaxpr = _row_program(loglik, to_params, data, u)
+    if _forward_pass(k, jaxpr):
         return 0
-
-    def count(jaxpr) -> int:
-        total = 0
-        for eqn in jaxpr.eqns:
-            total += sum(count(inner) for value in eqn.params.values() for inner, _ in sub_jaxprs(value))
-            total += sum(1 for v in eqn.outvars if jnp.shape(v.aval)[:1] == (n_rows,))
-        return total
-
-    return count(jaxpr)
+    return sum(1 for eqn in _equations(jaxpr) for v in eqn.outvars if jnp.shape(v.aval)[:1] == (n_rows,))
 
 
 def _row_devices(data, n_rows: int):
@@ -323,21 +328,13 @@ def hessian_dominates(loglik, to_params, data, u, n_rows: int) -> bool:
     0.78 s)."""
     if n_rows < AUTO_MIN_ROWS:
         return False
-    k = int(np.prod(jnp.shape(u)))
-    u_aval = jax.ShapeDtypeStruct(jnp.shape(u), jnp.result_type(u))
-    jaxpr = jax.make_jaxpr(lambda v: loglik(to_params(v), data))(u_aval).jaxpr
-    if k <= FORWARD_MAX_K and not _has_loops(jaxpr):
+    k, jaxpr = _row_program(loglik, to_params, data, u)
+    if _forward_pass(k, jaxpr):
         return False
-
-    def linear_predictor(jaxpr) -> bool:
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name == "dot_general" and any(jnp.shape(v.aval)[:1] == (n_rows,) for v in eqn.outvars):
-                return True
-            if any(linear_predictor(inner) for value in eqn.params.values() for inner, _ in sub_jaxprs(value)):
-                return True
-        return False
-
-    return not linear_predictor(jaxpr)
+    return not any(
+        eqn.primitive.name == "dot_general" and any(jnp.shape(v.aval)[:1] == (n_rows,) for v in eqn.outvars)
+        for eqn in _equations(jaxpr)
+    )
 
 
 def _block_rows(loglik, to_params, data, u, n_rows: int, local_rows: int, chunk_size: int | None) -> int:
