@@ -33,7 +33,11 @@ import mlejax as mj
 
 
 def _run(script: str, prelude: bool = True, **env_vars) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "MLEJAX_CPU_DEVICES", "JAX_NUM_CPU_DEVICES")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("XLA_FLAGS", "MLEJAX_CPU_DEVICES", "JAX_NUM_CPU_DEVICES", "OPENBLAS_NUM_THREADS")
+    }
     env.update(env_vars, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     proc = subprocess.run(
         [sys.executable, "-c", (_PRELUDE if prelude else "") + textwrap.dedent(script)],
@@ -195,6 +199,39 @@ print("RESULT" + json.dumps({"devices": len(jax.devices())}))
 )
 def test_cpu_devices_configured_at_import_unless_decided(env, expected):
     assert _run(_CONFIG, **env)["devices"] == expected
+
+
+_LAPACK_THREADS = """
+import scipy.linalg  # jaxlib's CPU LAPACK: loaded here, after mlejax's choice
+a = np.diag(np.arange(1.0, 31.0))
+w = np.asarray(jnp.linalg.eigvalsh(jnp.asarray(a)))  # 30 x 30: LAPACK, not mlejax's small eigh
+print("RESULT" + json.dumps({"devices": len(jax.devices()), "threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+                             "eig_ok": bool(np.allclose(w, np.arange(1.0, 31.0)))}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"MLEJAX_CPU_DEVICES": "2"}, (2, "1")),  # one device per core: one LAPACK thread per call
+        ({"MLEJAX_CPU_DEVICES": "2", "OPENBLAS_NUM_THREADS": "3"}, (2, "3")),  # the user's choice stays
+        ({"MLEJAX_CPU_DEVICES": "1"}, (1, None)),  # one device: OpenBLAS keeps its threads
+    ],
+)
+def test_one_lapack_thread_per_device(env, expected):
+    out = _run(_LAPACK_THREADS, **env)
+    assert (out["devices"], out["threads"]) == expected and out["eig_ok"]
+
+
+def test_lapack_threads_left_alone_when_scipy_came_first():
+    script = """
+    import json, os
+    import scipy.linalg
+    import jax
+    import mlejax
+    print("RESULT" + json.dumps({"devices": len(jax.devices()), "threads": os.environ.get("OPENBLAS_NUM_THREADS")}))
+    """
+    assert _run(script, prelude=False, MLEJAX_CPU_DEVICES="2") == {"devices": 2, "threads": None}
 
 
 def test_cpu_devices_left_alone_once_jax_started():
