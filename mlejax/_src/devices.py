@@ -18,6 +18,10 @@ them with ``shard_map`` runs one part per core. Two pieces make that the default
   its first rows the device before already counted (the overlap rule of the row blocks of
   :mod:`mlejax._src.rows`).
 
+* :func:`one_lapack_thread`, run when :func:`configure_cpu_devices` asked for several devices: one thread
+  per call for the LAPACK that jaxlib calls (SciPy's OpenBLAS), whose thread pools would otherwise wait on
+  each other when every device runs the fit's small linear algebra at once.
+
 Whether a fit's rows may be split at all (each observation a function of its own rows only) is proved by
 the objective (:func:`mlejax._src.objective.split_block`), not here.
 """
