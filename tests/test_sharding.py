@@ -67,7 +67,12 @@ SCRIPT = textwrap.dedent(
 
 
 def test_four_devices_equal_one_device():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    compile_flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]  # conftest's
+    env = dict(
+        os.environ,
+        XLA_FLAGS=" ".join([*compile_flags, "--xla_force_host_platform_device_count=4"]),
+        JAX_PLATFORMS="cpu",
+    )
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=420, cwd=ROOT
