@@ -18,12 +18,16 @@ os.environ.setdefault("MLEJAX_CPU_DEVICES", "1")
 # (``fit.LEAN_COMPILE_MAX_BYTES``), so most tests see what users get. A flag the environment sets wins.
 # Not adopted: ``--xla_backend_optimization_level=0`` as well (48 s -> 25 s), which rounds differently
 # and moves Lanczos1's standard errors (residuals at rounding level) 1.7e-5 from the certified values.
-_TEST_XLA_FLAGS = {"--xla_cpu_use_fusion_emitters": "false"}
-_xla_flags = os.environ.get("XLA_FLAGS", "")
-for _flag, _value in _TEST_XLA_FLAGS.items():
-    if _flag not in _xla_flags:
-        _xla_flags = f"{_xla_flags} {_flag}={_value}".strip()
-os.environ["XLA_FLAGS"] = _xla_flags
+if "--xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false".strip()
+
+
+def subprocess_xla_flags(*extra: str) -> str:
+    """This process's XLA flags (the compile flag above) without a device count, then ``extra``: for the
+    subprocess tests that choose their own number of CPU devices."""
+    flags = os.environ.get("XLA_FLAGS", "").split()
+    return " ".join([f for f in flags if not f.startswith("--xla_force_host_platform_device_count")] + list(extra))
+
 
 import jax  # noqa: E402
 

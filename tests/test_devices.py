@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import subprocess_xla_flags
 
 import mlejax as mj
 from mlejax._src import devices, objective
@@ -39,9 +40,7 @@ def _run(script: str, prelude: bool = True, **env_vars) -> dict:
         if k not in ("XLA_FLAGS", "MLEJAX_CPU_DEVICES", "JAX_NUM_CPU_DEVICES", "OPENBLAS_NUM_THREADS")
     }
     env.update(env_vars, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
-    # The compile flags of the test suite (tests/conftest.py) carry over; a device count does not.
-    compile_flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
-    env["XLA_FLAGS"] = " ".join([*compile_flags, env.get("XLA_FLAGS", "")]).strip()
+    env["XLA_FLAGS"] = subprocess_xla_flags(*env.get("XLA_FLAGS", "").split())
     proc = subprocess.run(
         [sys.executable, "-c", (_PRELUDE if prelude else "") + textwrap.dedent(script)],
         env=env,

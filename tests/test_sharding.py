@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from conftest import subprocess_xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,11 +68,8 @@ SCRIPT = textwrap.dedent(
 
 
 def test_four_devices_equal_one_device():
-    compile_flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]  # conftest's
     env = dict(
-        os.environ,
-        XLA_FLAGS=" ".join([*compile_flags, "--xla_force_host_platform_device_count=4"]),
-        JAX_PLATFORMS="cpu",
+        os.environ, XLA_FLAGS=subprocess_xla_flags("--xla_force_host_platform_device_count=4"), JAX_PLATFORMS="cpu"
     )
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
