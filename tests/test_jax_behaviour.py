@@ -87,6 +87,29 @@ def test_no_retrace_on_second_call_with_same_shapes():
     assert f._cache_size() == before
 
 
+def test_second_eager_fit_on_same_shapes_calls_loglik_no_more():
+    """What the eager fit decides from loglik's program (the Hessian's cost, whether rows are independent) is
+    remembered like the compiled program: a second fit on same-shaped data never calls loglik in Python."""
+    calls = []
+
+    def loglik(p, x):
+        calls.append(1)
+        return jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])
+
+    init = {"mu": 0.0, "sigma": 1.0}
+    x1, x2 = RNG.normal(size=40_000), RNG.normal(1.0, 2.0, size=40_000)
+    mj.fit(loglik, init, jnp.asarray(x1), constraints=CONS)
+    assert calls
+    calls.clear()
+    res = mj.fit(loglik, init, jnp.asarray(x2), constraints=CONS)
+    assert not calls
+    np.testing.assert_allclose(res.params["mu"], np.mean(x2), rtol=1e-10)
+    np.testing.assert_allclose(res.params["sigma"], np.std(x2), rtol=1e-10)
+    calls.clear()
+    mj.fit(loglik, init, jnp.asarray(x2[:-1]), constraints=CONS)  # other shapes: decided afresh
+    assert calls
+
+
 def test_float32_stays_float32_and_summary_warns():
     x = jnp.asarray(RNG.normal(2.0, 1.0, 200), dtype=jnp.float32)
     init = {"mu": jnp.float32(0.0), "sigma": jnp.float32(1.0)}

@@ -353,7 +353,14 @@ def _default_method(method, multistart, problem: Problem, data, fixed_values):
         return method  # L-BFGS already (solve_options)
     u = jax.ShapeDtypeStruct((problem.spec.k,), problem.spec.dtype)
     to_params = lambda v: problem.to_params(v, fixed_values)  # noqa: E731
-    return "bfgs" if hessian_dominates(problem.loglik, to_params, data, u, problem.n_rows) else method
+    dominates = _planned(
+        "hessian_dominates",
+        problem,
+        data,
+        fixed_values,
+        lambda: hessian_dominates(problem.loglik, to_params, data, u, problem.n_rows),
+    )
+    return "bfgs" if dominates else method
 
 
 def _split_rows(problem: Problem, data, fixed_values, cov_spec: CovSpec):
@@ -372,11 +379,59 @@ def _split_rows(problem: Problem, data, fixed_values, cov_spec: CovSpec):
     if devices is None:
         return problem, data
     u = jax.ShapeDtypeStruct((problem.spec.k,), problem.spec.dtype)
-    block = split_block(problem.loglik, lambda v: problem.to_params(v, fixed_values), data, u, n_rows, len(devices))
+    block = _planned(
+        ("split_block", len(devices)),
+        problem,
+        data,
+        fixed_values,
+        lambda: split_block(
+            problem.loglik, lambda v: problem.to_params(v, fixed_values), data, u, n_rows, len(devices)
+        ),
+    )
     if block is None:
         return problem, data
     placed, split = place_rows(data, mask, n_rows, devices, block)
     return dataclasses.replace(problem, split=split), placed
+
+
+# -- decisions made on the program of ``loglik``, kept per problem and shapes --------------------------------
+
+_PLANS: OrderedDict = OrderedDict()
+_PLANS_MAX = 256
+
+
+def _abstract(tree):
+    """What a program traced on ``tree`` depends on: its structure and, per leaf, the type, shape, dtype and
+    placement of an array, or the value of anything else (a Python number, say)."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    out = []
+    for leaf in leaves:
+        if isinstance(leaf, jax.core.Tracer):
+            raise TypeError("traced")  # decided once per trace anyway: nothing to remember
+        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
+            sharding = getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None
+            out.append((type(leaf), tuple(leaf.shape), str(leaf.dtype), getattr(leaf, "weak_type", False), sharding))
+        else:
+            out.append((type(leaf), leaf))
+    return treedef, tuple(out)
+
+
+def _planned(kind, problem: Problem, data, fixed_values, compute):
+    """``compute()``, a decision that traces ``loglik`` on shapes (the Hessian's cost, the proof that rows are
+    independent), remembered for the same ``problem`` and abstract data and fixed values: an eager fit repeated
+    on same-shaped data (bootstrap loops, benchmarks, a user's script) then skips 5-10 ms of tracing per call."""
+    try:
+        key = (kind, problem, _abstract(data), _abstract(fixed_values))
+        hash(key)
+    except TypeError:
+        return compute()
+    if key in _PLANS:
+        _PLANS.move_to_end(key)
+        return _PLANS[key]
+    value = _PLANS[key] = compute()
+    if len(_PLANS) > _PLANS_MAX:
+        _PLANS.popitem(last=False)
+    return value
 
 
 def _reuse_with_jvp(values, fn, *args):
