@@ -22,6 +22,26 @@ def test_inf_in_data():
         mj.fit(lambda p, d: normal_loglik(p, d[1]), INIT, (X, X.at[0].set(jnp.inf)), constraints=CONS)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_entry_of_large_data_is_found(bad):
+    # Large arrays are checked by their sum first (NaN or infinite when an entry is); here the bad entry
+    # sits among 100,000 and the error still names it.
+    big = np.random.default_rng(4).normal(size=(50_000, 2))
+    big[31_234, 1] = bad
+    kind = "NaN" if np.isnan(bad) else "infinite"
+    with pytest.raises(ValueError, match=rf"data contains {kind} values \(1 entries, first at \[\[31234, 1\]\]\)"):
+        mj.fit(lambda p, x: normal_loglik(p, x[:, 0]), INIT, big, constraints=CONS)
+
+
+def test_large_finite_data_whose_sum_overflows_is_accepted():
+    from mlejax._src.problem import validate_data
+
+    big = np.full(100_000, 1e308)  # the sum overflows to inf; every entry is finite
+    validate_data({"x": big})
+    with pytest.raises(ValueError, match="infinite"):
+        validate_data({"x": np.append(big, -np.inf)})
+
+
 def test_empty_data():
     with pytest.raises(ValueError, match="empty"):
         mj.fit(normal_loglik, INIT, jnp.zeros((0,)), constraints=CONS)

@@ -377,6 +377,17 @@ def validate_fixed(fixed_values, constraints, where: str = "") -> None:
             raise ValueError(f"fixed value of '{name}' ({np.asarray(v)}) is outside its constraint {c.name}")
 
 
+def _surely_finite(arr) -> bool:
+    """True when the sum of a large float array is finite, so that every entry is (a NaN or an infinity makes
+    the sum NaN or infinite): one read of the data, about half the time of ``isfinite(arr).all()``. False
+    (check entry by entry) for small arrays and when the sum is not finite, which finite entries can also
+    cause by overflowing."""
+    if arr.size < 2**16:
+        return False
+    with np.errstate(all="ignore"):
+        return bool(np.isfinite(np.add.reduce(arr.reshape(-1))))
+
+
 def validate_data(data) -> None:
     for path, leaf in jax.tree_util.tree_leaves_with_path(data):
         name = params.leaf_label("data", path)
@@ -387,6 +398,8 @@ def validate_data(data) -> None:
         if arr.dtype.kind in "fc":
             if arr.size == 0:
                 raise ValueError(f"{name} is empty (shape {arr.shape})")
+            if _surely_finite(arr):
+                continue
             bad = ~np.isfinite(arr)
             if bad.any():
                 idx = np.argwhere(bad)[:3].tolist()
