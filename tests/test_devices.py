@@ -108,14 +108,15 @@ out["one_pass"] = summary(mj.fit(logit, init, data, chunk_size=n))  # one device
 out["numpy"] = summary(mj.fit(logit, init, {"X": X, "y": y, "g": g, "scale": 0.5}))
 out["multistart"] = summary(mj.fit(logit, init, data, multistart=[0.1, 1.0]))  # vmapped lanes of the split
 
-# A five-parameter mixture: BFGS then Newton by default (the Hessian pass costs several gradients), split.
+# A five-parameter mixture over a (rows, components) array: BFGS then Newton by default (its Hessian pass
+# costs several gradients), split.
 z = rng.random(n) < 0.3
 xm = jnp.asarray(np.where(z, rng.normal(-1.0, 1.0, n), rng.normal(2.0, 0.5, n)))
 
 def mixture(p, x):
-    a = jnp.log(p["w"]) + jax.scipy.stats.norm.logpdf(x, p["mu"][0], p["sigma"][0])
-    b = jnp.log1p(-p["w"]) + jax.scipy.stats.norm.logpdf(x, p["mu"][1], p["sigma"][1])
-    return jnp.logaddexp(a, b)
+    lw = jnp.stack([jnp.log(p["w"]), jnp.log1p(-p["w"])])
+    comp = lw[None, :] + jax.scipy.stats.norm.logpdf(x[:, None], p["mu"][None, :], p["sigma"][None, :])
+    return jax.scipy.special.logsumexp(comp, axis=1)
 
 m_init = {"w": 0.5, "mu": jnp.array([-0.5, 1.0]), "sigma": jnp.array([1.5, 1.5])}
 m_cons = {"w": mj.unit_interval, "sigma": mj.positive}
@@ -318,6 +319,14 @@ def test_split_devices_leaves_placed_data_alone():
 
 
 def _mixture(p, x):
+    """A two-normal mixture over a (rows, components) array: its Hessian takes the reverse pass."""
+    lw = jnp.stack([jnp.log(p["w"]), jnp.log1p(-p["w"])])
+    comp = lw[None, :] + jax.scipy.stats.norm.logpdf(x[:, None], p["mu"][None, :], p["sigma"][None, :])
+    return jax.scipy.special.logsumexp(comp, axis=1)
+
+
+def _mixture_per_row(p, x):
+    """The same mixture written per row: an elementwise program, whose Hessian is pushed forward."""
     w = p["w"]
     a = jnp.log(w) + jax.scipy.stats.norm.logpdf(x, p["mu"][0], p["sigma"][0])
     b = jnp.log1p(-w) + jax.scipy.stats.norm.logpdf(x, p["mu"][1], p["sigma"][1])
@@ -349,6 +358,7 @@ def test_hessian_dominates_only_for_large_elementwise_models():
     u5 = jax.ShapeDtypeStruct((5,), jnp.float64)
     assert objective.hessian_dominates(_mixture, to_params, x, u5, n)
     assert not objective.hessian_dominates(_mixture, to_params, x[: n - 1], u5, n - 1)  # small data
+    assert not objective.hessian_dominates(_mixture_per_row, to_params, x, u5, n)  # the fused forward pass
     data = (jnp.zeros((n, 6)), jnp.zeros(n))
     assert not objective.hessian_dominates(logistic, lambda v: v, data, jax.ShapeDtypeStruct((6,), jnp.float64), n)
 
@@ -369,3 +379,9 @@ def test_default_fit_takes_bfgs_then_newton_where_the_hessian_dominates():
         np.testing.assert_allclose(np.asarray(res.se[key]), np.asarray(newton_only.se[key]), rtol=1e-6)
     # A gradient at the optimum that is zero to rounding (the Newton polish verified it).
     assert float(res.grad_norm) < 1e-6
+    # Written per row, the same model takes Newton on the forward pass, to the same estimates.
+    per_row = mj.fit(_mixture_per_row, _MIX_INIT, x, constraints=_MIX_CONS)
+    assert per_row.method == "newton" and bool(per_row.converged)
+    for key in ("w", "mu", "sigma"):
+        np.testing.assert_allclose(np.asarray(per_row.params[key]), np.asarray(res.params[key]), rtol=1e-8)
+        np.testing.assert_allclose(np.asarray(per_row.se[key]), np.asarray(res.se[key]), rtol=1e-6)

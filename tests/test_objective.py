@@ -19,6 +19,7 @@ import mlejax as mj
 from mlejax._src import objective
 from mlejax._src.objective import AUTO_MIN_ROWS, auto_block_rows, make_objective
 from mlejax._src.rows import NotSeparableError, prove_row_separable
+from mlejax._src.solvers._base import value_grad_hess
 
 N_BIG = AUTO_MIN_ROWS + 1234  # large enough for the automatic blocked path, not a multiple of any block
 
@@ -121,10 +122,11 @@ def test_explicit_chunk_size_on_dependent_rows_raises():
 
 
 def test_default_path_blocks_independent_rows_and_matches_one_pass(monkeypatch):
-    # Blocks of ~4,000 rows for 4 parameters (the default block bytes would give one block here).
+    # Blocks of a few thousand rows for 6 parameters (the reverse pass; the default block bytes would give one
+    # block here).
     monkeypatch.setattr(objective, "l2_cache_bytes", lambda: 2**18)
-    X, y = _logistic_data(N_BIG, 4)
-    u = jnp.array([0.1, -0.2, 0.3, 0.05])
+    X, y = _logistic_data(N_BIG, 6)
+    u = jnp.array([0.1, -0.2, 0.3, 0.05, 0.0, -0.1])
     auto = make_objective(_logistic, lambda v: v, (X, y), n_rows=N_BIG)
     whole = make_objective(_logistic, lambda v: v, (X, y), n_rows=N_BIG, chunk_size=N_BIG)
     assert _has_scan(auto.value_grad_hess, u)
@@ -132,10 +134,55 @@ def test_default_path_blocks_independent_rows_and_matches_one_pass(monkeypatch):
     for a, b in zip(auto.value_grad_hess(u), whole.value_grad_hess(u)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11)
     np.testing.assert_allclose(float(auto.value(u)), float(whole.value(u)), rtol=1e-12)
-    res = mj.fit(_logistic, jnp.zeros(4), (X, y))
-    ref = mj.fit(_logistic, jnp.zeros(4), (X, y), chunk_size=N_BIG)
+    res = mj.fit(_logistic, jnp.zeros(6), (X, y))
+    ref = mj.fit(_logistic, jnp.zeros(6), (X, y), chunk_size=N_BIG)
     np.testing.assert_allclose(np.asarray(res.params), np.asarray(ref.params), rtol=1e-10)
     np.testing.assert_allclose(np.asarray(res.se), np.asarray(ref.se), rtol=1e-10)
+
+
+def test_forward_row_pass_takes_no_blocks():
+    """The fused forward pass keeps no per-row temporaries: the automatic path evaluates it in one pass even on
+    many rows (blocks only slow its variadic reduction down), with the values of the explicit blocks."""
+    X, y = _logistic_data(N_BIG, 3)
+    u = jnp.array([0.1, -0.2, 0.3])
+    auto = make_objective(_logistic, lambda v: v, (X, y), n_rows=N_BIG)
+    blocked = make_objective(_logistic, lambda v: v, (X, y), n_rows=N_BIG, chunk_size=4096)
+    assert not _has_scan(auto.value_grad_hess, u) and _has_scan(blocked.value_grad_hess, u)
+    for a, b in zip(auto.value_grad_hess(u), blocked.value_grad_hess(u)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11)
+
+
+def test_elementwise_rows_push_forward_up_to_their_own_bound():
+    """Five parameters: an elementwise row program (a mixture written per row) takes the forward pass, the same
+    mixture over a (rows, components) array and a linear predictor take reverse over reverse."""
+    x = jnp.linspace(-2.0, 2.0, 50)
+    X = jnp.ones((50, 5))
+
+    def per_row(u):
+        a = jax.nn.log_sigmoid(u[0]) - 0.5 * ((x - u[1]) * jnp.exp(-u[3])) ** 2 - u[3]
+        b = jax.nn.log_sigmoid(-u[0]) - 0.5 * ((x - u[2]) * jnp.exp(-u[4])) ** 2 - u[4]
+        return jnp.logaddexp(a, b)
+
+    def stacked(u):
+        comp = jnp.stack([jax.nn.log_sigmoid(u[0]), jax.nn.log_sigmoid(-u[0])])
+        z = (x[:, None] - u[None, 1:3]) * jnp.exp(-u[None, 3:5])
+        return jax.scipy.special.logsumexp(comp[None, :] - 0.5 * z**2 - u[None, 3:5], axis=1)
+
+    jaxpr = lambda f, k=5: jax.make_jaxpr(f)(jnp.ones(k)).jaxpr  # noqa: E731
+    assert objective._forward_pass(5, jaxpr(per_row))
+    assert not objective._forward_pass(5, jaxpr(stacked))
+    assert not objective._forward_pass(5, jaxpr(lambda u: X @ u))
+    assert objective._forward_pass(4, jaxpr(lambda u: X[:, :4] @ u, 4))  # up to FORWARD_MAX_K whatever the rows
+    assert objective.ELEMENTWISE_FORWARD_MAX_K < 7
+    k7 = lambda u: per_row(u[:5]) + u[5] * x + u[6] * x**2  # noqa: E731
+    assert not objective._forward_pass(7, jaxpr(k7, 7))
+    for rows in (per_row, stacked):  # both forms give the reverse pass's (f, g, H)
+        u = jnp.array([0.3, -0.5, 1.0, 0.2, -0.1])
+        f, g, h = objective.rows_derivatives(rows).value_grad_hess(u)
+        f_r, g_r, h_r = value_grad_hess(lambda v, rows=rows: jnp.sum(rows(v)))(u)
+        np.testing.assert_allclose(f, f_r, rtol=1e-13)
+        np.testing.assert_allclose(g, g_r, rtol=1e-11)
+        np.testing.assert_allclose(h, h_r, rtol=1e-11, atol=1e-12)
 
 
 def test_dependent_rows_are_not_blocked():
@@ -324,8 +371,6 @@ def _rows_cases():
 
 @pytest.mark.parametrize("name", ["weibull", "ar1", "mixture", "one"])
 def test_forward_row_pass_equals_reverse_over_reverse(name):
-    from mlejax._src.solvers._base import value_grad_hess
-
     rows, k = _rows_cases()[name]
     u = jnp.linspace(0.2, 0.5, k)
     f, g, h = jax.jit(objective.rows_value_grad_hess(rows))(u)

@@ -2,7 +2,7 @@
 
 References: ``lax.pow`` itself (its special cases follow C99 ``pow``: signed zeros, infinities, NaN, a
 negative base to an integer power) and JAX's own derivative rule for ``pow``; for the common-subexpression
-pass, the unrewritten function bit for bit.
+pass and the identity products, the unrewritten function bit for bit.
 """
 
 import itertools
@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlejax._src import objective
-from mlejax._src.rewrite import fast_pow, fast_pow_form, shared_subexpressions
+from mlejax._src.rewrite import fast_pow, fast_pow_form, identity_products, shared_subexpressions
+from mlejax._src.solvers._base import value_grad_hess
 
 SPECIAL_X = [-np.inf, -3.0, -2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, 3.0, np.inf, np.nan]
 SPECIAL_Y = [-np.inf, -3.0, -2.5, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 1e300, np.inf, np.nan]
@@ -39,6 +40,22 @@ def test_fast_pow_equals_lax_pow_at_every_special_case():
     x, y = _grid()
     ok = _same(jax.lax.pow(x, y), fast_pow(x, y), 1e-15)
     assert ok.all(), [(float(a), float(b)) for a, b, o in zip(x, y, ok) if not o]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fast_pow_of_subnormal_bases(dtype):
+    """XLA CPU computes with subnormal operands as zeros; fast_pow reads their magnitude from the bits, so
+    ``pow`` of a subnormal base has C's value (NumPy's), sign and NaN rules included."""
+    tiny = np.finfo(dtype).tiny
+    x = np.array([tiny / 3, -tiny / 7, np.nextafter(dtype(0), dtype(1)), -tiny / 2, tiny / 5], dtype)
+    y = np.array([0.5, 3.0, 0.25, 0.5, -0.1], dtype)
+    with np.errstate(all="ignore"):
+        ref = np.power(x, y)
+    got = np.asarray(jax.jit(fast_pow)(jnp.asarray(x), jnp.asarray(y)))
+    # relative error about |y log|x|| epsilons (exp's argument), as for normal bases
+    rtol = 4 * np.finfo(dtype).eps * (1.0 + np.max(np.abs(y * np.log(np.abs(x.astype(np.float64))))))
+    np.testing.assert_allclose(got, ref, rtol=rtol)
+    assert np.isnan(got[3]) and np.signbit(got[1])
 
 
 def test_fast_pow_relative_error_float64_and_float32():
@@ -81,7 +98,10 @@ def test_fast_pow_derivatives_follow_jaxs_rule():
     y=st.one_of(st.integers(-12, 12).map(float), st.floats(-30.0, 30.0, allow_nan=False)),
 )
 def test_fast_pow_property(x, y):
-    ref = jax.lax.pow(jnp.float64(x), jnp.float64(y))
+    # The reference is C's pow (NumPy's): XLA CPU's own pow flushes a subnormal base (2.2e-311 ** 0.5 gave
+    # 1.6e-162 instead of 4.7e-156), which fast_pow reads from its bits.
+    with np.errstate(all="ignore"):
+        ref = np.power(np.float64(x), np.float64(y))
     got = fast_pow(jnp.float64(x), jnp.float64(y))
     # relative error grows like |y log|x|| machine epsilons (exp's argument)
     tol = 4e-16 * (1.0 + abs(y * np.log(abs(x)))) if x != 0 else 0.0
@@ -160,3 +180,78 @@ def test_forward_row_pass_with_pow_equals_plain_hessian(k):
     np.testing.assert_allclose(hb[1], jax.hessian(total)(us[1]), rtol=1e-11, atol=1e-11)
     _, tangent = jax.jvp(lambda v: vgh(v)[1], (u,), (jnp.ones(k),))
     np.testing.assert_allclose(tangent, jax.hessian(total)(u) @ jnp.ones(k), rtol=1e-10, atol=1e-10)
+
+
+def _dot_flops(fn, *args):
+    """Multiply-adds of the matrix products in ``fn``'s program (from the jaxpr: sizes of the product)."""
+    total = 0
+    for eqn in objective._equations(jax.make_jaxpr(fn)(*args).jaxpr):  # nested jit calls included
+        if eqn.primitive.name == "dot_general":
+            (lc, _), _ = eqn.params["dimension_numbers"]
+            contracted = int(np.prod([eqn.invars[0].aval.shape[d] for d in lc]))
+            total += int(np.prod(eqn.outvars[0].aval.shape)) * contracted
+    return total
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+def test_identity_products_drop_the_hessians_basis_product(k):
+    """Reverse over reverse pushes the identity basis through ``X @ beta``'s transpose as ``I @ X'``: the
+    rewrite replaces that product by ``X'`` itself; (f, g, H) are the same to the last bits (XLA may sum the
+    products in another order), under jit and vmap, and the derivatives of the pass with respect to the data
+    too."""
+    rng = np.random.default_rng(k)
+    X = jnp.asarray(rng.normal(size=(50, k)))
+    y = jnp.asarray((rng.random(50) < 0.4).astype(float))
+
+    def nll(b, X):
+        eta = X @ b
+        return -jnp.sum(y * eta - jnp.logaddexp(0.0, eta))
+
+    plain = lambda b, X: value_grad_hess(lambda v: nll(v, X))(b)  # noqa: E731
+    rewritten = identity_products(plain)
+    b = jnp.asarray(rng.normal(0.0, 0.3, k))
+    for a, c in zip(jax.jit(plain)(b, X), jax.jit(rewritten)(b, X)):
+        np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-13, atol=1e-14)
+    n = X.shape[0]
+    assert _dot_flops(plain, b, X) - _dot_flops(rewritten, b, X) == n * k * k  # the I @ X' product is gone
+    bs = jnp.asarray(rng.normal(0.0, 0.3, (4, k)))
+    for a, c in zip(jax.vmap(plain, (0, None))(bs, X), jax.vmap(rewritten, (0, None))(bs, X)):
+        np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-13, atol=1e-14)
+    scalar = lambda f: lambda X: jnp.sum(f(b, X)[2]) + jnp.sum(f(b, X)[1])  # noqa: E731
+    np.testing.assert_allclose(jax.grad(scalar(rewritten))(X), jax.grad(scalar(plain))(X), rtol=1e-12, atol=1e-14)
+
+
+def test_identity_products_keep_other_products_and_layouts():
+    """Only a product by an exact constant identity is dropped, on either side and along either axis; a
+    scaled identity, a permutation and a product by data stay products."""
+    A = jnp.arange(12.0).reshape(3, 4)
+    cases = {
+        "left": lambda A: jnp.eye(3) @ A,
+        "right": lambda A: A @ jnp.eye(4),
+        "left_t": lambda A: jnp.einsum("ij,ik->jk", jnp.eye(3), A),
+        "right_t": lambda A: jnp.einsum("ij,kj->ik", A, jnp.eye(4)),
+        "scaled": lambda A: (2.0 * jnp.eye(3)) @ A,
+        "permutation": lambda A: jnp.eye(3)[::-1] @ A,
+        "data": lambda A: A.T @ A,
+    }
+    for name, f in cases.items():
+        np.testing.assert_array_equal(np.asarray(identity_products(f)(A)), np.asarray(f(A)), err_msg=name)
+        products = [e for e in jax.make_jaxpr(identity_products(f))(A).jaxpr.eqns if e.primitive.name == "dot_general"]
+        assert (len(products) == 0) == (name in ("left", "right", "left_t", "right_t")), name
+
+
+def test_wide_logistic_pass_has_the_hand_written_products():
+    """The objective mlejax builds for a linear predictor with many parameters: its (f, g, H) pass multiplies
+    as much as the hand-written ``(mu - y) @ X`` and ``(w X') @ X`` (X @ beta too), not the extra ``I @ X'``."""
+    n, k = 64, 30
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.normal(size=(n, k)))
+    y = jnp.asarray((rng.random(n) < 0.5).astype(float))
+
+    def loglik(b, d):
+        eta = d[0] @ b
+        return d[1] * eta - jnp.logaddexp(0.0, eta)
+
+    obj = objective.make_objective(loglik, lambda u: u, (X, y), n_rows=n)
+    u = jnp.zeros(k)
+    assert _dot_flops(obj.value_grad_hess, u) == n * k + n * k + n * k * k

@@ -12,6 +12,11 @@ Two rewrites, both applied by evaluating the function's jaxpr equation by equati
   directions; XLA's own common-subexpression pass misses some of the repeats once their shapes have
   been canonicalised differently, and then computes a transcendental of every row twice.
 
+* :func:`identity_products`: a matrix product with an identity matrix is its other operand (transposed
+  as the product's layout says). Reverse over reverse pushes the Hessian's basis, an identity built by
+  ``jnp.eye``, through the linear predictor's transpose: ``I @ X'`` costs ``rows x k x k`` multiplications,
+  as much as the ``(w X') X`` that follows, and XLA does not see that the operand is the identity.
+
 Equations with effects are never merged; ``jit`` calls are inlined (their bodies rewritten too); any
 other higher-order primitive (``custom_jvp``, loops, ``cond``) is bound unchanged.
 """
@@ -22,21 +27,43 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.extend import core as jex_core
 
-__all__ = ["fast_pow", "fast_pow_form", "shared_subexpressions"]
+__all__ = ["fast_pow", "fast_pow_form", "identity_products", "shared_subexpressions"]
+
+
+#: Per float type: the integer type of its bits, its mantissa bits and the exponent of its smallest subnormal.
+_FLOAT_BITS = {np.dtype(np.float64): (np.int64, 52, 1074), np.dtype(np.float32): (np.int32, 23, 149)}
+
+
+def _log_abs(x):
+    """``(log|x|, x != 0)``, right for subnormal ``x`` too: XLA CPU flushes subnormal operands of arithmetic
+    to zero (``log`` of one gives ``-inf``, and it compares equal to 0), so they are read from the bits:
+    ``|x| = m 2^-1074`` (float64) with ``m`` the mantissa field, an integer that converts exactly."""
+    ax = jnp.abs(x)
+    spec = _FLOAT_BITS.get(np.dtype(x.dtype))
+    if spec is None:  # other float types: their plain log
+        return jnp.log(ax), ax != 0
+    itype, mant_bits, shift = spec
+    bits = jax.lax.bitcast_convert_type(x, itype) & np.array(np.iinfo(itype).max, itype)  # sign bit off
+    subnormal = (bits > 0) & (bits < np.array(1 << mant_bits, itype))
+    arg = jnp.where(subnormal, bits.astype(x.dtype), ax)
+    log = jnp.log(arg) - jnp.where(subnormal, shift * np.log(2.0), 0.0).astype(x.dtype)
+    return log, bits != 0
 
 
 def _pow_value(x, y):
     """``pow(x, y)`` of equal-shaped real arrays through ``exp(y log|x|)``, with pow's special cases."""
     ax = jnp.abs(x)
-    r = jnp.exp(y * jnp.log(ax))
+    log_ax, nonzero = _log_abs(x)
+    r = jnp.exp(y * log_ax)
     negative = jnp.signbit(x)
     integer = y == jnp.floor(y)  # also true for +-inf (even: their fmod is NaN)
     odd = jnp.abs(jnp.fmod(y, 2.0)) == 1
     r = jnp.where(negative & odd, -r, r)
     # a negative finite non-zero base to a non-integer power has no real value
-    r = jnp.where(negative & ~integer & (ax != 0) & jnp.isfinite(x), jnp.nan, r)
+    r = jnp.where(negative & ~integer & nonzero & jnp.isfinite(x), jnp.nan, r)
     one = (y == 0) | (x == 1) | ((ax == 1) & jnp.isinf(y))
     return jnp.where(one, jnp.ones_like(r), r)
 
@@ -61,7 +88,8 @@ def fast_pow(x, y):
     Values agree with ``lax.pow`` to a few ulp (relative error about ``|y log x|`` machine epsilons) and
     exactly at its special cases; first derivatives follow JAX's rule for ``pow`` everywhere
     (``y pow(x, y - 1)`` and ``log(x) pow(x, y)``), formed from the value instead of new powers; higher
-    ones may differ from JAX's only at ``x = 0`` (``inf`` where JAX's rule gives ``nan``).
+    ones may differ from JAX's only at ``x = 0`` (``inf`` where JAX's rule gives ``nan``). Subnormal bases get
+    their value right; their derivative in ``x`` is taken as at ``x = 0`` (XLA CPU computes with them as zeros).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -196,3 +224,94 @@ def shared_subexpressions(fun: Callable) -> Callable:
       ['exp', 'add']
     """
     return _traced(fun, _cse_eval)
+
+
+#: Equations whose inputs are all known constants are evaluated while rewriting when their outputs hold at
+#: most this many elements (the identity of up to 256 parameters); larger ones are left to XLA.
+_FOLD_MAX_SIZE = 65536
+
+
+# NumPy twins of the primitives that build an identity (``jnp.eye``: two ``iota``, ``add``, ``eq``,
+# ``convert_element_type``; ``jacrev`` then splits it): folded on the host, with no XLA computation (each
+# eager primitive would compile a program of its own), each returning its list of outputs.
+_NUMPY_RULES = {
+    "iota": lambda *, dtype, shape, dimension, **_: [
+        np.broadcast_to(
+            np.arange(shape[dimension]).reshape([-1 if i == dimension else 1 for i in range(len(shape))]), shape
+        )
+    ],
+    "add": lambda a, b: [a + b],
+    "sub": lambda a, b: [a - b],
+    "eq": lambda a, b: [a == b],
+    "convert_element_type": lambda a, *, new_dtype, **_: [a.astype(new_dtype)],
+    "split": lambda a, *, sizes, axis: np.split(a, np.cumsum(sizes)[:-1], axis=axis),
+    "broadcast_in_dim": lambda a, *, shape, broadcast_dimensions, **_: [
+        np.broadcast_to(np.expand_dims(a, [i for i in range(len(shape)) if i not in broadcast_dimensions]), shape)
+    ],
+    "reshape": lambda a, *, new_sizes, **_: [a.reshape(new_sizes)],
+    "transpose": lambda a, *, permutation: [a.transpose(permutation)],
+}
+
+
+def _identity_operand(value) -> bool:
+    """Whether a constant (NumPy) value is a square identity matrix."""
+    return (
+        value is not None
+        and value.ndim == 2
+        and value.shape[0] == value.shape[1]
+        and np.array_equal(value, np.eye(value.shape[0], dtype=value.dtype))
+    )
+
+
+def _identity_product(eqn, invals, known):
+    """The value of a ``dot_general`` with an identity operand, without the product, or ``None``."""
+    if eqn.primitive.name != "dot_general":
+        return None
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    if lb or rb or len(lc) != 1:
+        return None
+    lhs, rhs = (known.get(v) if not isinstance(v, jex_core.Literal) else None for v in eqn.invars)
+    dtype = eqn.outvars[0].aval.dtype
+    if _identity_operand(lhs):  # sum_a I[i, a] R[.., a, ..] = R with that axis first
+        return jnp.moveaxis(invals[1], rc[0], 0).astype(dtype)
+    if _identity_operand(rhs):  # sum_a L[.., a, ..] I[a, j] = L with that axis last
+        return jnp.moveaxis(invals[0], lc[0], -1).astype(dtype)
+    return None
+
+
+def _identity_eval(jaxpr, consts, *args):
+    env = dict(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    known = {}  # var -> its NumPy value, for small values computed from literals alone
+    for eqn in jaxpr.eqns:
+        invals = [_read(env, v) for v in eqn.invars]
+        rule = _NUMPY_RULES.get(eqn.primitive.name)
+        constant = rule is not None and all(isinstance(v, jex_core.Literal) or v in known for v in eqn.invars)
+        if constant and all(int(np.prod(getattr(v.aval, "shape", ()))) <= _FOLD_MAX_SIZE for v in eqn.outvars):
+            vals = [np.asarray(v.val) if isinstance(v, jex_core.Literal) else known[v] for v in eqn.invars]
+            outs = rule(*vals, **eqn.params)
+            outs = [np.asarray(o, dtype=v.aval.dtype) for o, v in zip(outs, eqn.outvars)]
+            known.update(zip(eqn.outvars, outs))
+            env.update(zip(eqn.outvars, outs))
+            continue
+        out = _identity_product(eqn, invals, known)
+        outs = [out] if out is not None else _apply(eqn, invals, _identity_eval)
+        env.update(zip(eqn.outvars, outs))
+    return [_read(env, v) for v in jaxpr.outvars]
+
+
+def identity_products(fun: Callable) -> Callable:
+    """``fun`` with every matrix product by a constant identity matrix replaced by the other operand (the same
+    values, up to the order in which XLA sums the remaining products; apply to a function that is already
+    differentiated, such as a Hessian pass).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> X = jnp.arange(6.0).reshape(3, 2)
+      >>> f = lambda X: jnp.eye(2) @ X.T
+      >>> [e.primitive.name for e in jax.make_jaxpr(identity_products(f))(X).jaxpr.eqns]
+      ['transpose']
+      >>> bool((identity_products(f)(X) == X.T).all())
+      True
+    """
+    return _traced(fun, _identity_eval)
