@@ -397,7 +397,6 @@ def _split_rows(problem: Problem, data, fixed_values, cov_spec: CovSpec):
 # -- decisions made on the program of ``loglik``, kept per problem and shapes --------------------------------
 
 _PLANS: OrderedDict = OrderedDict()
-_PLANS_MAX = 256
 
 
 def _abstract(tree):
@@ -425,12 +424,18 @@ def _planned(kind, problem: Problem, data, fixed_values, compute):
         hash(key)
     except TypeError:
         return compute()
-    if key in _PLANS:
-        _PLANS.move_to_end(key)
-        return _PLANS[key]
-    value = _PLANS[key] = compute()
-    if len(_PLANS) > _PLANS_MAX:
-        _PLANS.popitem(last=False)
+    return _remembered(_PLANS, key, compute)
+
+
+def _remembered(cache: OrderedDict, key, compute, limit: int = 256):
+    """``cache[key]``, computed by ``compute()`` the first time; the least recently used of more than ``limit``
+    entries is dropped."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = compute()
+    if len(cache) > limit:
+        cache.popitem(last=False)
     return value
 
 
@@ -510,13 +515,7 @@ def canonical_function(fn):
     if key is None:
         return fn
     try:
-        seen = _CANONICAL.get(key)
+        hash(key)
     except TypeError:  # an unhashable part after all
         return fn
-    if seen is not None:
-        _CANONICAL.move_to_end(key)
-        return seen
-    _CANONICAL[key] = fn
-    if len(_CANONICAL) > _CANONICAL_MAX:
-        _CANONICAL.popitem(last=False)
-    return fn
+    return _remembered(_CANONICAL, key, lambda: fn, _CANONICAL_MAX)
