@@ -14,8 +14,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # plots render to files, on machines
 os.environ.setdefault("MLEJAX_CPU_DEVICES", "1")
 # Tests compile several thousand XLA programs, each run a few times on small data, so compile time is most of
 # CI's time. XLA CPU's classic loop emitters in place of its MLIR fusion emitters compile about a third
-# faster (the heaviest tests: 48 s -> 36 s); that is how mlejax itself compiles eager fits on small data
-# (``fit.LEAN_COMPILE_MAX_BYTES``), so most tests see what users get. A flag the environment sets wins.
+# faster (the heaviest tests: 48 s -> 36 s); that is how mlejax itself compiles eager fits on CPU
+# (``fit.LEAN_COMPILE``), so the tests see what users get. A flag the environment sets wins.
 # Not adopted: ``--xla_backend_optimization_level=0`` as well (48 s -> 25 s), which rounds differently
 # and moves Lanczos1's standard errors (residuals at rounding level) 1.7e-5 from the certified values.
 if "--xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):

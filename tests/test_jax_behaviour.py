@@ -54,16 +54,16 @@ def test_vmap_over_init():
     assert bool(jnp.all(res.converged))
 
 
-def test_lean_compiled_small_fits_equal_the_default_program(monkeypatch):
-    """Eager fits on small data are compiled without XLA CPU's fusion emitters (faster to compile, less
+def test_lean_compiled_fits_equal_the_default_program(monkeypatch):
+    """Eager fits on CPU are compiled without XLA CPU's fusion emitters (faster to compile, a third of the
     compile memory); the estimates and standard errors are those of the default program to rounding."""
     x = jnp.asarray(RNG.normal(2.0, 3.0, 500))
-    assert fit_module._compile_lean(x)
-    assert not fit_module._compile_lean(np.zeros(fit_module.LEAN_COMPILE_MAX_BYTES // 8))
+    assert fit_module._compile_lean()
     lean_before = fit_module._fit_compiled_lean._cache_size()
     lean = fit_normal(x)
     assert fit_module._fit_compiled_lean._cache_size() == lean_before + 1
-    monkeypatch.setattr(fit_module, "LEAN_COMPILE_MAX_BYTES", 0)
+    monkeypatch.setattr(fit_module, "LEAN_COMPILE", False)
+    assert not fit_module._compile_lean()
     default_before = fit_module._fit_compiled._cache_size()
     default = fit_normal(x)
     assert fit_module._fit_compiled._cache_size() == default_before + 1

@@ -2,8 +2,8 @@
 
 The compiled fit is one ``jax.jit`` whose static arguments are the :class:`~mlejax._src.problem.Problem`
 and the :class:`~mlejax._src.problem.SolveOptions` (hashable), so a second call with the same shapes and
-the same ``loglik`` object reuses the compiled program. Eager fits on small data (CPU, under
-:data:`LEAN_COMPILE_MAX_BYTES`) use a second ``jax.jit`` of the same function with lean compiler options.
+the same ``loglik`` object reuses the compiled program. Eager fits on CPU use a second ``jax.jit`` of the
+same function with lean compiler options (:data:`LEAN_COMPILE`).
 The optimum is differentiable with respect to the data and the fixed values by implicit differentiation (a
 ``custom_jvp`` on the optimality condition; the solver itself is never differentiated).
 """
@@ -46,12 +46,15 @@ from .summary import diverging_words
 #: Newton iterations allowed to the polish that ends every non-Newton method (see ``_solve``).
 POLISH_MAXITER = 50
 
-#: Below this many bytes of data (on CPU) the fit is compiled *lean*: without XLA CPU's MLIR fusion emitters
-#: (``xla_cpu_use_fusion_emitters=False``, its classic loop emitter instead). Measured on the 2-core Intel
-#: machine: a five-parameter mixture fit compiles in 1.2 s instead of 2.2 s, a logistic fit's compilation
-#: peaks at 70 MB instead of 270 MB, and the compiled program runs ~8% slower. Small and mid-size fits
-#: spend most of their time compiling; from this size on the warm speed is what matters.
-LEAN_COMPILE_MAX_BYTES = 16 * 2**20
+#: Eager fits on CPU are compiled *lean*: without XLA CPU's MLIR fusion emitters
+#: (``xla_cpu_use_fusion_emitters=False``, its classic loop emitter instead). Measured on the 2-core AMD EPYC,
+#: first fit / warm fit / memory added by the first fit: logistic N = 1e6, p = 20: 5.1 -> 1.9 s / 0.254 ->
+#: 0.225 s / 237 -> 76 MB; N = 1e5, p = 200: 3.4 -> 3.0 s / 0.66 -> 0.64 s / 314 -> 116 MB; N = 1e7, p = 5:
+#: 2.9 -> 2.4 s / 0.64 -> 0.62 s / 286 -> 80 MB; a 5-parameter mixture on 4e6 rows 8.8 -> 4.3 s / 4.1 ->
+#: 0.98 s (the fusion emitters run its forward row pass 4x slower); on small data the compilation takes half
+#: the time. (An earlier version of the fit, on the 2-core Intel Xeon, ran ~8% slower lean on large data,
+#: when only small data were compiled lean: docs/performance.md.) ``False`` compiles with XLA's defaults.
+LEAN_COMPILE = True
 _LEAN_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
@@ -176,7 +179,7 @@ def fit(
     cov_spec, cov_groups = parse_cov(cov, n_rows=problem.n_rows)
 
     ensure_persistent_cache()
-    program = _fit_compiled if traced or not _compile_lean(data) else _fit_compiled_lean
+    program = _fit_compiled if traced or not _compile_lean() else _fit_compiled_lean
     run_problem, run_data = (problem, data) if traced else _split_rows(problem, data, fixed_values, cov_spec)
     with store_any_compile():
         res = program(run_problem, options, cov_spec, free_init, fixed_values, run_data, np.asarray(n_obs), cov_groups)
@@ -333,14 +336,9 @@ def compiled_programs() -> int:
     return _fit_compiled._cache_size() + _fit_compiled_lean._cache_size()
 
 
-def _compile_lean(data) -> bool:
-    """Whether an eager fit on ``data`` is compiled lean (:data:`LEAN_COMPILE_MAX_BYTES`; CPU only)."""
-    if jax.default_backend() != "cpu":
-        return False
-    total = 0
-    for leaf in jax.tree_util.tree_leaves(data):
-        total += int(np.size(leaf)) * np.dtype(getattr(leaf, "dtype", np.float64)).itemsize
-    return total < LEAN_COMPILE_MAX_BYTES
+def _compile_lean() -> bool:
+    """Whether an eager fit is compiled lean (:data:`LEAN_COMPILE`; CPU only: the option is XLA CPU's)."""
+    return LEAN_COMPILE and jax.default_backend() == "cpu"
 
 
 def _default_method(method, multistart, problem: Problem, data, fixed_values):
