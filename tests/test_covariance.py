@@ -287,3 +287,33 @@ def test_parse_cov_defaults():
     np.testing.assert_array_equal(codes, [0, 1, 0])
     assert parse_cov("robust", n_rows=3)[0].small_sample is False
     assert parse_cov("HC1", n_rows=3)[0].small_sample is True
+
+
+def test_solver_pd_judgment_gives_the_same_inverse():
+    """``mj.fit`` hands the Newton solver's positive-definiteness judgment of the final Hessian to
+    ``invert_information`` instead of decomposing it again: on positive definite, badly scaled, indefinite,
+    singular and non-finite matrices both ways give the same flag and the same inverse."""
+    from mlejax._src.information import invert_information
+    from mlejax._src.linalg import scaled_eigh
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(5, 5))
+    scale = np.diag([1e-6, 1.0, 1e3, 1.0, 1e8])
+    matrices = {
+        "pd": a @ a.T + 5 * np.eye(5),
+        "badly scaled pd": scale @ (a @ a.T + np.eye(5)) @ scale,
+        "indefinite": a + a.T,
+        "singular": np.outer(a[0], a[0]) + np.outer(a[1], a[1]),
+        "nonfinite": np.where(np.eye(5) > 0, np.nan, a @ a.T),
+        "one row": np.array([[2.5]]),
+    }
+    for name, m in matrices.items():
+        m = jnp.asarray(m)
+        own = invert_information(m)
+        reused = invert_information(m, pd=scaled_eigh(m).pd)
+        assert bool(own.pd) == bool(reused.pd), name
+        assert bool(own.pd) == (name in ("pd", "badly scaled pd", "one row")), name
+        np.testing.assert_array_equal(np.isnan(own.cov), np.isnan(reused.cov), err_msg=name)
+        np.testing.assert_allclose(own.cov, reused.cov, rtol=1e-12, err_msg=name)
+        if bool(own.pd):
+            np.testing.assert_allclose(own.cov @ m, np.eye(m.shape[0]), atol=1e-6, err_msg=name)

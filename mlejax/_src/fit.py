@@ -221,8 +221,8 @@ def fit(
 
 
 def _solve(problem: Problem, options: SolveOptions, u0, data, fixed_values):
-    """Run the solver (or the multistart lanes): ``(u, f, g, H, status, n_iter, f0)``, ``f0`` the value at
-    ``u0``.
+    """Run the solver (or the multistart lanes): ``(u, f, g, H, pd, status, n_iter, f0)``, ``f0`` the value at
+    ``u0`` and ``pd`` whether the Newton solver found ``H`` positive definite (its Jacobi-scaled decomposition).
 
     A method other than Newton ends with a Newton *polish*: trust-region Newton iterations on the exact
     Hessian from its end point (at most :data:`POLISH_MAXITER`), so that ``success`` means for every
@@ -238,12 +238,12 @@ def _solve(problem: Problem, options: SolveOptions, u0, data, fixed_values):
         sol = run(options.solver(), objective, u0, options.maxiter)
         n_iter = sol.n_iter
     if options.method_name == "newton":
-        return sol.x, sol.f, sol.grad, sol.state.hess, sol.status, n_iter, sol.f0
+        return sol.x, sol.f, sol.grad, sol.state.hess, sol.state.pd, sol.status, n_iter, sol.f0
     polish = run(newton(xtol=options.tol), objective, sol.x, POLISH_MAXITER)
     searched = jnp.asarray(sol.status, jnp.int32)
     polished = jnp.asarray(polish.status, jnp.int32)
     status = jnp.where(polished == Status.success, polished, jnp.where(searched == Status.success, polished, searched))
-    return polish.x, polish.f, polish.grad, polish.state.hess, status, n_iter + polish.n_iter, sol.f0
+    return polish.x, polish.f, polish.grad, polish.state.hess, polish.state.pd, status, n_iter + polish.n_iter, sol.f0
 
 
 def _fit_program(
@@ -254,9 +254,9 @@ def _fit_program(
     n_obs = jnp.asarray(n_obs, u0.dtype)
 
     def solve(u_start, d, fv):
-        u, f, g, hess, status, n_iter, f0 = _solve(problem, options, u_start, d, fv)
+        u, f, g, hess, pd, status, n_iter, f0 = _solve(problem, options, u_start, d, fv)
         dt = u_start.dtype  # float aux outputs: their (zero) tangents need no float0 handling
-        return u, (f, g, hess, status.astype(dt), n_iter.astype(dt), f0)
+        return u, (f, g, hess, pd.astype(dt), status.astype(dt), n_iter.astype(dt), f0)
 
     # The optimum u*(data) is differentiable with respect to the data (and fixed values) by the implicit
     # function theorem on the optimality condition grad f(u*) = 0: du* = -H^-1 d(grad f). The solver
@@ -279,7 +279,7 @@ def _fit_program(
         u_dot = -jnp.linalg.solve(jax.jacfwd(grad_at)(u_star, d, fv), rhs)
         return out, (u_dot, jax.tree_util.tree_map(jnp.zeros_like, out[1]))
 
-    u, (f_solver, g_solver, h_solver, solver_status, n_iter, f0) = optimum(u0, data, fixed_values)
+    u, (f_solver, g_solver, h_solver, h_pd, solver_status, n_iter, f0) = optimum(u0, data, fixed_values)
 
     # The solver's (or the polish's) last (f, g, H) were evaluated at u*: reuse them, with exact derivatives.
     def vgh(v, d, fv):
@@ -289,7 +289,9 @@ def _fit_program(
     # The log-likelihood at the start (the solver's first pass): the fact behind ``unbounded``.
     f0 = jax.lax.stop_gradient(f0)
 
-    inverse = invert_information(hess)
+    # The Newton solver (or the polish) judged this Hessian positive definite by the same rule when it accepted
+    # the point: its judgment is reused instead of a third eigen-decomposition in the program.
+    inverse = invert_information(hess, pd=jax.lax.stop_gradient(h_pd) > 0.5)
     jac = jax.jacfwd(spec.flat_user)(u)
     cov, se, info = fit_covariance(
         cov_spec, hess, problem, u, data, fixed_values, jac, codes=cov_groups, inverse=inverse
