@@ -28,7 +28,7 @@ def invert_information(info, pd=None) -> Inverse:
     ``pd``: that judgment when the caller already made it on the same matrix by the same rule (the Newton
     solver decomposes the Jacobi-scaled Hessian of every point it accepts, :func:`~mlejax._src.linalg.scaled_eigh`);
     the eigen-decomposition is then not computed again (a fit's program is that much smaller to compile:
-    0.25-0.35 s of a first fit measured on the 2-core AMD EPYC). A non-finite matrix is never positive definite.
+    0.1-0.35 s of a first fit measured on the 2-core AMD EPYC). A non-finite matrix is never positive definite.
     """
     k = info.shape[0]
     info = symmetrize(info)
