@@ -223,7 +223,7 @@ def main():
         lambda t: (obj.value(t), *jax.value_and_grad(obj.value)(t)[1:], jax.jacfwd(jax.grad(obj.value))(t))
     )
     # What mj.fit runs for this model: the Hessian pushed forward over the rows (an elementwise program with
-    # five parameters), compiled with the classic loop emitters as mlejax compiles fits on data of this size.
+    # five parameters), compiled with the classic loop emitters as mlejax compiles every eager fit on CPU.
     from mlejax._src.fit import _LEAN_COMPILER_OPTIONS
     from mlejax._src.objective import rows_value_grad_hess
 

@@ -1,6 +1,6 @@
 """Rewrites of a traced function that keep its meaning and make its derivative passes cheaper on XLA.
 
-Two rewrites, both applied by evaluating the function's jaxpr equation by equation:
+Three rewrites, each applied by evaluating the function's jaxpr equation by equation:
 
 * :func:`fast_pow_form`: every floating-point ``pow(x, y)`` becomes :func:`fast_pow`, the same function
   (the same value for every ``x`` and ``y``, signed zeros, infinities and NaNs included, to a few ulp)
@@ -11,7 +11,6 @@ Two rewrites, both applied by evaluating the function's jaxpr equation by equati
   the same inputs are evaluated once. The forward row pass traces the log-likelihood once per pair of
   directions; XLA's own common-subexpression pass misses some of the repeats once their shapes have
   been canonicalised differently, and then computes a transcendental of every row twice.
-
 * :func:`identity_products`: a matrix product with an identity matrix is its other operand (transposed
   as the product's layout says). Reverse over reverse pushes the Hessian's basis, an identity built by
   ``jnp.eye``, through the linear predictor's transpose: ``I @ X'`` costs ``rows x k x k`` multiplications,
@@ -139,13 +138,19 @@ def _apply(eqn, invals, evaluate):
     return _bind(eqn, invals)
 
 
+def _bound(jaxpr, consts, args) -> dict:
+    """The environment of an evaluation of ``jaxpr``: its constants and arguments by variable."""
+    env = dict(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    return env
+
+
 def _read(env, v):
     return v.val if isinstance(v, jex_core.Literal) else env[v]
 
 
 def _pow_eval(jaxpr, consts, *args):
-    env = dict(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
+    env = _bound(jaxpr, consts, args)
     for eqn in jaxpr.eqns:
         invals = [_read(env, v) for v in eqn.invars]
         if eqn.primitive.name == "pow" and all(jnp.issubdtype(v.aval.dtype, jnp.floating) for v in eqn.invars):
@@ -181,8 +186,7 @@ def _param_key(params):
 
 
 def _cse_eval(jaxpr, consts, *args):
-    env = dict(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
+    env = _bound(jaxpr, consts, args)
     same = {}  # var -> the var first computed with the same value
     seen = {}  # equation key -> its outvars
 
@@ -280,8 +284,7 @@ def _identity_product(eqn, invals, known):
 
 
 def _identity_eval(jaxpr, consts, *args):
-    env = dict(zip(jaxpr.constvars, consts))
-    env.update(zip(jaxpr.invars, args))
+    env = _bound(jaxpr, consts, args)
     known = {}  # var -> its NumPy value, for small values computed from literals alone
     for eqn in jaxpr.eqns:
         invals = [_read(env, v) for v in eqn.invars]
