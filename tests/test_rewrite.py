@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlejax._src import objective
-from mlejax._src.rewrite import fast_pow, fast_pow_form, identity_products, shared_subexpressions
+from mlejax._src.rewrite import constant_tangents, fast_pow, fast_pow_form, identity_products, shared_subexpressions
 from mlejax._src.solvers._base import value_grad_hess
 
 SPECIAL_X = [-np.inf, -3.0, -2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, 3.0, np.inf, np.nan]
@@ -255,3 +255,92 @@ def test_wide_logistic_pass_has_the_hand_written_products():
     obj = objective.make_objective(loglik, lambda u: u, (X, y), n_rows=n)
     u = jnp.zeros(k)
     assert _dot_flops(obj.value_grad_hess, u) == n * k + n * k + n * k * k
+
+
+def _nested_jvp_pass(rows, k):
+    """The forward row pass as it was before the folding: each pair of directions traced on its own (unit
+    vectors built by ``jnp.eye``, not known while tracing), the repeats merged by shared_subexpressions."""
+
+    def vgh(u):
+        basis = jnp.eye(k, dtype=u.dtype)
+        terms = []
+        for i in range(k):
+            for j in range(i, k):
+                (value, d_i), (d_j, d_ij) = jax.jvp(lambda w, i=i: jax.jvp(rows, (w,), (basis[i],)), (u,), (basis[j],))
+                terms.append(d_ij)
+        grads = [jax.jvp(rows, (u,), (basis[i],))[1] for i in range(k)]
+        return jnp.sum(value), jnp.stack([jnp.sum(g) for g in grads]), jnp.stack([jnp.sum(t) for t in terms])
+
+    return shared_subexpressions(vgh)
+
+
+def _mixture_rows(x):
+    def rows(u):
+        l1 = jax.nn.log_sigmoid(u[0]) - 0.5 * ((x - u[1]) * jnp.exp(-u[3])) ** 2 - u[3]
+        l2 = jax.nn.log_sigmoid(-u[0]) - 0.5 * ((x - u[2]) * jnp.exp(-u[4])) ** 2 - u[4]
+        return jnp.logaddexp(l1, l2)
+
+    return rows
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_folded_forward_pass_same_values_smaller_program(dtype):
+    """The forward row pass, traced once and evaluated along each pair of unit vectors with their zeros folded
+    (ConstantFolding), against the pass made of separately traced nested jvps: the same (f, g, H) (XLA may
+    order the remaining sums differently: a few ulp) from far fewer equations; and against jax.hessian."""
+    x = jnp.asarray(np.random.default_rng(3).normal(0.5, 1.5, 400), dtype)
+    rows, k = _mixture_rows(x), 5
+    u = jnp.asarray([0.2, -0.5, 1.0, 0.3, -0.1], dtype)
+    f, g, h = jax.jit(objective.rows_value_grad_hess(rows))(u)
+    f0, g0, h_upper = jax.jit(_nested_jvp_pass(rows, k))(u)
+    assert f.dtype == g.dtype == h.dtype == dtype
+    rtol = 1e-13 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(f, f0, rtol=rtol)
+    np.testing.assert_allclose(g, g0, rtol=rtol)
+    np.testing.assert_allclose(np.asarray(h)[np.triu_indices(k)], h_upper, rtol=rtol)
+    if dtype == np.float64:
+        ref = jax.hessian(lambda v: jnp.sum(rows(v)))(u)
+        np.testing.assert_allclose(h, ref, rtol=1e-11, atol=1e-11)
+
+    def size(fn):
+        return sum(1 for _ in objective._equations(jax.make_jaxpr(fn)(u).jaxpr))
+
+    assert size(objective.rows_value_grad_hess(rows)) < 0.6 * size(_nested_jvp_pass(rows, k))
+
+
+def test_constant_tangents_folds_only_what_is_exact_or_a_zero_tangent():
+    """Products with a NumPy zero constant (a tangent) are zeros, as JAX's symbolic zeros make them; the
+    program's own literal ``0.0 * x`` keeps its NaN at ``x = inf``; arithmetic on NumPy constants is done in
+    their own dtype; an integer 0 / 0 is left to XLA; everything else is evaluated unchanged."""
+    zero, one, half = np.zeros(3), np.ones(3), np.full(3, 0.5, np.float32)
+
+    def f(x):
+        return (
+            x * zero,  # a zero
+            x * one + zero,  # x itself
+            0.0 * x,  # the program's literal: NaN where x is inf
+            jnp.exp(x * zero),  # exp(0) = 1, bound with a materialised zero
+        )
+
+    x = jnp.asarray([1.0, np.inf, -2.0])
+    got = jax.jit(constant_tangents(f))(x)
+    np.testing.assert_array_equal(got[0], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(got[1], x)
+    assert np.isnan(got[2][1]) and got[2][0] == 0.0
+    np.testing.assert_array_equal(got[3], [1.0, 1.0, 1.0])
+    names = [e.primitive.name for e in jax.make_jaxpr(constant_tangents(lambda v: v * zero + v * one))(x).jaxpr.eqns]
+    assert "mul" not in names
+
+    # float32 constants: the host computes in float32, as XLA would (0.1 rounded to float32 first)
+    g = constant_tangents(lambda v: v + jnp.multiply(half, 0.1) * 3.0)
+    assert [e.primitive.name for e in jax.make_jaxpr(g)(jnp.ones(3, jnp.float32)).jaxpr.eqns] == ["add"]
+    v32 = jnp.ones(3, jnp.float32)
+    expected = np.float32(1.0) + (np.float32(0.5) * np.float32(0.1)) * np.float32(3.0)
+    np.testing.assert_array_equal(jax.jit(g)(v32), np.full(3, expected, np.float32))
+    assert jax.jit(g)(v32).dtype == jnp.float32
+
+    # integer division by zero is XLA's (-1 for x / 0), never folded to zero
+    izero = np.zeros(2, np.int32)
+    h = constant_tangents(lambda n: jax.lax.div(izero, n))
+    n = jnp.asarray([0, 3], jnp.int32)
+    np.testing.assert_array_equal(jax.jit(h)(n), jax.lax.div(jnp.asarray(izero), n))
