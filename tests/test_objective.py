@@ -173,9 +173,11 @@ def test_elementwise_rows_push_forward_up_to_their_own_bound():
     assert not objective._forward_pass(5, jaxpr(stacked))
     assert not objective._forward_pass(5, jaxpr(lambda u: X @ u))
     assert objective._forward_pass(4, jaxpr(lambda u: X[:, :4] @ u, 4))  # up to FORWARD_MAX_K whatever the rows
-    assert objective.ELEMENTWISE_FORWARD_MAX_K < 7
-    k7 = lambda u: per_row(u[:5]) + u[5] * x + u[6] * x**2  # noqa: E731
-    assert not objective._forward_pass(7, jaxpr(k7, 7))
+    assert objective.ELEMENTWISE_FORWARD_MAX_K == 8
+    k8 = lambda u: per_row(u[:5]) + u[5] * x + u[6] * x**2 + u[7] * jnp.sin(x)  # noqa: E731
+    assert objective._forward_pass(8, jaxpr(k8, 8))
+    k9 = lambda u: k8(u[:8]) + u[8] * x**3  # noqa: E731
+    assert not objective._forward_pass(9, jaxpr(k9, 9))
     for rows in (per_row, stacked):  # both forms give the reverse pass's (f, g, H)
         u = jnp.array([0.3, -0.5, 1.0, 0.2, -0.1])
         f, g, h = objective.rows_derivatives(rows).value_grad_hess(u)

@@ -85,12 +85,16 @@ AUTO_MIN_ROWS = 32768
 #: a linear predictor ``X @ beta`` with 4 parameters: 0.85x, 6 parameters: 0.75x.
 FORWARD_MAX_K = 4
 #: Up to this many, the Hessian of an *elementwise* row program (:func:`_elementwise_rows`: every row-valued
-#: intermediate one value per row, no matrix product) is pushed forward too. Measured on the 2-core AMD EPYC
-#: (float64, one (f, g, H) pass of a Gaussian mixture written per row on 100,000 rows): 5 parameters 2.3 ms
-#: forward against 15 ms reverse compiled lean (10 against 13 ms with XLA's fusion emitters), 8 parameters
-#: 9 against 30 ms, but 2.1 s of compilation against 0.4 s; the same mixture written with a (rows, components)
-#: array and a ``logsumexp`` over components runs 1.7x slower forward, hence the elementwise condition.
-ELEMENTWISE_FORWARD_MAX_K = 6
+#: intermediate one value per row, no matrix product) is pushed forward too. Measured on the 2-core Intel Xeon
+#: (float64, one (f, g, H) pass of a Gaussian mixture written per row on 100,000 rows, compiled lean), forward
+#: against reverse: 5 parameters 1.9 against 12 ms (XLA compile 0.13 against 0.15 s), 8 parameters 3.7
+#: against 29 ms (0.28 against 0.26 s), 11 parameters 6.7 against 55 ms (0.66 against 0.39 s), 14 parameters
+#: 17 against 87 ms (1.2 against 0.56 s): up to 8 the forward pass compiles as fast and runs 6-8x faster
+#: (before its zero tangents were folded, 8 parameters compiled in 2.1 s against 0.4 s on the AMD EPYC, and
+#: the bound was 6); beyond, small data would pay the longer compilation. The same mixture written with a
+#: (rows, components) array and a ``logsumexp`` over components runs 1.7x slower forward, hence the
+#: elementwise condition.
+ELEMENTWISE_FORWARD_MAX_K = 8
 
 
 def rows_value_grad_hess(rows: Callable) -> Callable:
