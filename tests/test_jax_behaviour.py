@@ -73,6 +73,36 @@ def test_lean_compiled_fits_equal_the_default_program(monkeypatch):
     assert int(lean.n_iter) == int(default.n_iter) and bool(lean.converged) and bool(default.converged)
 
 
+def test_lean_compiled_batches_equal_the_default_program(monkeypatch):
+    """``fit_batch``'s chunks are compiled lean on CPU too (the program of ``batch._fit_members_lean``), with the
+    default program's estimates, standard errors and iteration counts to rounding."""
+    from mlejax._src import batch as batch_module
+
+    x = jnp.asarray(RNG.normal(2.0, 3.0, (6, 40)))
+
+    def loglik(p, x):
+        return jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])
+
+    def run():
+        return mj.fit_batch(loglik, {"mu": 0.0, "sigma": 1.0}, x, constraints={"sigma": mj.positive})
+
+    lean_before = batch_module._fit_members_lean._cache_size()
+    lean = run()
+    assert batch_module._fit_members_lean._cache_size() > lean_before
+    monkeypatch.setattr(fit_module, "LEAN_COMPILE", False)
+    default_before = batch_module._fit_members_compiled._cache_size()
+    default = run()
+    assert batch_module._fit_members_compiled._cache_size() > default_before
+    for name in ("mu", "sigma"):
+        np.testing.assert_allclose(lean.params[name], default.params[name], rtol=1e-12)
+        np.testing.assert_allclose(lean.se[name], default.se[name], rtol=1e-10)
+        np.testing.assert_allclose(
+            lean.params[name], np.asarray(x).mean(axis=1) if name == "mu" else np.asarray(x).std(axis=1), rtol=1e-8
+        )
+    np.testing.assert_array_equal(lean.n_iter, default.n_iter)
+    assert bool(np.all(lean.converged)) and bool(np.all(default.converged))
+
+
 def test_no_retrace_on_second_call_with_same_shapes():
     x1 = jnp.asarray(RNG.normal(size=33))
     x2 = jnp.asarray(RNG.normal(size=33))

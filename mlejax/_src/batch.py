@@ -18,7 +18,6 @@ need it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import sys
 import types
@@ -32,7 +31,7 @@ import numpy as np
 
 from . import extensions
 from .families import Family, get_family
-from .fit import canonical_function, fit
+from .fit import _LEAN_COMPILER_OPTIONS, _compile_lean, canonical_function, fit
 from .result import FitResult
 from .status import Status
 
@@ -115,7 +114,6 @@ def _freeze(x):
     return x
 
 
-@functools.partial(jax.jit, static_argnames=("loglik", "options", "maxiter", "in_axes", "block", "start"))
 def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, start=None):
     """``fit`` vmapped over the members of one chunk (``in_axes`` for ``init`` and ``fixed``); with
     ``start``, each member starts at ``start(member_data)`` (computed in the same program) and ``init``
@@ -141,6 +139,14 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, st
         return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (size,) + jnp.shape(x)), tree)
 
     return jax.lax.map(lambda a: one(*a), (full(init, in_axes[0]), data, full(fixed, in_axes[1])), batch_size=block)
+
+
+_MEMBERS_STATIC = ("loglik", "options", "maxiter", "in_axes", "block", "start")
+_fit_members_compiled = jax.jit(_fit_members, static_argnames=_MEMBERS_STATIC)
+# On CPU the chunks are compiled lean, as eager fits are (fit.LEAN_COMPILE): measured on the 2-core Intel Xeon,
+# 10,000 Weibull datasets x 200 draws, first call 5.2 -> 3.7 s, warm 0.148 -> 0.086 s (log-data form) and
+# 0.360 -> 0.195 s (the ``(t / lam) ** k`` form).
+_fit_members_lean = jax.jit(_fit_members, static_argnames=_MEMBERS_STATIC, compiler_options=_LEAN_COMPILER_OPTIONS)
 
 
 # -- input handling ---------------------------------------------------------------------------------
@@ -570,7 +576,8 @@ class _Runner:
         if isinstance(init, _Start):
             start, init = init.fn, None
         in_axes = (0 if init_b else None, 0 if fixed_b else None)
-        res = _fit_members(
+        program = _fit_members_lean if _compile_lean() else _fit_members_compiled
+        res = program(
             self.loglik,
             self.options,
             self.r_iters if maxiter is None else maxiter,
