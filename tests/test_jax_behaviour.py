@@ -103,6 +103,28 @@ def test_lean_compiled_batches_equal_the_default_program(monkeypatch):
     assert bool(np.all(lean.converged)) and bool(np.all(default.converged))
 
 
+def test_vmapped_eager_fits_are_compiled_lean_and_jitted_ones_default(monkeypatch):
+    """``jax.vmap(mj.fit)`` called eagerly compiles the lean program (a top-level program under batching
+    alone); under ``jit`` of it, or ``grad``, the default program (a nested jit may not carry compiler options,
+    so taking the lean one there would raise). Both give the same fits."""
+    chosen = []
+    for name in ("_fit_compiled", "_fit_compiled_lean"):
+        program = getattr(fit_module, name)
+        monkeypatch.setattr(fit_module, name, lambda *a, program=program, name=name: chosen.append(name) or program(*a))
+    x = jnp.asarray(RNG.normal(2.0, 3.0, (4, 60)))
+    batched = jax.vmap(fit_normal)
+    eager = batched(x)
+    assert chosen == ["_fit_compiled_lean"]
+    jitted = jax.jit(batched)(x)
+    assert chosen[1:] == ["_fit_compiled"]
+    jax.grad(lambda v: fit_normal(v).params["mu"])(x[0])
+    assert chosen[2:] == ["_fit_compiled"]
+    for name in ("mu", "sigma"):
+        np.testing.assert_allclose(eager.params[name], jitted.params[name], rtol=1e-12)
+        np.testing.assert_allclose(eager.se[name], jitted.se[name], rtol=1e-10)
+    np.testing.assert_allclose(eager.params["mu"], np.asarray(x).mean(axis=1), rtol=1e-10)
+
+
 def test_no_retrace_on_second_call_with_same_shapes():
     x1 = jnp.asarray(RNG.normal(size=33))
     x2 = jnp.asarray(RNG.normal(size=33))

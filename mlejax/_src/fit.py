@@ -2,8 +2,8 @@
 
 The compiled fit is one ``jax.jit`` whose static arguments are the :class:`~mlejax._src.problem.Problem`
 and the :class:`~mlejax._src.problem.SolveOptions` (hashable), so a second call with the same shapes and
-the same ``loglik`` object reuses the compiled program. Eager fits on CPU use a second ``jax.jit`` of the
-same function with lean compiler options (:data:`LEAN_COMPILE`).
+the same ``loglik`` object reuses the compiled program. Eager fits on CPU (and ``jax.vmap(fit)`` called
+eagerly) use a second ``jax.jit`` of the same function with lean compiler options (:data:`LEAN_COMPILE`).
 The optimum is differentiable with respect to the data and the fixed values by implicit differentiation (a
 ``custom_jvp`` on the optimality condition; the solver itself is never differentiated).
 """
@@ -179,7 +179,7 @@ def fit(
     cov_spec, cov_groups = parse_cov(cov, n_rows=problem.n_rows)
 
     ensure_persistent_cache()
-    program = _fit_compiled if traced or not _compile_lean() else _fit_compiled_lean
+    program = _fit_compiled_lean if _compile_lean() and (not traced or _batching_only()) else _fit_compiled
     run_problem, run_data = (problem, data) if traced else _split_rows(problem, data, fixed_values, cov_spec)
     with store_any_compile():
         res = program(run_problem, options, cov_spec, free_init, fixed_values, run_data, np.asarray(n_obs), cov_groups)
@@ -341,6 +341,24 @@ def compiled_programs() -> int:
 def _compile_lean() -> bool:
     """Whether an eager fit is compiled lean (:data:`LEAN_COMPILE`; CPU only: the option is XLA CPU's)."""
     return LEAN_COMPILE and jax.default_backend() == "cpu"
+
+
+def _batching_only() -> bool:
+    """Whether ``fit`` is traced by ``jax.vmap`` alone, over eager evaluation (``jax.vmap(mj.fit)(...)`` called
+    eagerly): the compiled fit is then a top-level program, compiled with its own options like an eager fit's.
+    Under ``jit`` (or any staging trace: ``make_jaxpr``, ``shard_map``) a nested jit may not carry compiler
+    options, and under differentiation its tangent program is staged; both take the default program. Read
+    from JAX's trace context; an older JAX without it takes the default program."""
+    try:
+        from jax._src import core as jax_core
+        from jax._src.interpreters import batching
+
+        trace = jax_core.trace_ctx.trace
+        while isinstance(trace, batching.BatchTrace):
+            trace = trace.parent_trace
+        return isinstance(trace, jax_core.EvalTrace)
+    except (ImportError, AttributeError):
+        return False
 
 
 def _default_method(method, multistart, problem: Problem, data, fixed_values):
