@@ -344,3 +344,70 @@ def test_constant_tangents_folds_only_what_is_exact_or_a_zero_tangent():
     h = constant_tangents(lambda n: jax.lax.div(izero, n))
     n = jnp.asarray([0, 3], jnp.int32)
     np.testing.assert_array_equal(jax.jit(h)(n), jax.lax.div(jnp.asarray(izero), n))
+
+
+_UNARY = {
+    "exp": lambda a: jnp.exp(0.3 * a),
+    "sin": jnp.sin,
+    "tanh": jnp.tanh,
+    "square": jnp.square,
+    "log1p_abs": lambda a: jnp.log1p(jnp.abs(a)),
+    "neg": jnp.negative,
+    "recip": lambda a: 1.0 / (1.0 + a * a),
+    "softplus": jax.nn.softplus,
+}
+_BINARY = {
+    "add": jnp.add,
+    "sub": jnp.subtract,
+    "mul": jnp.multiply,
+    "where": lambda a, b: jnp.where(a > b, a, b * 0.5),
+    "logaddexp": jnp.logaddexp,
+    "div": lambda a, b: a / (2.0 + jnp.sin(b)),
+}
+
+
+def _expression(draw, depth, k):
+    """A random elementwise row program of the parameters ``u[0..k-1]`` and the data ``x``."""
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        leaf = draw(st.integers(0, k + 1))
+        if leaf < k:
+            return lambda u, x, i=leaf: u[i]
+        if leaf == k:
+            return lambda u, x: x
+        c = draw(st.floats(-2.0, 2.0, allow_nan=False))
+        return lambda u, x, c=c: c + 0.0 * x
+    if draw(st.booleans()):
+        name = draw(st.sampled_from(sorted(_UNARY)))
+        a = _expression(draw, depth - 1, k)
+        return lambda u, x, f=_UNARY[name], a=a: f(a(u, x))
+    name = draw(st.sampled_from(sorted(_BINARY)))
+    a, b = _expression(draw, depth - 1, k), _expression(draw, depth - 1, k)
+    return lambda u, x, f=_BINARY[name], a=a, b=b: f(a(u, x), b(u, x))
+
+
+@st.composite
+def _row_programs(draw):
+    k = draw(st.integers(1, 4))
+    terms = [_expression(draw, 3, k) for _ in range(2)]
+    u = np.asarray(draw(st.lists(st.floats(-1.5, 1.5, allow_nan=False), min_size=k, max_size=k)))
+    return k, terms, u
+
+
+@settings(max_examples=25, deadline=None)
+@given(_row_programs())
+def test_folded_forward_pass_equals_jax_hessian_on_random_row_programs(case):
+    """Property: for random elementwise row programs (sums, products, quotients, selections, transcendentals of
+    the parameters and the data; the literal ``0.0 * x`` of a constant leaf included), the forward pass with the
+    unit vectors' zeros folded gives jax.hessian's (f, g, H) of the summed rows."""
+    k, terms, u = case
+    x = jnp.linspace(-1.0, 2.0, 9)
+
+    def rows(v):
+        return sum((t(v, x) * jnp.ones_like(x) for t in terms), jnp.zeros_like(x)) + 0.01 * v[0] * x
+
+    u = jnp.asarray(u)
+    f, g, h = jax.jit(objective.rows_value_grad_hess(rows))(u)
+    total = lambda v: jnp.sum(rows(v))  # noqa: E731
+    np.testing.assert_allclose(f, total(u), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(g, jax.grad(total)(u), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(h, jax.hessian(total)(u), rtol=1e-9, atol=1e-9)
