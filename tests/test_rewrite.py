@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlejax._src import objective
-from mlejax._src.rewrite import constant_tangents, fast_pow, fast_pow_form, identity_products, shared_subexpressions
+from mlejax._src.rewrite import constant_tangents, fast_pow, fast_pow_form, identity_products
 from mlejax._src.solvers._base import value_grad_hess
 
 SPECIAL_X = [-np.inf, -3.0, -2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, 3.0, np.inf, np.nan]
@@ -129,7 +129,9 @@ def test_fast_pow_form_rewrites_pow_inside_jit_calls_and_keeps_values():
     assert float(h(2.0)) == 12.0
 
 
-def test_shared_subexpressions_same_bits_fewer_equations_effects_kept():
+def test_repeated_equations_evaluated_once_same_bits_effects_kept():
+    """constant_tangents (ConstantFolding) evaluates an equation repeated on the same inputs once (jit calls
+    inlined): the same bits, fewer equations; equations with effects are all kept."""
     x = jnp.linspace(0.1, 2.0, 7)
 
     def f(u):
@@ -137,7 +139,7 @@ def test_shared_subexpressions_same_bits_fewer_equations_effects_kept():
         b = jnp.exp(u * x) * jnp.log(u + x)
         return jnp.sum(a + b), jax.grad(lambda v: jnp.sum(jnp.exp(v * x)))(u)
 
-    g = shared_subexpressions(f)
+    g = constant_tangents(f)
     n_before = len(jax.make_jaxpr(f)(0.3).jaxpr.eqns)
     n_after = len(jax.make_jaxpr(g)(0.3).jaxpr.eqns)
     assert n_after < n_before
@@ -152,8 +154,16 @@ def test_shared_subexpressions_same_bits_fewer_equations_effects_kept():
         jax.debug.callback(lambda v: calls.append(float(v)), u)
         return u * 2.0
 
-    jax.block_until_ready(shared_subexpressions(with_effects)(1.0))
+    jax.block_until_ready(constant_tangents(with_effects)(1.0))
     assert len(calls) == 2
+
+    def rows(u):  # a log-likelihood that prints: the forward pass binds its callback, folds the rest
+        jax.debug.callback(lambda v: calls.append(float(v)), u[0])
+        return -0.5 * (x - u[0]) ** 2 * jnp.exp(u[1])
+
+    f, g, h = jax.jit(objective.rows_value_grad_hess(rows))(jnp.array([0.5, 0.1]))
+    np.testing.assert_allclose(h, jax.hessian(lambda v: jnp.sum(rows(v)))(jnp.array([0.5, 0.1])), rtol=1e-12)
+    assert len(calls) > 2
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -259,7 +269,7 @@ def test_wide_logistic_pass_has_the_hand_written_products():
 
 def _nested_jvp_pass(rows, k):
     """The forward row pass as it was before the folding: each pair of directions traced on its own (unit
-    vectors built by ``jnp.eye``, not known while tracing), the repeats merged by shared_subexpressions."""
+    vectors built by ``jnp.eye``, not known while tracing), nothing folded and nothing merged before XLA."""
 
     def vgh(u):
         basis = jnp.eye(k, dtype=u.dtype)
@@ -271,7 +281,7 @@ def _nested_jvp_pass(rows, k):
         grads = [jax.jvp(rows, (u,), (basis[i],))[1] for i in range(k)]
         return jnp.sum(value), jnp.stack([jnp.sum(g) for g in grads]), jnp.stack([jnp.sum(t) for t in terms])
 
-    return shared_subexpressions(vgh)
+    return vgh
 
 
 def _mixture_rows(x):

@@ -1,21 +1,20 @@
 """Rewrites of a traced function that keep its meaning and make its derivative passes cheaper on XLA.
 
-Four rewrites, each applied by evaluating the function's jaxpr equation by equation:
+Three rewrites, each applied by evaluating the function's jaxpr equation by equation:
 
 * :func:`fast_pow_form`: every floating-point ``pow(x, y)`` becomes :func:`fast_pow`, the same function
   (the same value for every ``x`` and ``y``, signed zeros, infinities and NaNs included, to a few ulp)
   computed as ``exp(y log|x|)``, whose derivatives reuse the value: ``d/dy = log(x) x^y`` and
   ``d/dx = y x^y / x``. Differentiated by JAX's own rule, each derivative of ``x ** k`` is another
   ``pow``, and XLA CPU evaluates a ``pow`` at about five times the cost of an ``exp``.
-* :func:`shared_subexpressions`: equations that apply the same primitive with the same parameters to
-  the same inputs are evaluated once. The forward row pass traces the log-likelihood once per pair of
-  directions; XLA's own common-subexpression pass misses some of the repeats once their shapes have
-  been canonicalised differently, and then computes a transcendental of every row twice.
 * :func:`constant_tangents` (and its evaluator :class:`ConstantFolding`): arithmetic on small NumPy
   constants is done while rewriting, products with constant zeros are zeros and sums with them the other
-  operand, and repeated equations are evaluated once. The forward row pass pushes constant unit vectors
-  forward: all but one tangent of every parameter are zeros, which XLA has to multiply out (``x * 0.0`` is
-  NaN at ``x = inf``, so it keeps the product). Folded, the 5-parameter mixture's pass has half the
+  operand, and equations that apply the same primitive with the same parameters to the same inputs are
+  evaluated once. The forward row pass pushes constant unit vectors forward: all but one tangent of every
+  parameter are zeros, which XLA has to multiply out (``x * 0.0`` is NaN at ``x = inf``, so it keeps the
+  product), and it evaluates the log-likelihood once per pair of directions, whose repeats XLA's own
+  common-subexpression pass partly misses once their shapes have been canonicalised differently (it then
+  computed a transcendental of every row twice). Folded, the 5-parameter mixture's pass has half the
   program (780 lines of optimised HLO instead of 1,573) and compiles in a third of the time.
 * :func:`identity_products`: a matrix product with an identity matrix is its other operand (transposed
   as the product's layout says). Reverse over reverse pushes the Hessian's basis, an identity built by
@@ -41,7 +40,6 @@ __all__ = [
     "fast_pow",
     "fast_pow_form",
     "identity_products",
-    "shared_subexpressions",
 ]
 
 
@@ -203,34 +201,6 @@ def _param_key(params):
     return items
 
 
-def _cse_eval(jaxpr, consts, *args):
-    env = _bound(jaxpr, consts, args)
-    same = {}  # var -> the var first computed with the same value
-    seen = {}  # equation key -> its outvars
-
-    def atom_key(v):
-        if isinstance(v, jex_core.Literal):
-            return _literal_key(v)
-        return same.get(v, v)
-
-    for eqn in jaxpr.eqns:
-        params = None if eqn.effects else _param_key(eqn.params)
-        key = None
-        if params is not None:
-            key = (eqn.primitive, tuple(atom_key(v) for v in eqn.invars), params)
-            first = seen.get(key)
-            if first is not None:
-                for out, prev in zip(eqn.outvars, first):
-                    env[out] = env[prev]
-                    same[out] = same.get(prev, prev)
-                continue
-        outs = _apply(eqn, [_read(env, v) for v in eqn.invars], _cse_eval)
-        env.update(zip(eqn.outvars, outs))
-        if key is not None:
-            seen[key] = eqn.outvars
-    return [_read(env, v) for v in jaxpr.outvars]
-
-
 def _literal_key(v):
     try:
         hash(v.val)
@@ -288,21 +258,9 @@ class ConstantFolding:
         return [_read(env, v) for v in jaxpr.outvars]
 
 
-def shared_subexpressions(fun: Callable) -> Callable:
-    """``fun`` with repeated equations of its jaxpr evaluated once (same values, bit for bit).
-
-    Example:
-      >>> import jax, jax.numpy as jnp
-      >>> f = lambda x: jnp.exp(x) + jnp.exp(x)
-      >>> eqns = jax.make_jaxpr(shared_subexpressions(f))(1.0).jaxpr.eqns
-      >>> [e.primitive.name for e in eqns]
-      ['exp', 'add']
-    """
-    return _traced(fun, _cse_eval)
-
-
 def constant_tangents(fun: Callable) -> Callable:
-    """:func:`shared_subexpressions`, and the arithmetic of ``fun``'s NumPy constants done while rewriting.
+    """``fun`` with the arithmetic of its NumPy constants done while rewriting, and its repeated equations
+    (the same primitive and parameters on the same inputs) evaluated once.
 
     Meant for derivative passes pushed forward along constant unit vectors (the forward row pass): the
     tangent of every parameter but one is a constant zero, and XLA cannot drop ``x * 0.0`` (it is NaN for
@@ -398,6 +356,8 @@ _ZERO_OF_ALL = frozenset({"add", "add_any", "sub", "concatenate"})
 
 def _folded(eqn, invals):
     """The outputs of an equation settled without binding it (see :func:`constant_tangents`), or ``None``."""
+    if eqn.effects or not eqn.outvars:  # a callback, a print: bound as it is
+        return None
     name = eqn.primitive.name
     out = eqn.outvars[0].aval
     constant = [_known(x) or isinstance(v, jex_core.Literal) for x, v in zip(invals, eqn.invars)]
