@@ -41,13 +41,13 @@ def invert_information(info, pd=None) -> Inverse:
     # The eigenvalues only judge positive definiteness: their derivative is undefined at repeated
     # eigenvalues (a diagonal information scales to the identity), so they are kept out of autodiff and
     # the inverse itself comes from a Cholesky solve, which differentiates cleanly.
-    if pd is not None:
-        pd = finite & jnp.asarray(pd) if k else jnp.asarray(True)
-    elif k:
+    if not k:
+        pd = jnp.asarray(True)
+    elif pd is not None:
+        pd = finite & jnp.asarray(pd)
+    else:
         lam = eigh(jax.lax.stop_gradient(safe))[0]
         pd = finite & (lam[0] > pd_threshold(lam))
-    else:
-        pd = jnp.asarray(True)
     cov = cho_inverse(cholesky(jnp.where(pd, safe, eye))) / dd
     cov = jnp.where(pd, symmetrize(cov), jnp.nan)
     return Inverse(cov, pd)

@@ -318,16 +318,19 @@ def _zeros(aval) -> np.ndarray:
     return np.broadcast_to(np.zeros((), aval.dtype), aval.shape)
 
 
-def _is_zero(x) -> bool:
+def _all_equal(x, number) -> bool:
+    """Whether ``x`` is a known numeric constant whose every element equals ``number`` (vacuously when empty)."""
     if not _known(x) or x.dtype == np.bool_:
         return False
-    return x.size == 0 or (bool(x.flat[0] == 0) if _uniform(x) else not np.any(x))
+    return x.size == 0 or (bool(x.flat[0] == number) if _uniform(x) else bool(np.all(x == number)))
+
+
+def _is_zero(x) -> bool:
+    return _all_equal(x, 0)
 
 
 def _is_one(x) -> bool:
-    if not _known(x) or x.dtype == np.bool_ or x.size == 0:
-        return False
-    return bool(x.flat[0] == 1) if _uniform(x) else bool(np.all(x == 1))
+    return _all_equal(x, 1) and x.size > 0
 
 
 #: Linear in their first operand: zero when it is.
@@ -360,16 +363,10 @@ def _folded(eqn, invals):
         return None
     name = eqn.primitive.name
     out = eqn.outvars[0].aval
-    constant = [_known(x) or isinstance(v, jex_core.Literal) for x, v in zip(invals, eqn.invars)]
-    rule = _NUMPY_RULES.get(name)
-    if (
-        rule is not None
-        and all(constant)
-        and all(int(np.prod(getattr(v.aval, "shape", ()))) <= _TANGENT_FOLD_MAX_SIZE for v in eqn.outvars)
-    ):
-        with np.errstate(all="ignore"):  # each operand in its own dtype, as XLA computes it
-            outs = rule(*[np.asarray(x, dtype=v.aval.dtype) for x, v in zip(invals, eqn.invars)], **eqn.params)
-        return [np.asarray(o, dtype=v.aval.dtype) for o, v in zip(outs, eqn.outvars)]
+    values = [x if _known(x) or isinstance(v, jex_core.Literal) else None for x, v in zip(invals, eqn.invars)]
+    outs = _host_folded(eqn, values, _TANGENT_FOLD_MAX_SIZE)
+    if outs is not None:
+        return outs
     if len(eqn.outvars) != 1 or not jnp.issubdtype(out.dtype, jnp.number):
         return None
     literal = [isinstance(v, jex_core.Literal) for v in eqn.invars]
@@ -466,17 +463,28 @@ def _identity_product(eqn, invals, known):
     return None
 
 
+def _host_folded(eqn, values, max_size: int):
+    """The outputs of ``eqn`` computed on the host by its NumPy twin (:data:`_NUMPY_RULES`), each operand in its
+    own dtype as XLA computes it, when every input is a constant (``values``: their NumPy values, ``None`` for a
+    traced one) and every output holds at most ``max_size`` elements; otherwise ``None``."""
+    rule = _NUMPY_RULES.get(eqn.primitive.name)
+    if rule is None or any(x is None for x in values):
+        return None
+    if any(int(np.prod(getattr(v.aval, "shape", ()))) > max_size for v in eqn.outvars):
+        return None
+    with np.errstate(all="ignore"):
+        outs = rule(*[np.asarray(x, dtype=v.aval.dtype) for x, v in zip(values, eqn.invars)], **eqn.params)
+    return [np.asarray(o, dtype=v.aval.dtype) for o, v in zip(outs, eqn.outvars)]
+
+
 def _identity_eval(jaxpr, consts, *args):
     env = _bound(jaxpr, consts, args)
     known = {}  # var -> its NumPy value, for small values computed from literals alone
     for eqn in jaxpr.eqns:
         invals = [_read(env, v) for v in eqn.invars]
-        rule = _NUMPY_RULES.get(eqn.primitive.name)
-        constant = rule is not None and all(isinstance(v, jex_core.Literal) or v in known for v in eqn.invars)
-        if constant and all(int(np.prod(getattr(v.aval, "shape", ()))) <= _FOLD_MAX_SIZE for v in eqn.outvars):
-            vals = [np.asarray(v.val) if isinstance(v, jex_core.Literal) else known[v] for v in eqn.invars]
-            outs = rule(*vals, **eqn.params)
-            outs = [np.asarray(o, dtype=v.aval.dtype) for o, v in zip(outs, eqn.outvars)]
+        values = [v.val if isinstance(v, jex_core.Literal) else known.get(v) for v in eqn.invars]
+        outs = _host_folded(eqn, values, _FOLD_MAX_SIZE)
+        if outs is not None:
             known.update(zip(eqn.outvars, outs))
             env.update(zip(eqn.outvars, outs))
             continue
