@@ -317,3 +317,63 @@ def test_solver_pd_judgment_gives_the_same_inverse():
         np.testing.assert_allclose(own.cov, reused.cov, rtol=1e-12, err_msg=name)
         if bool(own.pd):
             np.testing.assert_allclose(own.cov @ m, np.eye(m.shape[0]), atol=1e-6, err_msg=name)
+
+
+# -- LAPACK one matrix at a time (mlejax._src.linalg): the same answers as jnp.linalg, also under vmap and
+# autodiff, and never a batch handed to LAPACK (batched kernels wait on XLA's thread pool: tests/test_no_hang.py).
+
+
+def _spd(rng, k, batch=()):
+    m = rng.normal(size=(*batch, k, k))
+    return m @ np.swapaxes(m, -1, -2) + k * np.eye(k)
+
+
+@pytest.mark.parametrize("k", [3, 20])
+def test_linalg_helpers_equal_jnp_linalg_under_vmap_and_nested_vmap(k):
+    from mlejax._src import linalg
+
+    rng = np.random.default_rng(k)
+    a = _spd(rng, k, (2, 3))
+    b = rng.normal(size=(2, 3, k))
+    lam = jax.vmap(jax.vmap(lambda m: linalg.eigh(m)[0]))(a)
+    np.testing.assert_allclose(lam, np.linalg.eigvalsh(a), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jax.vmap(jax.vmap(linalg.spd_inverse))(a), np.linalg.inv(a), rtol=1e-10, atol=1e-12)
+    x = jax.vmap(jax.vmap(linalg.solve))(a, b)
+    np.testing.assert_allclose(x, np.linalg.solve(a, b[..., None])[..., 0], rtol=1e-10, atol=1e-12)
+    low = jax.vmap(jax.vmap(linalg.cholesky))(a)
+    np.testing.assert_allclose(low, np.linalg.cholesky(a), rtol=1e-10, atol=1e-12)
+    # No LAPACK custom call in the vmapped program sees more than one matrix.
+    text = jax.jit(jax.vmap(linalg.spd_inverse)).lower(a[0]).as_text()
+    if k > linalg.SMALL_K:
+        calls = [ln for ln in text.splitlines() if "lapack" in ln and "custom_call" in ln]
+        assert calls and all(f"tensor<{k}x{k}xf64>" in ln and f"tensor<3x{k}x{k}" not in ln for ln in calls), calls
+
+
+@pytest.mark.parametrize("k", [3, 20])
+def test_linalg_spd_inverse_and_solve_derivatives_forward_and_reverse(k):
+    """d(A^-1) = -A^-1 dA A^-1 and d(A^-1 b) = A^-1 (db - dA A^-1 b): jvp and grad (also under vmap) against
+    central finite differences of NumPy's inverse."""
+    from mlejax._src import linalg
+
+    rng = np.random.default_rng(10 + k)
+    a, da = _spd(rng, k), rng.normal(size=(k, k))
+    da = 0.5 * (da + da.T)
+    b, db = rng.normal(size=k), rng.normal(size=k)
+    h = 1e-6
+    fd_inv = (np.linalg.inv(a + h * da) - np.linalg.inv(a - h * da)) / (2 * h)
+    _, tangent = jax.jvp(linalg.spd_inverse, (a,), (da,))
+    np.testing.assert_allclose(tangent, fd_inv, rtol=1e-6, atol=1e-9)
+    fd_x = (np.linalg.solve(a + h * da, b + h * db) - np.linalg.solve(a - h * da, b - h * db)) / (2 * h)
+    np.testing.assert_allclose(jax.jvp(linalg.solve, (a, b), (da, db))[1], fd_x, rtol=1e-6, atol=1e-9)
+    # Reverse mode: the gradient of a scalar of the inverse / the solution, directional against the jvp.
+    g_inv = jax.grad(lambda m: jnp.sum(jnp.sin(linalg.spd_inverse(m))))(a)
+    dir_inv = np.sum(np.cos(np.linalg.inv(a)) * fd_inv)
+    assert abs(np.sum(g_inv * da) - dir_inv) < 1e-6 * max(1.0, abs(dir_inv))
+    g_a, g_b = jax.grad(lambda m, v: jnp.sum(linalg.solve(m, v) ** 2), argnums=(0, 1))(a, b)
+    x = np.linalg.solve(a, b)
+    dir_x = 2 * x @ fd_x
+    assert abs(np.sum(g_a * da) + g_b @ db - dir_x) < 1e-6 * max(1.0, abs(dir_x))
+    batched = jax.vmap(jax.grad(lambda m: jnp.sum(linalg.spd_inverse(m))))(np.stack([a, 2 * a]))
+    for m, got in zip((a, 2 * a), batched):  # d sum(A^-1) / dA = -(A^-1 1)(A^-1 1)' for a symmetric A
+        v = np.linalg.solve(m, np.ones(k))
+        np.testing.assert_allclose(got, -np.outer(v, v), rtol=1e-9, atol=1e-12)

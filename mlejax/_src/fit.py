@@ -24,6 +24,7 @@ from .cache import ensure_persistent_cache, store_any_compile
 from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
 from .devices import place_rows, split_devices
 from .information import invert_information
+from .linalg import solve as linear_solve
 from .objective import AUTO_MIN_ROWS, hessian_dominates, split_block
 from .problem import (
     BoundProblem,
@@ -276,7 +277,7 @@ def _fit_program(
             return problem.objective(d, fv).value_and_grad(v)[1]
 
         _, rhs = jax.jvp(lambda d, fv: grad_at(u_star, d, fv), (d, fv), (d_dot, fv_dot))
-        u_dot = -jnp.linalg.solve(jax.jacfwd(grad_at)(u_star, d, fv), rhs)
+        u_dot = -linear_solve(jax.jacfwd(grad_at)(u_star, d, fv), rhs)
         return out, (u_dot, jax.tree_util.tree_map(jnp.zeros_like, out[1]))
 
     u, (f_solver, g_solver, h_solver, h_pd, solver_status, n_iter, f0) = optimum(u0, data, fixed_values)

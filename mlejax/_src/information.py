@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .linalg import cho_inverse, cholesky, eigh, jacobi_scale, pd_threshold, symmetrize
+from .linalg import eigh, jacobi_scale, pd_threshold, spd_inverse, symmetrize
 
 
 class Inverse(NamedTuple):
@@ -48,7 +48,7 @@ def invert_information(info, pd=None) -> Inverse:
     else:
         lam = eigh(jax.lax.stop_gradient(safe))[0]
         pd = finite & (lam[0] > pd_threshold(lam))
-    cov = cho_inverse(cholesky(jnp.where(pd, safe, eye))) / dd
+    cov = spd_inverse(jnp.where(pd, safe, eye)) / dd
     cov = jnp.where(pd, symmetrize(cov), jnp.nan)
     return Inverse(cov, pd)
 

@@ -195,6 +195,33 @@ def _eigh_2x2(a):
     return lam, vec
 
 
+# -- LAPACK one matrix at a time -----------------------------------------------------------------------
+#
+# jaxlib's LAPACK kernels on CPU split a batch of matrices over XLA's intra-op thread pool and block until
+# every part is done (``ParallelBatchMap``), from inside a program that XLA itself runs on that pool: when
+# every worker of the pool is such a kernel waiting for its parts (two independent batched
+# decompositions of one Newton step, or one per CPU device), no worker is left to run the parts and the
+# process hangs for ever (``fit_batch`` of 3,000 three-parameter fits on 2 cores did). So no program of
+# mlejax hands LAPACK a batch: every LAPACK call below sees one matrix, and under ``vmap`` the matrices go
+# through it one after another (``lax.map``; a kernel with one matrix runs on the calling thread and never
+# waits on the pool). For 10,000 matrices that is 1.3-1.8x the pooled batched call and faster than
+# vmapped Jacobi sweeps from three rows up (2-core Intel Xeon: k = 3 25 ms, k = 8 79 ms against
+# 14/66 ms pooled and 29/302 ms Jacobi; docs/solver.md).
+
+
+def _one_matrix_at_a_time(fn):
+    """``fn`` of single matrices; under ``vmap`` (at any depth) a loop of single calls, never a batch."""
+    return jax.custom_batching.sequential_vmap(fn)
+
+
+_lapack_eigh = _one_matrix_at_a_time(lambda a: tuple(jnp.linalg.eigh(a)))
+_lapack_cholesky = _one_matrix_at_a_time(jnp.linalg.cholesky)
+_lapack_solve = _one_matrix_at_a_time(jnp.linalg.solve)
+_lapack_tri_inverse = _one_matrix_at_a_time(
+    lambda low: jax.scipy.linalg.solve_triangular(low, jnp.eye(low.shape[-1], dtype=low.dtype), lower=True)
+)
+
+
 @jax.custom_batching.custom_vmap
 def _small_eigh(a, plans):
     return tuple(jacobi_eigh(a, plans=plans))
@@ -202,9 +229,8 @@ def _small_eigh(a, plans):
 
 @_small_eigh.def_vmap
 def _small_eigh_batched(axis_size, in_batched, a, plans):
-    # Many matrices at once (a vmapped fit, fit_batch): LAPACK's batched solver is 2-10x faster than
-    # vmapped Jacobi sweeps from three rows up (10,000 matrices: 6 against 16 ms at k = 3, 14 against
-    # 67 ms at k = 5), and a batch pays SciPy's one-off import gladly. Two rows: one rotation, no import.
+    # Many matrices at once (a vmapped fit, fit_batch): LAPACK one matrix at a time from three rows up
+    # (faster than vmapped Jacobi sweeps, and never a pooled batch: see above). Two rows: one rotation.
     # ``plans`` are the constants of :func:`_rotation_plans` (an argument only so that the traced function
     # closes over no arrays); a batched ``lax.cond`` hands them over broadcast, so they are rebuilt here.
     del plans
@@ -214,19 +240,69 @@ def _small_eigh_batched(axis_size, in_batched, a, plans):
     elif a.shape[-1] <= 2:
         out = tuple(jax.vmap(jacobi_eigh)(a))
     else:
-        out = tuple(jnp.linalg.eigh(a))
+        out = tuple(jax.vmap(_lapack_eigh)(a))
     return out, (batched, batched)
 
 
 def eigh(a):
     """``jnp.linalg.eigh`` for one symmetric matrix; up to :data:`SMALL_K` rows without LAPACK
     (:func:`jacobi_eigh`), so a small fit never imports SciPy through jaxlib. Under ``vmap`` (many
-    matrices) LAPACK's batched solver from three rows up."""
+    matrices) LAPACK from three rows up, one matrix at a time. Not for reverse-mode autodiff (the solver
+    and the positive-definiteness judgments never differentiate it)."""
     k = jnp.shape(a)[-1]
-    if jnp.ndim(a) == 2 and k <= SMALL_K:
+    if jnp.ndim(a) != 2:
+        raise ValueError(f"eigh takes one matrix (vmap it for several), got shape {jnp.shape(a)}")
+    if k <= SMALL_K:
         plans = {key: jnp.asarray(val) for key, val in _rotation_plans(k + (k % 2)).items()} if k > 1 else {}
         return _small_eigh(a, plans)
-    return jnp.linalg.eigh(a)
+    return _lapack_eigh(a)
+
+
+def solve(a, b):
+    """``jnp.linalg.solve(a, b)`` for one square matrix and a vector (or matrix) ``b``, LAPACK one matrix at
+    a time under ``vmap``; differentiable in both arguments, forward and reverse (through
+    ``lax.custom_linear_solve``, whose transpose solves with ``a'``)."""
+    a = jnp.asarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"solve takes one matrix (vmap it for several), got shape {a.shape}")
+    return lax.custom_linear_solve(
+        lambda x: a @ x,
+        b,
+        solve=lambda _, rhs: _lapack_solve(lax.stop_gradient(a), rhs),
+        transpose_solve=lambda _, rhs: _lapack_solve(lax.stop_gradient(a).T, rhs),
+    )
+
+
+@jax.custom_jvp
+def _spd_inverse_lapack(a):
+    low = _lapack_cholesky(a)
+    w = _lapack_tri_inverse(low)
+    return w.T @ w
+
+
+@_spd_inverse_lapack.defjvp
+def _spd_inverse_lapack_jvp(primals, tangents):
+    (a,), (da,) = primals, tangents
+    inv = _spd_inverse_lapack(a)
+    return inv, -inv @ symmetrize(da) @ inv
+
+
+def spd_inverse(a):
+    """Inverse of a symmetric positive definite matrix through its Cholesky factor (NaN where it is not
+    positive definite); up to :data:`SMALL_K` rows in plain JAX (:func:`cholesky`, :func:`cho_inverse`),
+    larger ones LAPACK one matrix at a time, with the derivative ``-A^-1 dA A^-1`` (forward and reverse).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> spd_inverse(jnp.array([[4.0, 2.0], [2.0, 5.0]])).round(4).tolist()
+      [[0.3125, -0.125], [-0.125, 0.25]]
+    """
+    a = jnp.asarray(a)
+    if a.ndim != 2:
+        raise ValueError(f"spd_inverse takes one matrix (vmap it for several), got shape {a.shape}")
+    if a.shape[-1] <= SMALL_K:
+        return cho_inverse(cholesky(a))
+    return _spd_inverse_lapack(symmetrize(a))
 
 
 def cholesky(a):
@@ -241,8 +317,10 @@ def cholesky(a):
     """
     a = jnp.asarray(a)
     k = a.shape[-1]
-    if a.ndim != 2 or k > SMALL_K:
-        return jnp.linalg.cholesky(a)
+    if a.ndim != 2:
+        raise ValueError(f"cholesky takes one matrix (vmap it for several), got shape {a.shape}")
+    if k > SMALL_K:  # one matrix at a time under vmap; not reverse-differentiable (spd_inverse is)
+        return _lapack_cholesky(symmetrize(a))
     a = symmetrize(a)  # as jnp.linalg.cholesky does: derivatives are then symmetric too
     idx = jnp.arange(k)
 
@@ -258,7 +336,7 @@ def cholesky(a):
 
 def cho_inverse(low):
     """``A^-1`` from the lower Cholesky factor ``L`` of ``A`` (``L^-T L^-1``); up to :data:`SMALL_K` rows by
-    plain-JAX forward substitution, otherwise ``jax.scipy.linalg.cho_solve``.
+    plain-JAX forward substitution, otherwise LAPACK's triangular solve (one matrix at a time).
 
     Example:
       >>> import jax.numpy as jnp
@@ -269,8 +347,11 @@ def cho_inverse(low):
     low = jnp.asarray(low)
     k = low.shape[-1]
     eye = jnp.eye(k, dtype=low.dtype)
-    if low.ndim != 2 or k > SMALL_K:
-        return jax.scipy.linalg.cho_solve((low, True), eye)
+    if low.ndim != 2:
+        raise ValueError(f"cho_inverse takes one matrix (vmap it for several), got shape {low.shape}")
+    if k > SMALL_K:  # one matrix at a time under vmap; not reverse-differentiable (spd_inverse is)
+        w = _lapack_tri_inverse(low)
+        return w.T @ w
     idx = jnp.arange(k)
 
     def row(i, w):  # W = L^-1, row by row: W_i = (e_i - L_i,<i W_<i) / L_ii

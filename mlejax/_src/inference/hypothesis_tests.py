@@ -21,7 +21,7 @@ from .. import extensions
 from ..constraints import Constraint, real
 from ..covariance import parse_cov, score_moments
 from ..information import invert_information
-from ..linalg import symmetrize
+from ..linalg import eigh, solve, symmetrize
 from ..params import is_fixed_path, make_spec
 from ..problem import Problem, n_rows_of
 from ..rows import row_blocks
@@ -140,7 +140,7 @@ def wald_test(res, hypothesis, q=None) -> Chi2Test:
         R = jnp.asarray(R, est.dtype)
         diff = R @ est - jnp.asarray(qv, est.dtype)
         VR = R @ V @ R.T
-    stat = diff @ jnp.linalg.solve(VR, diff)
+    stat = diff @ solve(VR, diff)
     df = diff.shape[0]
     return Chi2Test(stat, jnp.asarray(df, jnp.int32), chi2_sf(stat, df))
 
@@ -254,7 +254,7 @@ def _score_test_compiled(model: Problem, spec_cov, tested: tuple, u, data, codes
         R = jnp.eye(k, dtype=u.dtype)[jnp.asarray(tested, jnp.int32)]
         a = R @ Hinv @ s
         V = R @ Hinv @ meat @ Hinv @ R.T
-        stat = a @ jnp.linalg.solve(symmetrize(V), a)
+        stat = a @ solve(symmetrize(V), a)
     return Chi2Test(stat, jnp.asarray(df, jnp.int32), chi2_sf(stat, df))
 
 
@@ -359,12 +359,12 @@ def _im_test_compiled(model: Problem, indicators: str, u, data, fixed_values):
     sum_d, sum_dd, sum_sd, sum_h, sum_ss = moments(u)
     D = jax.jacfwd(lambda v: moments(v)[0])(u) / n  # d dbar / du, (q, k)
     A = 0.5 * (sum_h + sum_h.T) / n  # mean Hessian (negative definite at a maximum)
-    B = D @ jnp.linalg.inv(A)  # (q, k)
+    B = solve(A.T, D.T).T  # D A^-1, (q, k)
     dbar = sum_d / n
     # V = (1/n) sum (d - B s)(d - B s)' from the accumulated moments.
     V = (sum_dd - B @ sum_sd - sum_sd.T @ B.T + B @ sum_ss @ B.T) / n
     V = symmetrize(V)
-    lam, vec = jnp.linalg.eigh(V)
+    lam, vec = eigh(V)
     keep = lam > 1e-10 * jnp.max(jnp.abs(lam))
     inv_lam = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
     proj = vec.T @ dbar
