@@ -12,7 +12,7 @@ Each case runs as a separate ``python -c`` process and is timed from launch to e
   entry), (c) off: ``MLEJAX_COMPILATION_CACHE=0``; all fit with standard errors;
 * scipy: ``scipy.stats.norm.fit`` (closed form, no standard errors);
 * statsmodels: ``GenericLikelihoodModel`` (BFGS; standard errors from its numerical Hessian);
-* mlejax, warm cache, with the small-matrix linear algebra of the fit done by ``mlejax._src.linalg``'s
+* mlejax, warm cache, with the small-matrix linear algebra of the fit done by ``mlejax._src.engine.linalg``'s
   LAPACK-free functions (a preview: the process points ``jnp.linalg.eigh``, ``jnp.linalg.cholesky`` and
   ``jax.scipy.linalg.cho_solve`` at them for matrices up to ``SMALL_K``; jaxlib then never imports SciPy);
 * references: an empty ``python``, ``import jax``, ``import mlejax``, ``import scipy.linalg``.
@@ -51,7 +51,7 @@ MLEJAX = (
 
 PREVIEW = (
     "import jax.numpy as jnp, jax.scipy.linalg as jsl\n"
-    "from mlejax._src import linalg as L\n"
+    "from mlejax._src.engine import linalg as L\n"
     "_e, _c, _s = jnp.linalg.eigh, jnp.linalg.cholesky, jsl.cho_solve\n"
     "def _small(a):\n"
     "    return jnp.ndim(a) == 2 and jnp.shape(a)[-1] <= L.SMALL_K\n"

@@ -7,17 +7,15 @@ estimates with standard errors from the Fisher information, on CPU or GPU, eager
 
 from typing import TYPE_CHECKING
 
-from ._src.devices import configure_cpu_devices
-
-# One CPU device per core, before anything starts JAX's backends (see mlejax._src.devices): a large fit's
-# rows are then split over the cores. ``MLEJAX_CPU_DEVICES=1`` keeps JAX's single CPU device.
-configure_cpu_devices()
-
-from . import constraints  # noqa: E402
-from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval  # noqa: E402
-from ._src.fit import fit  # noqa: E402
-from ._src.result import FitResult  # noqa: E402
-from ._src.status import ConvergenceWarning, Status  # noqa: E402
+# ``import mlejax`` changes nothing in the process: no JAX configuration, no environment variable, no thread
+# setting. Several CPU devices (one per core) are an explicit opt-in: ``mlejax.use_cpu_devices()``.
+from . import constraints
+from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
+from ._src.engine.cache import use_compilation_cache
+from ._src.engine.devices import use_cpu_devices
+from ._src.fit import fit
+from ._src.result import FitResult
+from ._src.status import ConvergenceWarning, Status
 
 # Everything else is imported on first use (PEP 562): a script that only fits does not pay for the
 # families, models, batch and plotting modules at ``import mlejax`` (a cold process is
@@ -100,6 +98,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "fit",
+    "use_cpu_devices",
+    "use_compilation_cache",
     "FitResult",
     "Status",
     "ConvergenceWarning",

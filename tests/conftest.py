@@ -8,23 +8,14 @@ import tempfile
 os.environ["MLEJAX_COMPILATION_CACHE"] = "0"
 os.environ["MLEJAX_CACHE_DIR"] = tempfile.mkdtemp(prefix="mlejax-test-cache-")
 os.environ.setdefault("MPLBACKEND", "Agg")  # plots render to files, on machines without a display
-# The pytest-xdist workers already use every core: each keeps JAX's single CPU device (mlejax would ask for
-# one per core at import). The several-device paths are tested in subprocesses (tests/test_devices.py,
-# tests/test_sharding.py) that choose their own device count.
-os.environ.setdefault("MLEJAX_CPU_DEVICES", "1")
-# Tests compile several thousand XLA programs, each run a few times on small data, so compile time is most of
-# CI's time. XLA CPU's classic loop emitters in place of its MLIR fusion emitters compile about a third
-# faster (the heaviest tests: 48 s -> 36 s); that is how mlejax itself compiles eager fits on CPU
-# (``fit.LEAN_COMPILE``), so the tests see what users get. A flag the environment sets wins.
-# Not adopted: ``--xla_backend_optimization_level=0`` as well (48 s -> 25 s), which rounds differently
-# and moves Lanczos1's standard errors (residuals at rounding level) 1.7e-5 from the certified values.
-if "--xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_cpu_use_fusion_emitters=false".strip()
+# Tests compile as users compile: no XLA flag, and JAX's own CPU device count (one, unless the environment
+# sets JAX_NUM_CPU_DEVICES: CI runs the tests marked ``two_devices`` again with two CPU devices in-process).
+# The paths of several devices with other counts are tested in subprocesses that choose their own.
 
 
 def subprocess_xla_flags(*extra: str) -> str:
-    """This process's XLA flags (the compile flag above) without a device count, then ``extra``: for the
-    subprocess tests that choose their own number of CPU devices."""
+    """The XLA flags for a subprocess test that chooses its own number of CPU devices: the environment's,
+    without a device count, then ``extra``."""
     flags = os.environ.get("XLA_FLAGS", "").split()
     return " ".join([f for f in flags if not f.startswith("--xla_force_host_platform_device_count")] + list(extra))
 

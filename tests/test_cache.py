@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from mlejax._src import cache
+from mlejax._src.engine import cache
 
 _FIT = textwrap.dedent(
     """
@@ -29,21 +29,22 @@ _FIT = textwrap.dedent(
     __SETUP__
     import jax.numpy as jnp, numpy as np
     import mlejax as mj
+    __OPT_IN__
     x = np.random.default_rng(0).normal(2.0, 1.5, 200)
     def loglik(p, x):
         return jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])
     res = mj.fit(loglik, {"mu": 0.0, "sigma": 1.0}, x, constraints={"sigma": mj.positive})
-    from mlejax._src.cache import ensure_persistent_cache
+    from mlejax._src.engine.cache import ensure_persistent_cache
     print(json.dumps(dict(events, mu=float(res.params["mu"]), dir=ensure_persistent_cache(),
                           jax_dir=jax.config.jax_compilation_cache_dir)))
     """
 )
 
 
-def _run(tmp_path, setup="", **env_vars):
+def _run(tmp_path, setup="", opt_in="mj.use_compilation_cache()", **env_vars):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "MLEJAX_"))}
     env.update(HOME=str(tmp_path / "home"), XDG_CACHE_HOME=str(tmp_path / "xdg"), **env_vars)
-    code = _FIT.replace("__SETUP__", setup)
+    code = _FIT.replace("__SETUP__", setup).replace("__OPT_IN__", opt_in)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -70,6 +71,13 @@ def test_default_directory_is_under_xdg_cache_home(tmp_path):
     expected = str(tmp_path / "xdg" / "mlejax" / "jax-cache")
     assert res["dir"] == expected
     assert _entries(expected)
+
+
+def test_a_fit_alone_configures_no_cache(tmp_path):
+    # The cache is the user's opt-in: without mj.use_compilation_cache() a fit changes no JAX setting.
+    res = _run(tmp_path, opt_in="")
+    assert res["dir"] is None and not res["jax_dir"]
+    assert not os.path.exists(tmp_path / "xdg" / "mlejax")
 
 
 def test_switched_off_writes_nothing(tmp_path):
@@ -112,7 +120,7 @@ def test_jacobi_eigh_matches_lapack(k):
     import jax.numpy as jnp
     import numpy as np
 
-    from mlejax._src import linalg
+    from mlejax._src.engine import linalg
 
     rng = np.random.default_rng(k)
     b = rng.standard_normal((k, k))
@@ -134,7 +142,7 @@ def test_vmapped_eigh_matches_lapack_inside_batched_control_flow(k):
     import jax.numpy as jnp
     import numpy as np
 
-    from mlejax._src import linalg
+    from mlejax._src.engine import linalg
 
     rng = np.random.default_rng(10 + k)
     b = rng.standard_normal((12, k, k))
@@ -163,7 +171,7 @@ def test_two_by_two_eigh_is_exact_on_hard_cases():
     import jax.numpy as jnp
     import numpy as np
 
-    from mlejax._src import linalg
+    from mlejax._src.engine import linalg
 
     rng = np.random.default_rng(0)
     cases = [rng.standard_normal((2, 2)) for _ in range(50)]
@@ -184,7 +192,7 @@ def test_cholesky_and_inverse_match_lapack(k):
     import jax.numpy as jnp
     import numpy as np
 
-    from mlejax._src import linalg
+    from mlejax._src.engine import linalg
 
     b = np.random.default_rng(10 + k).standard_normal((k, k))
     a = b @ b.T + 0.5 * np.eye(k)
@@ -205,7 +213,7 @@ def test_small_linear_algebra_does_not_import_scipy():
         """
         import sys, jax, jax.numpy as jnp
         jax.config.update("jax_enable_x64", True)
-        from mlejax._src import linalg
+        from mlejax._src.engine import linalg
         a = jnp.array([[2.0, 0.5, 0.0], [0.5, 3.0, 0.1], [0.0, 0.1, 1.0]])
         f = jax.jit(lambda a: (linalg.eigh(a), linalg.cho_inverse(linalg.cholesky(a))))
         jax.block_until_ready(f(a))

@@ -293,8 +293,8 @@ def test_solver_pd_judgment_gives_the_same_inverse():
     """``mj.fit`` hands the Newton solver's positive-definiteness judgment of the final Hessian to
     ``invert_information`` instead of decomposing it again: on positive definite, badly scaled, indefinite,
     singular and non-finite matrices both ways give the same flag and the same inverse."""
+    from mlejax._src.engine.linalg import scaled_eigh
     from mlejax._src.information import invert_information
-    from mlejax._src.linalg import scaled_eigh
 
     rng = np.random.default_rng(3)
     a = rng.normal(size=(5, 5))
@@ -319,7 +319,7 @@ def test_solver_pd_judgment_gives_the_same_inverse():
             np.testing.assert_allclose(own.cov @ m, np.eye(m.shape[0]), atol=1e-6, err_msg=name)
 
 
-# -- LAPACK one matrix at a time (mlejax._src.linalg): the same answers as jnp.linalg, also under vmap and
+# -- LAPACK one matrix at a time (mlejax._src.engine.linalg): the same answers as jnp.linalg, also under vmap and
 # autodiff, and never a batch handed to LAPACK (batched kernels wait on XLA's thread pool: tests/test_no_hang.py).
 
 
@@ -330,7 +330,7 @@ def _spd(rng, k, batch=()):
 
 @pytest.mark.parametrize("k", [3, 20])
 def test_linalg_helpers_equal_jnp_linalg_under_vmap_and_nested_vmap(k):
-    from mlejax._src import linalg
+    from mlejax._src.engine import linalg
 
     rng = np.random.default_rng(k)
     a = _spd(rng, k, (2, 3))
@@ -353,7 +353,7 @@ def test_linalg_helpers_equal_jnp_linalg_under_vmap_and_nested_vmap(k):
 def test_linalg_spd_inverse_and_solve_derivatives_forward_and_reverse(k):
     """d(A^-1) = -A^-1 dA A^-1 and d(A^-1 b) = A^-1 (db - dA A^-1 b): jvp and grad (also under vmap) against
     central finite differences of NumPy's inverse."""
-    from mlejax._src import linalg
+    from mlejax._src.engine import linalg
 
     rng = np.random.default_rng(10 + k)
     a, da = _spd(rng, k), rng.normal(size=(k, k))

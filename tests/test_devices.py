@@ -1,4 +1,4 @@
-"""Every CPU core for one fit (mlejax._src.devices): the CPU devices configured at ``import mlejax``, and an
+"""Every CPU core for one fit (mlejax._src.engine.devices): the explicit opt-in to several CPU devices, and an
 eager fit's rows laid out over them without a copy, checked against one-device fits and closed forms.
 
 The scripts run in subprocesses: the number of CPU devices is fixed when JAX starts.
@@ -18,7 +18,8 @@ import pytest
 from conftest import subprocess_xla_flags
 
 import mlejax as mj
-from mlejax._src import devices, objective
+from mlejax._src import objective
+from mlejax._src.engine import devices
 from mlejax._src.objective import auto_block_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +35,7 @@ import mlejax as mj
 
 
 def _run(script: str, prelude: bool = True, **env_vars) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("XLA_FLAGS", "MLEJAX_CPU_DEVICES", "JAX_NUM_CPU_DEVICES", "OPENBLAS_NUM_THREADS")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES", "OPENBLAS_NUM_THREADS")}
     env.update(env_vars, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""))
     env["XLA_FLAGS"] = subprocess_xla_flags(*env.get("XLA_FLAGS", "").split())
     proc = subprocess.run(
@@ -153,7 +150,7 @@ print("RESULT" + json.dumps(out))
 
 
 def test_rows_split_over_three_devices_match_one_device_and_closed_forms():
-    out = _run(_SPLIT, MLEJAX_CPU_DEVICES="3")
+    out = _run(_SPLIT, JAX_NUM_CPU_DEVICES="3")
     n_dev, m, first_rows, block = out["split"]
     assert n_dev == 3 and 13334 <= m <= 13334 + 16 and 512 <= block <= m
     # Each device's part is a view of the user's buffer (its address inside it), at the same rows in every
@@ -185,76 +182,57 @@ def test_rows_split_over_three_devices_match_one_device_and_closed_forms():
     assert abs(m_hat) < 1e-9 and np.isclose(s_hat, sd, rtol=1e-9)
 
 
-_CONFIG = """
-print("RESULT" + json.dumps({"devices": len(jax.devices())}))
-"""
-
-
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({"MLEJAX_CPU_DEVICES": "2"}, 2),
-        ({"MLEJAX_CPU_DEVICES": "1"}, 1),
-        ({"MLEJAX_CPU_DEVICES": "off"}, 1),
-        ({"MLEJAX_CPU_DEVICES": "3", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}, 4),
-        ({"MLEJAX_CPU_DEVICES": "3", "JAX_NUM_CPU_DEVICES": "2"}, 2),
-    ],
-)
-def test_cpu_devices_configured_at_import_unless_decided(env, expected):
-    assert _run(_CONFIG, **env)["devices"] == expected
-
-
-_LAPACK_THREADS = """
-import scipy.linalg  # jaxlib's CPU LAPACK: loaded here, after mlejax's choice
-a = np.diag(np.arange(1.0, 31.0))
-w = np.asarray(jnp.linalg.eigvalsh(jnp.asarray(a)))  # 30 x 30: LAPACK, not mlejax's small eigh
-print("RESULT" + json.dumps({"devices": len(jax.devices()), "threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-                             "eig_ok": bool(np.allclose(w, np.arange(1.0, 31.0)))}))
-"""
-
-
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({"MLEJAX_CPU_DEVICES": "2"}, (2, "1")),  # one device per core: one LAPACK thread per call
-        ({"MLEJAX_CPU_DEVICES": "2", "OPENBLAS_NUM_THREADS": "3"}, (2, "3")),  # the user's choice stays
-        ({"MLEJAX_CPU_DEVICES": "1"}, (1, None)),  # one device: OpenBLAS keeps its threads
-    ],
-)
-def test_one_lapack_thread_per_device(env, expected):
-    out = _run(_LAPACK_THREADS, **env)
-    assert (out["devices"], out["threads"]) == expected and out["eig_ok"]
-
-
-def test_lapack_threads_left_alone_when_scipy_came_first():
+def test_import_changes_nothing_in_the_process():
+    # No JAX configuration, no environment variable, no thread setting: one CPU device on a plain machine.
     script = """
-    import json, os
-    import scipy.linalg
-    import jax
-    import mlejax
-    print("RESULT" + json.dumps({"devices": len(jax.devices()), "threads": os.environ.get("OPENBLAS_NUM_THREADS")}))
+    import json, os, jax
+    before_env, before_flags = dict(os.environ), {k: getattr(jax.config, k) for k in ("jax_num_cpu_devices",
+                                                  "jax_compilation_cache_dir", "jax_enable_x64")}
+    import mlejax as mj
+    r = mj.fit(lambda p, x: -0.5 * (x - p) ** 2, 0.0, jax.numpy.arange(5.0))  # nor does a fit
+    after_flags = {k: getattr(jax.config, k) for k in before_flags}
+    print("RESULT" + json.dumps({"env_same": dict(os.environ) == before_env, "flags_same": after_flags == before_flags,
+                                 "devices": len(jax.devices()), "mu": float(r.params)}))
     """
-    assert _run(script, prelude=False, MLEJAX_CPU_DEVICES="2") == {"devices": 2, "threads": None}
+    out = _run(script, prelude=False)
+    assert out == {"env_same": True, "flags_same": True, "devices": 1, "mu": 2.0}
 
 
-def test_cpu_devices_left_alone_once_jax_started():
-    # JAX started before mlejax is imported: its single CPU device stays, and mlejax still fits.
+@pytest.mark.parametrize(("call", "expected"), [("mj.use_cpu_devices()", os.cpu_count()), ("mj.use_cpu_devices(3)", 3)])
+def test_use_cpu_devices_is_the_explicit_opt_in(call, expected):
+    script = f"""
+    import json, os
+    import mlejax as mj
+    env = dict(os.environ)
+    n = {call}
+    import jax
+    print("RESULT" + json.dumps({{"n": n, "devices": len(jax.devices()), "env_same": dict(os.environ) == env}}))
+    """
+    expected = min(expected, len(os.sched_getaffinity(0))) if call.endswith("()") else expected
+    assert _run(script, prelude=False) == {"n": expected, "devices": expected, "env_same": True}
+
+
+def test_use_cpu_devices_after_jax_started_says_to_call_it_first():
     script = """
     import json, jax, jax.numpy as jnp
     jnp.ones(2).block_until_ready()
     import mlejax as mj
-    r = mj.fit(lambda p, x: -0.5 * (x - p) ** 2, 0.0, jnp.arange(5.0))
-    print("RESULT" + json.dumps({"devices": len(jax.devices()), "mu": float(r.params)}))
+    same = mj.use_cpu_devices(1)  # what JAX has: nothing to change, no error
+    try:
+        mj.use_cpu_devices(2)
+        msg = ""
+    except RuntimeError as e:
+        msg = str(e)
+    try:
+        mj.use_cpu_devices(0)
+    except ValueError as e:
+        bad = str(e)
+    print("RESULT" + json.dumps({"same": same, "msg": msg, "bad": bad, "devices": len(jax.devices())}))
     """
-    out = _run(script, prelude=False, MLEJAX_CPU_DEVICES="2")
-    assert out == {"devices": 1, "mu": 2.0}
-
-
-def test_bad_device_count_names_the_variable():
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(MLEJAX_CPU_DEVICES="many", PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", "import mlejax"], env=env, capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode != 0 and "MLEJAX_CPU_DEVICES must be a number" in proc.stderr
+    out = _run(script, prelude=False)
+    assert out["same"] == 1 and out["devices"] == 1
+    assert "already started with 1 CPU device" in out["msg"] and "first" in out["msg"]
+    assert "positive number of CPU devices" in out["bad"]
 
 
 @pytest.mark.parametrize("n_rows", [40001, 40000, 1000, 7])

@@ -3,7 +3,7 @@
 jaxlib's LAPACK kernels split a batch of matrices over XLA's intra-op thread pool and wait for the parts
 from inside a program that already runs on that pool; when every worker waits so, the process hangs with
 0% CPU (``fit_batch`` of 3,000 three-parameter fits on 2 cores did, and ``multistart`` lanes of a
-36-parameter model). mlejax hands LAPACK one matrix at a time (``mlejax._src.linalg``). Each case runs in a
+36-parameter model). mlejax hands LAPACK one matrix at a time (``mlejax._src.engine.linalg``). Each case runs in a
 subprocess with a timeout, on one and on two CPU devices, and checks its answers against closed forms
 (least squares) or a plain fit, so that a hang fails the test instead of stalling the suite.
 """

@@ -17,8 +17,8 @@ from jax import lax
 
 import mlejax as mj
 from mlejax._src import objective
+from mlejax._src.engine.rows import NotSeparableError, prove_row_separable
 from mlejax._src.objective import AUTO_MIN_ROWS, auto_block_rows, make_objective
-from mlejax._src.rows import NotSeparableError, prove_row_separable
 from mlejax._src.solvers._base import value_grad_hess
 
 N_BIG = AUTO_MIN_ROWS + 1234  # large enough for the automatic blocked path, not a multiple of any block

@@ -265,7 +265,7 @@ def test_item12_fresh_lambda_reuses_the_compiled_fit_only_when_equivalent():
 
 
 def test_item12_no_compilation_cache_in_the_users_home():
-    from mlejax._src.cache import default_cache_dir, ensure_persistent_cache
+    from mlejax._src.engine.cache import default_cache_dir, ensure_persistent_cache
 
     mj.fit(normal_ll, INIT, RNG.normal(size=10), constraints=CONS)
     used = ensure_persistent_cache()

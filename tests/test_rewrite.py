@@ -1,4 +1,4 @@
-"""Rewrites of traced log-likelihoods (mlejax._src.rewrite): same values, same derivatives.
+"""Rewrites of traced log-likelihoods (mlejax._src.engine.rewrite): same values, same derivatives.
 
 References: ``lax.pow`` itself (its special cases follow C99 ``pow``: signed zeros, infinities, NaN, a
 negative base to an integer power) and JAX's own derivative rule for ``pow``; for the common-subexpression
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlejax._src import objective
-from mlejax._src.rewrite import constant_tangents, fast_pow, fast_pow_form, identity_products
+from mlejax._src.engine.rewrite import constant_tangents, fast_pow, fast_pow_form, identity_products
 from mlejax._src.solvers._base import value_grad_hess
 
 SPECIAL_X = [-np.inf, -3.0, -2.0, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.0, 3.0, np.inf, np.nan]

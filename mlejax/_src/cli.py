@@ -31,9 +31,18 @@ class CLIError(Exception):
 
 
 def _enable_x64() -> None:
+    """The command line is a process mlejax owns: float64, one CPU device per core where JAX has not
+    started yet, and the persistent compilation cache (``MLEJAX_COMPILATION_CACHE=0`` turns it off)."""
     import jax
 
+    from .engine.cache import use_compilation_cache
+    from .engine.compat import backends_started
+    from .engine.devices import use_cpu_devices
+
     jax.config.update("jax_enable_x64", True)
+    if not backends_started():
+        use_cpu_devices()
+    use_compilation_cache()
 
 
 def _demo(args) -> int:

@@ -44,9 +44,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .engine.linalg import symmetrize
+from .engine.rows import row_blocks
 from .information import delta_cov, invert_information
-from .linalg import symmetrize
-from .rows import row_blocks
 
 COV_KINDS = ("observed", "expected", "opg", "robust", "cluster")
 SCORE_KINDS = ("opg", "robust", "cluster")

@@ -20,11 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .cache import ensure_persistent_cache, store_any_compile
 from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
-from .devices import place_rows, split_devices
+from .engine import compat
+from .engine.cache import ensure_persistent_cache, store_any_compile
+from .engine.devices import place_rows, split_devices
+from .engine.linalg import solve as linear_solve
+from .engine.rows import row_leaf_mask
 from .information import invert_information
-from .linalg import solve as linear_solve
 from .objective import AUTO_MIN_ROWS, hessian_dominates, split_block
 from .problem import (
     BoundProblem,
@@ -38,7 +40,6 @@ from .problem import (
     validate_start,
 )
 from .result import FitResult
-from .rows import row_leaf_mask
 from .solvers import NEWTON_MAX_K, newton, run
 from .solvers.multistart import run_lanes
 from .status import ConvergenceWarning, Status, final_status, grew_without_bound
@@ -336,7 +337,7 @@ _fit_compiled_lean = jax.jit(_fit_program, static_argnums=(0, 1, 2), compiler_op
 
 def compiled_programs() -> int:
     """How many fit programs this process holds (both compile variants): tests check reuse with it."""
-    return _fit_compiled._cache_size() + _fit_compiled_lean._cache_size()
+    return compat.jit_cache_size(_fit_compiled) + compat.jit_cache_size(_fit_compiled_lean)
 
 
 def _compile_lean() -> bool:
@@ -349,17 +350,8 @@ def _batching_only() -> bool:
     eagerly): the compiled fit is then a top-level program, compiled with its own options like an eager fit's.
     Under ``jit`` (or any staging trace: ``make_jaxpr``, ``shard_map``) a nested jit may not carry compiler
     options, and under differentiation its tangent program is staged; both take the default program. Read
-    from JAX's trace context; an older JAX without it takes the default program."""
-    try:
-        from jax._src import core as jax_core
-        from jax._src.interpreters import batching
-
-        trace = jax_core.trace_ctx.trace
-        while isinstance(trace, batching.BatchTrace):
-            trace = trace.parent_trace
-        return isinstance(trace, jax_core.EvalTrace)
-    except (ImportError, AttributeError):
-        return False
+    from JAX's trace context (:func:`~mlejax._src.engine.compat.batching_only`; unknown: the default)."""
+    return compat.batching_only()
 
 
 def _default_method(method, multistart, problem: Problem, data, fixed_values):
@@ -385,13 +377,14 @@ def _default_method(method, multistart, problem: Problem, data, fixed_values):
 def _split_rows(problem: Problem, data, fixed_values, cov_spec: CovSpec):
     """``(problem, data)`` for the compiled fit: on several CPU devices, the rows of a large per-observation
     fit laid out over them (each device sums its part of every pass; no copy of the data), where the rows
-    are proved independent; otherwise the fit's own. See :mod:`mlejax._src.devices`.
+    are proved independent; otherwise the fit's own. See :mod:`mlejax._src.engine.devices`.
 
-    Only with the default ``chunk_size`` and the observed information (the other covariances read the
-    data's rows again, and ``expected_information`` is the user's function of the whole data).
+    Only with the observed information (the other covariances read the data's rows again, and
+    ``expected_information`` is the user's function of the whole data); a ``chunk_size`` the user set is each
+    device's row block.
     """
     n_rows = problem.n_rows
-    if n_rows is None or n_rows < AUTO_MIN_ROWS or problem.chunk_size is not None or cov_spec.kind != "observed":
+    if n_rows is None or n_rows < AUTO_MIN_ROWS or cov_spec.kind != "observed":
         return problem, data
     mask = row_leaf_mask(data, n_rows)
     devices = split_devices(data, mask)
@@ -399,12 +392,18 @@ def _split_rows(problem: Problem, data, fixed_values, cov_spec: CovSpec):
         return problem, data
     u = jax.ShapeDtypeStruct((problem.spec.k,), problem.spec.dtype)
     block = _planned(
-        ("split_block", len(devices)),
+        ("split_block", len(devices), problem.chunk_size),
         problem,
         data,
         fixed_values,
         lambda: split_block(
-            problem.loglik, lambda v: problem.to_params(v, fixed_values), data, u, n_rows, len(devices)
+            problem.loglik,
+            lambda v: problem.to_params(v, fixed_values),
+            data,
+            u,
+            n_rows,
+            len(devices),
+            problem.chunk_size,
         ),
     )
     if block is None:

@@ -2,7 +2,7 @@
 
 The observed information is the symmetrised negative Hessian of the log-likelihood at the optimum. It is
 judged positive definite on its Jacobi scaling ``D^-1 I D^-1`` (``D = sqrt|diag I|``, see
-:mod:`mlejax._src.linalg`) and inverted by a Cholesky solve of that scaled matrix. A matrix that is not
+:mod:`mlejax._src.engine.linalg`) and inverted by a Cholesky solve of that scaled matrix. A matrix that is not
 positive definite gives NaN covariances, never a forced positive-definite substitute; the summary names
 its flat directions.
 """
@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .linalg import eigh, jacobi_scale, pd_threshold, spd_inverse, symmetrize
+from .engine.linalg import eigh, jacobi_scale, pd_threshold, spd_inverse, symmetrize
 
 
 class Inverse(NamedTuple):
@@ -26,7 +26,8 @@ def invert_information(info, pd=None) -> Inverse:
     """Inverse of a symmetric information matrix, judged positive definite on its Jacobi scaling.
 
     ``pd``: that judgment when the caller already made it on the same matrix by the same rule (the Newton
-    solver decomposes the Jacobi-scaled Hessian of every point it accepts, :func:`~mlejax._src.linalg.scaled_eigh`);
+    solver decomposes the Jacobi-scaled Hessian of every point it accepts,
+    :func:`~mlejax._src.engine.linalg.scaled_eigh`);
     the eigen-decomposition is then not computed again (a fit's program is that much smaller to compile:
     0.1-0.35 s of a first fit measured on the 2-core AMD EPYC). A non-finite matrix is never positive definite.
     """

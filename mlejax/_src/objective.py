@@ -12,11 +12,11 @@ one of two forms:
   times a few (Weibull, 10,000 datasets x 200 draws: 13 ms against 94 ms reverse-over-reverse and 58 ms
   forward-over-reverse; one dataset of a million rows, 3 parameters: 37 ms against 47 ms blocked).
   It is exact whatever the rows depend on (it differentiates the vector of values, then sums). Rewrites
-  of the traced program make it cheaper without changing what it computes (:mod:`mlejax._src.rewrite`):
+  of the traced program make it cheaper without changing what it computes (:mod:`mlejax._src.engine.rewrite`):
   each ``x ** y`` is evaluated as ``exp(y log|x|)`` with pow's special cases, so that its derivatives
   reuse the value instead of calling ``pow`` again; the nested ``jvp`` is traced once with symbolic
   directions and evaluated along each pair of unit vectors by
-  :class:`~mlejax._src.rewrite.ConstantFolding`, which drops the products with the unit vectors' zeros
+  :class:`~mlejax._src.engine.rewrite.ConstantFolding`, which drops the products with the unit vectors' zeros
   (XLA keeps them: ``x * 0.0`` is NaN at ``x = inf``) and evaluates repeated equations once. Measured on the
   2-core Intel Xeon against the fifteen nested ``jvp`` traced one by one, for a 5-parameter Gaussian mixture
   on 100,000 rows: the pass's optimised program 1,573 -> 780 lines, its tracing and lowering 0.39 -> 0.085 s
@@ -34,7 +34,7 @@ rows, one pass over all rows keeps ``rows x k`` temporaries that fall out of the
 O(block x k). Blocks are exact only when each observation's value depends on its own rows of the data
 alone, which is not true of an AR(1) likelihood (``y[1:] - phi * y[:-1]``), of one that standardises by a
 data mean, or of one that uses ``len(y)`` as a number. So the blocked pass is used only after
-:func:`mlejax._src.rows.prove_row_separable` has proved that structure from the program itself (its
+:func:`mlejax._src.engine.rows.prove_row_separable` has proved that structure from the program itself (its
 jaxpr, traced once, nothing evaluated); otherwise the pass runs over all rows at once. With the default
 ``chunk_size=None`` that choice is automatic (CPU backend, ``rows >= AUTO_MIN_ROWS``, block size from the
 bytes a row occupies); an explicit ``chunk_size`` on a loglik whose rows cannot be proved independent
@@ -62,14 +62,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .devices import l2_cache_bytes
-from .rewrite import ConstantFolding, fast_pow_form, identity_products
-from .rows import NotSeparableError, prove_row_separable, row_blocks, row_leaf_mask, sub_jaxprs
+from .engine import compat
+from .engine.devices import l2_cache_bytes
+from .engine.rewrite import ConstantFolding, fast_pow_form, identity_products
+from .engine.rows import NotSeparableError, prove_row_separable, row_blocks, row_leaf_mask, sub_jaxprs
 from .solvers import Objective
 from .solvers._base import value_grad_hess
 
 #: Rows per block are kept within these bounds; between them a block's row data and per-row derivative
-#: temporaries fill about one core's level-2 cache (:func:`mlejax._src.devices.l2_cache_bytes`). The
+#: temporaries fill about one core's level-2 cache (:func:`mlejax._src.engine.devices.l2_cache_bytes`). The
 #: temporaries of the reverse-over-reverse pass are counted as ``4 k`` bytes per row-valued intermediate of
 #: ``loglik`` (its ``k`` cotangent copies, about half of them alive at once): on the 2-core AMD EPYC
 #: machine (512 KiB L2) a 20-parameter logistic regression ran best at 512-1,024-row blocks (1.2x faster
@@ -171,21 +172,37 @@ def _sums_jvp(primals, tangents):
 def rows_derivatives(rows: Callable) -> Objective:
     """:class:`Objective` of ``sum(rows(u))`` for a function returning one value per row: the Hessian pass
     pushed forward for few parameters (the size of ``u`` is static where the pass is traced), reverse over
-    reverse for more. Every ``pow`` in ``rows`` is evaluated by :func:`mlejax._src.rewrite.fast_pow`.
+    reverse for more. Every ``pow`` in ``rows`` is evaluated by :func:`mlejax._src.engine.rewrite.fast_pow`.
+    Each rewrite falls back to JAX's plain pass if it fails, and ``MLEJAX_REWRITE=0`` turns them all off
+    (:mod:`mlejax._src.engine.compat`): the same values either way.
     """
-    rows = fast_pow_form(rows)
+
+    def plain_total(u):
+        return jnp.sum(rows(u))
+
+    plain = value_grad_hess(plain_total)
+    if not compat.rewrites_enabled():
+        return Objective(plain_total, jax.value_and_grad(plain_total), plain)
+    rows = compat.guarded(fast_pow_form(rows), rows, "the pow rewrite")
 
     def total(u):
         return jnp.sum(rows(u))
 
-    reverse = identity_products(value_grad_hess(total))
-    forward = rows_value_grad_hess(rows)
+    reverse = compat.guarded(identity_products(value_grad_hess(total)), plain, "the identity-product rewrite")
+    forward = compat.guarded(rows_value_grad_hess(rows), reverse, "the folded forward pass")
 
     def vgh(u):
-        pushed = jnp.ndim(u) == 1 and _forward_pass(math.prod(jnp.shape(u)), jax.make_jaxpr(rows)(u).jaxpr)
-        return forward(u) if pushed else reverse(u)
+        return forward(u) if _pushed_forward(rows, u) else reverse(u)
 
     return Objective(total, jax.value_and_grad(total), vgh)
+
+
+def _pushed_forward(rows, u) -> bool:
+    """Whether the Hessian of ``rows`` at ``u`` is pushed forward; reverse when the program cannot be read."""
+    try:
+        return jnp.ndim(u) == 1 and _forward_pass(math.prod(jnp.shape(u)), jax.make_jaxpr(rows)(u).jaxpr)
+    except Exception:  # noqa: BLE001 - reading the program failed: JAX's reverse pass, the same values
+        return False
 
 
 #: Primitives that make the forward row pass the larger program: loops, and special functions that XLA
@@ -244,7 +261,12 @@ def _row_program(loglik, to_params, data, u):
 
 def from_function(fun: Callable) -> Objective:
     """:class:`Objective` of a scalar function: value, ``value_and_grad``, one-pass value/grad/Hessian."""
-    return _traced_once(Objective(fun, jax.value_and_grad(fun), identity_products(value_grad_hess(fun))))
+    plain = value_grad_hess(fun)
+    if compat.rewrites_enabled():
+        vgh = compat.guarded(identity_products(plain), plain, "the identity-product rewrite")
+    else:
+        vgh = plain
+    return _traced_once(Objective(fun, jax.value_and_grad(fun), vgh))
 
 
 def _traced_once(objective: Objective) -> Objective:
@@ -283,9 +305,12 @@ def _row_values(loglik, to_params, data, u, n_rows: int) -> int:
     """How many row-valued intermediates ``loglik`` computes (sub-programs included) when its Hessian takes
     the reverse pass (more than :data:`FORWARD_MAX_K` parameters, or loops); 0 for the fused forward pass."""
     k, jaxpr = _row_program(loglik, to_params, data, u)
-    if _forward_pass(k, jaxpr):
+    try:
+        if _forward_pass(k, jaxpr):
+            return 0
+        return sum(1 for eqn in _equations(jaxpr) for v in eqn.outvars if jnp.shape(v.aval)[:1] == (n_rows,))
+    except Exception:  # noqa: BLE001 - the program could not be read: one pass, no blocks
         return 0
-    return sum(1 for eqn in _equations(jaxpr) for v in eqn.outvars if jnp.shape(v.aval)[:1] == (n_rows,))
 
 
 def _row_devices(data, n_rows: int):
@@ -322,8 +347,8 @@ def make_objective(
     for a scalar loglik). ``chunk_size=None`` chooses blocks (and devices) automatically where the rows
     are proved independent; an explicit ``chunk_size`` forces blocks of that many rows (``>= n_rows``: one
     pass over all rows) and raises ``ValueError`` when independence cannot be proved. ``split`` (a
-    :class:`~mlejax._src.devices.RowSplit`) says that ``data``'s rows were laid out over devices by
-    :func:`~mlejax._src.devices.place_rows` after :func:`split_block` proved them independent.
+    :class:`~mlejax._src.engine.devices.RowSplit`) says that ``data``'s rows were laid out over devices by
+    :func:`~mlejax._src.engine.devices.place_rows` after :func:`split_block` proved them independent.
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -375,12 +400,15 @@ def hessian_dominates(loglik, to_params, data, u, n_rows: int) -> bool:
     if n_rows < AUTO_MIN_ROWS:
         return False
     k, jaxpr = _row_program(loglik, to_params, data, u)
-    if _forward_pass(k, jaxpr):
+    try:
+        if _forward_pass(k, jaxpr):
+            return False
+        return not any(
+            eqn.primitive.name == "dot_general" and any(jnp.shape(v.aval)[:1] == (n_rows,) for v in eqn.outvars)
+            for eqn in _equations(jaxpr)
+        )
+    except Exception:  # noqa: BLE001 - the program could not be read: Newton, the plain default
         return False
-    return not any(
-        eqn.primitive.name == "dot_general" and any(jnp.shape(v.aval)[:1] == (n_rows,) for v in eqn.outvars)
-        for eqn in _equations(jaxpr)
-    )
 
 
 def _block_rows(loglik, to_params, data, u, n_rows: int, local_rows: int, chunk_size: int | None) -> int:
@@ -410,16 +438,16 @@ def _separable(loglik, to_params, data, u, n_rows: int, block: int) -> str | Non
     return None
 
 
-def split_block(loglik, to_params, data, u, n_rows: int, n_devices: int) -> int | None:
+def split_block(loglik, to_params, data, u, n_rows: int, n_devices: int, chunk_size: int | None = None) -> int | None:
     """The row block for a fit whose rows are split over ``n_devices`` devices, or ``None`` when the split
     would not be exact (rows not proved independent) or not worth it (under :data:`AUTO_MIN_ROWS` rows).
 
-    Each device holds ``ceil(n_rows / n_devices)`` rows (:func:`mlejax._src.devices.place_rows`).
+    Each device holds ``ceil(n_rows / n_devices)`` rows (:func:`mlejax._src.engine.devices.place_rows`).
     """
     if n_rows < AUTO_MIN_ROWS or n_devices < 2:
         return None
     local_rows = math.ceil(n_rows / n_devices)
-    block = _block_rows(loglik, to_params, data, u, n_rows, local_rows, None)
+    block = _block_rows(loglik, to_params, data, u, n_rows, local_rows, chunk_size)
     return block if _separable(loglik, to_params, data, u, n_rows, block) is None else None
 
 
@@ -444,7 +472,7 @@ def _plan(loglik, to_params, data, u, chunk_size, n_rows, whole) -> Objective:
 
 def _blocked(loglik, to_params, data, n_rows, block, devices, split=None) -> Objective:
     """(f, g, H) summed over row blocks under ``lax.scan``; with ``devices``, rows split over them first
-    (``split``: laid out by :func:`mlejax._src.devices.place_rows`, with its overlap left out)."""
+    (``split``: laid out by :func:`mlejax._src.engine.devices.place_rows`, with its overlap left out)."""
     leaves, treedef = jax.tree_util.tree_flatten(data)
     if split is not None:
         mask, devices = list(split.row_mask), split.devices()

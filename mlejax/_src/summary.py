@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import jax
 import numpy as np
 
-from .linalg import scaled_eigh_numpy
+from .engine.linalg import scaled_eigh_numpy
 from .params import element_names, is_fixed_path, path_name
 from .status import Status
 

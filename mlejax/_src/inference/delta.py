@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from ..linalg import symmetrize
+from ..engine.linalg import symmetrize
 from ._common import check_level, check_result, layout_of, split_result_params
 
 

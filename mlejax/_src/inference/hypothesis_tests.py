@@ -20,11 +20,11 @@ from jax.flatten_util import ravel_pytree
 from .. import extensions
 from ..constraints import Constraint, real
 from ..covariance import parse_cov, score_moments
+from ..engine.linalg import eigh, solve, symmetrize
+from ..engine.rows import row_blocks
 from ..information import invert_information
-from ..linalg import eigh, solve, symmetrize
 from ..params import is_fixed_path, make_spec
 from ..problem import Problem, n_rows_of
-from ..rows import row_blocks
 from ._common import Chi2Test, bound_problem, check_result, chi2_sf, is_concrete, problem_of, run_compiled
 from .delta import delta
 from .hypotheses import linear_hypothesis

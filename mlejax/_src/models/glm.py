@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
@@ -492,14 +491,6 @@ class GLMResult:
         return f"GLMResult(family={self.family!r}, link={self.link!r}, {self.fit!r})"
 
 
-#: Default ``tol`` of the fit when JAX computes in float32 (x64 disabled); ``mj.fit``'s 1e-8 otherwise.
-FLOAT32_TOL = 1e-5
-
-#: Row-block size of the fit for large designs (``chunk_size`` of :func:`mlejax.fit`): the NB2 benchmark's
-#: Newton pass (N = 200,000, p = 10) took 37-50 ms in blocks of 1-2k rows against 235 ms in one pass.
-DEFAULT_CHUNK = 2048
-
-
 # -- the entry point ------------------------------------------------------------------------------
 
 
@@ -535,8 +526,8 @@ def glm(
         the maximum-likelihood dispersion), or any ``cov`` of :func:`mlejax.fit` (default ``"observed"``,
         which is what statsmodels' ``Logit``/``Probit``/``Poisson``/``NegativeBinomial`` report).
       fit_options: passed to :func:`mlejax.fit` (``method``, ``tol``, ``maxiter``, ``fixed={"alpha": 1.0}``
-        to hold the NB2 dispersion, ``chunk_size``, ...). Defaults here: ``chunk_size=2048`` for designs of
-        8,192 rows or more (measured 3-6x faster Newton passes on CPU), ``tol=1e-5`` in float32.
+        to hold the NB2 dispersion, ``chunk_size``, ...), with :func:`mlejax.fit`'s defaults: the engine
+        chooses row blocks and the device split, and ``tol`` follows the dtype, as for any fit.
 
     Returns:
       A :class:`GLMResult`: a ``FitResult`` (``params["beta"]``; ``params["alpha"]`` for NB2;
@@ -623,11 +614,6 @@ def glm(
             raise ValueError(f"fixed names {sorted(unknown)} are not parameters of this GLM ({sorted(init)})")
         for k, v in fixed.items():
             init[k] = np.asarray(v, float) if k == "beta" else float(v)
-    if "tol" not in fit_options and jax.dtypes.canonicalize_dtype(np.float64) == np.float32:
-        # Without x64, a Newton step of 1e-8 relative is below float32's resolution of a sum of n terms.
-        fit_options["tol"] = FLOAT32_TOL
-    if "chunk_size" not in fit_options and n >= 4 * DEFAULT_CHUNK:
-        fit_options["chunk_size"] = DEFAULT_CHUNK
     res = fit(loglik, init, data_tree, constraints=constraints, cov=cov, **fit_options)
     return GLMResult(res, loglik=loglik, data=data_tree, exog_names=names, formula=formula, model_spec=model_spec)
 

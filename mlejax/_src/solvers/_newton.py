@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..linalg import eigh, pd_threshold, scaled_eigh, symmetrize
+from ..engine.linalg import eigh, pd_threshold, scaled_eigh, symmetrize
 from ..status import Status
 from ._base import Objective, Solver
 

@@ -3,27 +3,22 @@
 XLA CPU runs the elementwise work and the reductions of one program on one core (only its matrix products
 use a thread pool), so a fit on one CPU device uses one core of the machine whatever its size. JAX can
 present the CPU as several devices (``jax_num_cpu_devices``), and a program whose rows are split over
-them with ``shard_map`` runs one part per core. Two pieces make that the default:
+them with ``shard_map`` runs one part per core. Two pieces:
 
-* :func:`configure_cpu_devices`, run at ``import mlejax``: when nothing has chosen the number of CPU
-  devices yet (``jax_num_cpu_devices`` at its default, no ``--xla_force_host_platform_device_count`` in
-  ``XLA_FLAGS``, JAX's backends not yet started), it asks JAX for one CPU device per available core (at
-  most :data:`MAX_AUTO_DEVICES`). ``MLEJAX_CPU_DEVICES=n`` asks for ``n`` instead, ``MLEJAX_CPU_DEVICES=1``
-  (or ``0``/``off``) leaves JAX's single device. Nothing else changes: arrays and ``jax.jit`` programs
-  stay on the first (default) device, and an accelerator stays the default backend where there is one.
+* :func:`use_cpu_devices` (``mlejax.use_cpu_devices``), an explicit opt-in called before anything starts
+  JAX's backends: one CPU device per available core, or ``n``. ``import mlejax`` changes nothing: the
+  process keeps the devices its user chose (``JAX_NUM_CPU_DEVICES``, ``jax_num_cpu_devices``, XLA's flag);
+  whenever it has several CPU devices, large eager fits and ``fit_batch`` use them.
 * :func:`place_rows`: the row leaves of an eager fit's data laid out over those devices without a copy
   (each device's part is a view of the user's host buffer, starting on a 64-byte aligned row so that the
   CPU client reads it in place). The rows need not divide evenly: every device gets ``m`` consecutive rows
   (about ``n / d``), the last device the last ``m``, and :class:`RowSplit` tells the objective how many of
   its first rows the device before already counted (the overlap rule of the row blocks of
-  :mod:`mlejax._src.rows`).
-
-* :func:`one_lapack_thread`, run when :func:`configure_cpu_devices` asked for several devices: one thread
-  per call for the LAPACK that jaxlib calls (SciPy's OpenBLAS), whose thread pools would otherwise wait on
-  each other when every device runs the fit's small linear algebra at once.
+  :mod:`mlejax._src.engine.rows`).
 
 Whether a fit's rows may be split at all (each observation a function of its own rows only) is proved by
-the objective (:func:`mlejax._src.objective.split_block`), not here.
+the objective (:func:`mlejax._src.objective.split_block`), not here. BLAS and LAPACK threads are the
+user's business: mlejax sets no thread count and no environment variable.
 """
 
 from __future__ import annotations
@@ -31,16 +26,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 
 import jax
 import numpy as np
 
-ENV_DEVICES = "MLEJAX_CPU_DEVICES"
-#: Upper bound on the CPU devices configured automatically (``MLEJAX_CPU_DEVICES`` may ask for more).
-MAX_AUTO_DEVICES = 16
-_OFF = ("0", "1", "false", "off", "no")
-
+from . import compat
 
 #: Level-2 cache per core assumed where the operating system does not say (Linux sysfs).
 DEFAULT_L2_BYTES = 2**20
@@ -79,57 +69,42 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _backends_started() -> bool:
-    try:
-        from jax._src import xla_bridge
+def use_cpu_devices(n: int | None = None) -> int:
+    """Give JAX ``n`` CPU devices (default: one per core available to this process), so that large eager fits
+    split their rows over the cores and ``fit_batch`` runs its chunks on all of them.
 
-        return bool(xla_bridge.backends_are_initialized())
-    except (ImportError, AttributeError):  # another JAX: assume started, change nothing
-        return True
+    Call it first, before anything starts JAX's backends (the first ``jax.devices()``, array or compiled
+    call): JAX fixes its device count then. The same as setting ``JAX_NUM_CPU_DEVICES=n`` in the environment
+    or ``jax.config.update("jax_num_cpu_devices", n)``, as ``numpyro.set_host_device_count`` is for numpyro;
+    mlejax never does it by itself. Returns the count.
 
+    Example (in a fresh process)::
 
-def configure_cpu_devices() -> int | None:
-    """Ask JAX for one CPU device per core, unless something has decided already; the count set, or ``None``."""
-    wanted = os.environ.get(ENV_DEVICES, "").strip().lower()
-    if wanted in _OFF:
-        return None
-    if wanted:
-        try:
-            count = int(wanted)
-        except ValueError:
-            raise ValueError(f"{ENV_DEVICES} must be a number of CPU devices, got {wanted!r}") from None
-    else:
-        count = min(available_cpus(), MAX_AUTO_DEVICES)
-    if count <= 1:
-        return None
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return None
-    if jax.config.jax_num_cpu_devices != -1 or _backends_started():
-        return None
-    try:
-        jax.config.update("jax_num_cpu_devices", count)
-    except RuntimeError:  # backends started in between
-        return None
-    one_lapack_thread()
-    return count
+        import mlejax as mj
+        mj.use_cpu_devices()      # one CPU device per core
+        import jax
+        print(jax.devices())      # [CpuDevice(id=0), CpuDevice(id=1), ...]
 
-
-def one_lapack_thread() -> bool:
-    """Ask the LAPACK that jaxlib calls on CPU (SciPy's OpenBLAS, loaded on the first LAPACK call) for one
-    thread per call, through ``OPENBLAS_NUM_THREADS=1``, unless the environment sets it or SciPy's LAPACK
-    is already loaded; whether it did.
-
-    With one JAX device per core, every device runs a fit's replicated small linear algebra (the Newton
-    step's eigen-decompositions, for more than 16 parameters) at the same moment, and each call started
-    its own pool of one thread per core: on 2 cores, two pools of two threads waited for each other. A
-    200 x 200 ``eigh`` took 40 ms on each device instead of 10 ms, and a 200-parameter logistic fit on
-    100,000 rows 1.69 s instead of 1.10 s (docs/performance.md). The parallelism is the devices'.
-    NumPy's own OpenBLAS is loaded with NumPy, before this runs, and keeps its threads.
+    Raises:
+      ValueError: ``n`` is not a positive integer.
+      RuntimeError: JAX's backends have already started with another device count.
     """
-    if "OPENBLAS_NUM_THREADS" in os.environ or "scipy.linalg" in sys.modules:
-        return False
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"
-    return True
+    count = available_cpus() if n is None else n
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"use_cpu_devices: n must be a positive number of CPU devices, got {n!r}")
+    count = int(count)
+    if compat.backends_started():
+        current = len(jax.devices("cpu"))
+        if current == count:
+            return count
+        raise RuntimeError(
+            f"use_cpu_devices({count}): JAX has already started with {current} CPU device(s), and its device "
+            "count is fixed once its backends start. Call mlejax.use_cpu_devices() first, right after the "
+            "imports and before any jax.devices(), array or jit call, or set JAX_NUM_CPU_DEVICES in the "
+            "environment before Python starts."
+        )
+    compat.set_num_cpu_devices(count)
+    return count
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
+from . import compat
+
 __all__ = [
     "ConstantFolding",
     "constant_tangents",
@@ -136,9 +138,7 @@ def _traced(fun: Callable, evaluate: Callable) -> Callable:
 
 
 def _bind(eqn, invals):
-    with eqn.ctx.manager:
-        outs = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
-    return outs if eqn.primitive.multiple_results else [outs]
+    return compat.bind(eqn, invals)
 
 
 def _inlined(eqn) -> bool:

@@ -379,6 +379,15 @@ def prove_row_separable(fun, args, n: int, block: int) -> None:
         closed = trace(n)
     except Exception as exc:  # noqa: BLE001 - whatever fails to trace is not proved
         raise NotSeparableError(f"could not trace: {exc}") from None
+    try:
+        _prove(closed, trace, n, block, is_row)
+    except NotSeparableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a program the proof cannot read (a changed JAX internal) is not proved
+        raise NotSeparableError(f"the proof could not read the program ({type(exc).__name__}: {exc})") from None
+
+
+def _prove(closed, trace, n: int, block: int, is_row) -> None:
     out = closed.jaxpr.outvars
     if len(out) != 1 or _shape(out[0])[:1] != (n,) or len(_shape(out[0])) != 1:
         raise NotSeparableError("the function does not return one value per observation")
