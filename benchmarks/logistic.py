@@ -9,16 +9,16 @@ Cases: ``main`` (N = 1,000,000, p = 20), ``wide`` (N = 100,000, p = 200), ``tall
 Every tool fits the same simulated data (fixed seed) from beta = 0 and returns the coefficients and their
 standard errors (inverse observed information). Each case runs in fresh processes (``--child``):
 
-* ``default``: a process as a user starts it (``import mlejax`` asks JAX for one CPU device per core):
-  ``mj.fit`` with its defaults on ordinary arrays (it lays the rows out over the devices and splits every
+* ``default``: a process that asks for every core in the one documented line (``mj.use_cpu_devices()``,
+  one CPU device per core; ``import mlejax`` alone changes nothing): ``mj.fit`` with its defaults on ordinary arrays (it lays the rows out over the devices and splits every
   pass, when it proves the rows independent); the best hand-written JAX (f, g, H) pass (``X' diag(w) X``
   over row blocks under ``lax.scan``, rows split over the devices with ``shard_map``) and a plain Newton
   fit made of it;
-* ``one device``: ``MLEJAX_CPU_DEVICES=1`` (JAX's single CPU device): statsmodels
+* ``one device``: a plain process (JAX's single CPU device): statsmodels
   ``Logit(...).fit(method="newton")`` + ``.bse``; ``mj.fit`` with its defaults (row blocks on one device)
   and with ``chunk_size=N`` (one pass over all rows); the hand-written pass and fit on one device;
 * ``one core``: the JAX tools in a process pinned to one CPU (``os.sched_setaffinity``: one device);
-* ``memory``: only ``mj.fit`` (defaults) in a default process whose peak resident memory is reset (Linux
+* ``memory``: only ``mj.fit`` (defaults) in a ``default`` process whose peak resident memory is reset (Linux
   ``/proc/self/clear_refs``) once the data are loaded: the peak during the fit against the data's bytes.
 
 Times: compile = tracing + lowering + XLA compilation of the first call (JAX's monitoring events); warm =
@@ -50,8 +50,6 @@ def child(kind: str, n: int, p: int, repeat: int, statsmodels: bool) -> dict:
     os.environ["MLEJAX_COMPILATION_CACHE"] = "0"
     if kind == "one core":
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-    if kind == "one device":
-        os.environ["MLEJAX_CPU_DEVICES"] = "1"
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -59,7 +57,10 @@ def child(kind: str, n: int, p: int, repeat: int, statsmodels: bool) -> dict:
     import numpy as np
     from jax import lax
 
-    import mlejax as mj  # before JAX starts: one CPU device per core unless MLEJAX_CPU_DEVICES says otherwise
+    import mlejax as mj
+
+    if kind in ("default", "memory"):
+        mj.use_cpu_devices()  # before JAX starts: one CPU device per core (the user's one line)
 
     compile_s = [0.0]
     events = (
