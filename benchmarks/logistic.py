@@ -10,10 +10,10 @@ Every tool fits the same simulated data (fixed seed) from beta = 0 and returns t
 standard errors (inverse observed information). Each case runs in fresh processes (``--child``):
 
 * ``default``: a process that asks for every core in the one documented line (``mj.use_cpu_devices()``,
-  one CPU device per core; ``import mlejax`` alone changes nothing): ``mj.fit`` with its defaults on ordinary arrays (it lays the rows out over the devices and splits every
-  pass, when it proves the rows independent); the best hand-written JAX (f, g, H) pass (``X' diag(w) X``
-  over row blocks under ``lax.scan``, rows split over the devices with ``shard_map``) and a plain Newton
-  fit made of it;
+  one CPU device per core; ``import mlejax`` alone changes nothing): ``mj.fit`` with its defaults on
+  ordinary arrays (it lays the rows out over the devices and splits every pass, when it proves the rows
+  independent); the best hand-written JAX (f, g, H) pass (``X' diag(w) X`` over row blocks under
+  ``lax.scan``, rows split over the devices with ``shard_map``) and a plain Newton fit made of it;
 * ``one device``: a plain process (JAX's single CPU device): statsmodels
   ``Logit(...).fit(method="newton")`` + ``.bse``; ``mj.fit`` with its defaults (row blocks on one device)
   and with ``chunk_size=N`` (one pass over all rows); the hand-written pass and fit on one device;
