@@ -224,7 +224,7 @@ def main():
     )
     # What mj.fit runs for this model: the Hessian pushed forward over the rows (an elementwise program with
     # five parameters), compiled with the classic loop emitters as mlejax compiles every eager fit on CPU.
-    from mlejax._src.fit import _LEAN_COMPILER_OPTIONS
+    from mlejax._src.engine.plan import LEAN_COMPILER_OPTIONS as _LEAN_COMPILER_OPTIONS
     from mlejax._src.objective import rows_value_grad_hess
 
     passes["(f, g, H) forward over rows, lean (mj.fit's)"] = jax.jit(

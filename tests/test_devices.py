@@ -19,8 +19,8 @@ from conftest import subprocess_xla_flags
 
 import mlejax as mj
 from mlejax._src import objective
-from mlejax._src.engine import devices
-from mlejax._src.objective import auto_block_rows
+from mlejax._src.engine import devices, plan
+from mlejax._src.engine.plan import auto_block_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,8 +55,7 @@ def _run(script: str, prelude: bool = True, **env_vars) -> dict:
 # Three devices and 40,001 rows: every split is uneven (the last device's first row repeats one of the
 # device before it and must be left out of its sums).
 _SPLIT = """
-from mlejax._src import fit as fit_mod
-from mlejax._src.covariance import parse_cov
+from mlejax._src.engine import plan
 from mlejax._src.problem import build_problem
 
 assert len(jax.devices()) == 3, jax.devices()
@@ -78,8 +77,7 @@ out = {}
 
 # The layout: views of the data's buffers, no copy.
 problem, free, fixed_values, _ = build_problem(logit, init, data)
-run_problem, run_data = fit_mod._split_rows(problem, data, fixed_values, parse_cov("observed", n_rows=n)[0])
-split = run_problem.split
+split, run_data = plan._split_rows(problem, data, fixed_values)
 out["split"] = [split.n_devices, split.rows_per_device, list(split.first_rows), split.block]
 out["views"] = []
 for name in ("X", "y", "g"):
@@ -143,8 +141,8 @@ def centred(p, x):
 r = mj.fit(centred, {"m": 1.0, "s": 2.0}, jnp.asarray(x), constraints={"s": mj.positive})
 out["centred"] = [float(r.params["m"]), float(r.params["s"]), float(np.std(x)), int(r.status)]
 problem, free, fixed_values, _ = build_problem(ar1, {"phi": 0.0, "s": 1.0}, jnp.asarray(x))
-kept = fit_mod._split_rows(problem, jnp.asarray(x), fixed_values, parse_cov("observed", n_rows=n - 1)[0])
-out["ar1_split"] = kept[0].split is not None
+kept = plan._split_rows(problem, jnp.asarray(x), fixed_values)
+out["ar1_split"] = kept[0] is not None
 print("RESULT" + json.dumps(out))
 """
 
@@ -259,13 +257,13 @@ def test_l2_cache_size_is_read_or_defaulted():
 
 
 def test_block_rows_count_reverse_pass_temporaries(monkeypatch):
-    monkeypatch.setattr(objective, "l2_cache_bytes", lambda: 2**20)
+    monkeypatch.setattr(plan, "l2_cache_bytes", lambda: 2**20)
     n = 10**6
     data = (jnp.zeros((n, 20)), jnp.zeros(n))
     plain = auto_block_rows(data, n, 20)
     with_temps = auto_block_rows(data, n, 20, row_values=14)
     assert with_temps < plain
-    assert with_temps >= objective.MIN_BLOCK
+    assert with_temps >= plan.MIN_BLOCK
     # 20 parameters, 14 row values: 8*20 + 4*20*14 + 21*8 = 1,448 bytes a row -> ~724 rows in 1 MiB.
     assert abs(with_temps - 2**20 // 1448) <= 2
 
@@ -275,9 +273,9 @@ def test_block_rows_count_reverse_pass_temporaries(monkeypatch):
         return y * eta - jnp.logaddexp(0.0, eta)
 
     u = jax.ShapeDtypeStruct((20,), jnp.float64)
-    assert objective._row_values(logistic, lambda v: v, data, u, n) > 0  # reverse pass: counted
+    assert plan.row_values(logistic, lambda v: v, data, u, n) > 0  # reverse pass: counted
     u4 = jax.ShapeDtypeStruct((4,), jnp.float64)
-    assert objective._row_values(logistic, lambda v: v, (jnp.zeros((n, 4)), jnp.zeros(n)), u4, n) == 0  # forward
+    assert plan.row_values(logistic, lambda v: v, (jnp.zeros((n, 4)), jnp.zeros(n)), u4, n) == 0  # forward
 
 
 def test_split_devices_leaves_placed_data_alone():
@@ -327,23 +325,23 @@ def test_hessian_dominates_only_for_large_elementwise_models():
         eta = X @ b
         return y * eta - jnp.logaddexp(0.0, eta)
 
-    n = objective.AUTO_MIN_ROWS
+    n = plan.AUTO_MIN_ROWS
     x = jnp.zeros(n)
 
     def to_params(v):
         return {"w": jax.nn.sigmoid(v[0]), "mu": v[1:3], "sigma": jnp.exp(v[3:5])}
 
     u5 = jax.ShapeDtypeStruct((5,), jnp.float64)
-    assert objective.hessian_dominates(_mixture, to_params, x, u5, n)
-    assert not objective.hessian_dominates(_mixture, to_params, x[: n - 1], u5, n - 1)  # small data
-    assert not objective.hessian_dominates(_mixture_per_row, to_params, x, u5, n)  # the fused forward pass
+    assert plan.hessian_dominates(_mixture, to_params, x, u5, n)
+    assert not plan.hessian_dominates(_mixture, to_params, x[: n - 1], u5, n - 1)  # small data
+    assert not plan.hessian_dominates(_mixture_per_row, to_params, x, u5, n)  # the fused forward pass
     data = (jnp.zeros((n, 6)), jnp.zeros(n))
-    assert not objective.hessian_dominates(logistic, lambda v: v, data, jax.ShapeDtypeStruct((6,), jnp.float64), n)
+    assert not plan.hessian_dominates(logistic, lambda v: v, data, jax.ShapeDtypeStruct((6,), jnp.float64), n)
 
     def normal(v, x):  # two parameters: the fused forward pass, the Hessian nearly free
         return jax.scipy.stats.norm.logpdf(x, v[0], jnp.exp(v[1]))
 
-    assert not objective.hessian_dominates(normal, lambda v: v, x, jax.ShapeDtypeStruct((2,), jnp.float64), n)
+    assert not plan.hessian_dominates(normal, lambda v: v, x, jax.ShapeDtypeStruct((2,), jnp.float64), n)
 
 
 def test_default_fit_takes_bfgs_then_newton_where_the_hessian_dominates():

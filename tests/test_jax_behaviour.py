@@ -9,6 +9,7 @@ from jax.scipy import stats
 
 import mlejax as mj
 from mlejax._src import fit as fit_module
+from mlejax._src.engine import plan
 
 RNG = np.random.default_rng(7)
 CONS = {"sigma": mj.positive}
@@ -58,12 +59,12 @@ def test_lean_compiled_fits_equal_the_default_program(monkeypatch):
     """Eager fits on CPU are compiled without XLA CPU's fusion emitters (faster to compile, a third of the
     compile memory); the estimates and standard errors are those of the default program to rounding."""
     x = jnp.asarray(RNG.normal(2.0, 3.0, 500))
-    assert fit_module._compile_lean()
+    assert plan.compile_lean()
     lean_before = fit_module._fit_compiled_lean._cache_size()
     lean = fit_normal(x)
     assert fit_module._fit_compiled_lean._cache_size() == lean_before + 1
-    monkeypatch.setattr(fit_module, "LEAN_COMPILE", False)
-    assert not fit_module._compile_lean()
+    monkeypatch.setattr(plan, "LEAN_COMPILE", False)
+    assert not plan.compile_lean()
     default_before = fit_module._fit_compiled._cache_size()
     default = fit_normal(x)
     assert fit_module._fit_compiled._cache_size() == default_before + 1
@@ -89,7 +90,7 @@ def test_lean_compiled_batches_equal_the_default_program(monkeypatch):
     lean_before = batch_module._fit_members_lean._cache_size()
     lean = run()
     assert batch_module._fit_members_lean._cache_size() > lean_before
-    monkeypatch.setattr(fit_module, "LEAN_COMPILE", False)
+    monkeypatch.setattr(plan, "LEAN_COMPILE", False)
     default_before = batch_module._fit_members_compiled._cache_size()
     default = run()
     assert batch_module._fit_members_compiled._cache_size() > default_before

@@ -17,8 +17,10 @@ from jax import lax
 
 import mlejax as mj
 from mlejax._src import objective
+from mlejax._src.engine import plan
+from mlejax._src.engine.plan import AUTO_MIN_ROWS, auto_block_rows
 from mlejax._src.engine.rows import NotSeparableError, prove_row_separable
-from mlejax._src.objective import AUTO_MIN_ROWS, auto_block_rows, make_objective
+from mlejax._src.objective import make_objective
 from mlejax._src.solvers._base import value_grad_hess
 
 N_BIG = AUTO_MIN_ROWS + 1234  # large enough for the automatic blocked path, not a multiple of any block
@@ -124,7 +126,7 @@ def test_explicit_chunk_size_on_dependent_rows_raises():
 def test_default_path_blocks_independent_rows_and_matches_one_pass(monkeypatch):
     # Blocks of a few thousand rows for 6 parameters (the reverse pass; the default block bytes would give one
     # block here).
-    monkeypatch.setattr(objective, "l2_cache_bytes", lambda: 2**18)
+    monkeypatch.setattr(plan, "l2_cache_bytes", lambda: 2**18)
     X, y = _logistic_data(N_BIG, 6)
     u = jnp.array([0.1, -0.2, 0.3, 0.05, 0.0, -0.1])
     auto = make_objective(_logistic, lambda v: v, (X, y), n_rows=N_BIG)
@@ -169,15 +171,15 @@ def test_elementwise_rows_push_forward_up_to_their_own_bound():
         return jax.scipy.special.logsumexp(comp[None, :] - 0.5 * z**2 - u[None, 3:5], axis=1)
 
     jaxpr = lambda f, k=5: jax.make_jaxpr(f)(jnp.ones(k)).jaxpr  # noqa: E731
-    assert objective._forward_pass(5, jaxpr(per_row))
-    assert not objective._forward_pass(5, jaxpr(stacked))
-    assert not objective._forward_pass(5, jaxpr(lambda u: X @ u))
-    assert objective._forward_pass(4, jaxpr(lambda u: X[:, :4] @ u, 4))  # up to FORWARD_MAX_K whatever the rows
-    assert objective.ELEMENTWISE_FORWARD_MAX_K == 8
+    assert plan.forward_pass(5, jaxpr(per_row))
+    assert not plan.forward_pass(5, jaxpr(stacked))
+    assert not plan.forward_pass(5, jaxpr(lambda u: X @ u))
+    assert plan.forward_pass(4, jaxpr(lambda u: X[:, :4] @ u, 4))  # up to FORWARD_MAX_K whatever the rows
+    assert plan.ELEMENTWISE_FORWARD_MAX_K == 8
     k8 = lambda u: per_row(u[:5]) + u[5] * x + u[6] * x**2 + u[7] * jnp.sin(x)  # noqa: E731
-    assert objective._forward_pass(8, jaxpr(k8, 8))
+    assert plan.forward_pass(8, jaxpr(k8, 8))
     k9 = lambda u: k8(u[:8]) + u[8] * x**3  # noqa: E731
-    assert not objective._forward_pass(9, jaxpr(k9, 9))
+    assert not plan.forward_pass(9, jaxpr(k9, 9))
     for rows in (per_row, stacked):  # both forms give the reverse pass's (f, g, H)
         u = jnp.array([0.3, -0.5, 1.0, 0.2, -0.1])
         f, g, h = objective.rows_derivatives(rows).value_grad_hess(u)
@@ -392,7 +394,7 @@ def test_forward_row_pass_is_the_default_for_few_parameters_and_differentiable(m
         return -0.5 * ((x - p[0]) * jnp.exp(-p[1])) ** 2 - p[1]
 
     def hess_sum(x, forward):
-        monkeypatch.setattr(objective, "FORWARD_MAX_K", 4 if forward else 0)
+        monkeypatch.setattr(plan, "FORWARD_MAX_K", 4 if forward else 0)
         obj = make_objective(loglik, lambda u: u, x, n_rows=x.shape[0])
         f, g, h = obj.value_grad_hess(jnp.array([0.1, 0.2]))
         return jnp.sum(h) + jnp.sum(g**2) + f
@@ -425,10 +427,10 @@ def test_rows_with_loops_take_the_reverse_pass():
         return lax.fori_loop(0, 3, lambda i, v: v * 0.5 + u[0], X_ROWS)
 
     jaxpr = lambda f: jax.make_jaxpr(f)(jnp.ones(2)).jaxpr  # noqa: E731
-    assert objective._has_loops(jaxpr(with_loop)) and objective._has_loops(jaxpr(fori))
-    assert not objective._has_loops(jaxpr(plain))
-    assert objective._forward_pass(2, jaxpr(plain))
-    assert not objective._forward_pass(2, jaxpr(with_loop)) and not objective._forward_pass(2, jaxpr(fori))
+    assert plan.has_loops(jaxpr(with_loop)) and plan.has_loops(jaxpr(fori))
+    assert not plan.has_loops(jaxpr(plain))
+    assert plan.forward_pass(2, jaxpr(plain))
+    assert not plan.forward_pass(2, jaxpr(with_loop)) and not plan.forward_pass(2, jaxpr(fori))
     u = jnp.array([0.1, 0.4])
     for rows in (with_loop, fori):
         chosen = objective.rows_derivatives(rows).value_grad_hess

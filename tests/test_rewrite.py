@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlejax._src import objective
+from mlejax._src.engine import plan
 from mlejax._src.engine.rewrite import constant_tangents, fast_pow, fast_pow_form, identity_products
 from mlejax._src.solvers._base import value_grad_hess
 
@@ -195,7 +196,7 @@ def test_forward_row_pass_with_pow_equals_plain_hessian(k):
 def _dot_flops(fn, *args):
     """Multiply-adds of the matrix products in ``fn``'s program (from the jaxpr: sizes of the product)."""
     total = 0
-    for eqn in objective._equations(jax.make_jaxpr(fn)(*args).jaxpr):  # nested jit calls included
+    for eqn in plan.equations(jax.make_jaxpr(fn)(*args).jaxpr):  # nested jit calls included
         if eqn.primitive.name == "dot_general":
             (lc, _), _ = eqn.params["dimension_numbers"]
             contracted = int(np.prod([eqn.invars[0].aval.shape[d] for d in lc]))
@@ -313,7 +314,7 @@ def test_folded_forward_pass_same_values_smaller_program(dtype):
         np.testing.assert_allclose(h, ref, rtol=1e-11, atol=1e-11)
 
     def size(fn):
-        return sum(1 for _ in objective._equations(jax.make_jaxpr(fn)(u).jaxpr))
+        return sum(1 for _ in plan.equations(jax.make_jaxpr(fn)(u).jaxpr))
 
     assert size(objective.rows_value_grad_hess(rows)) < 0.6 * size(_nested_jvp_pass(rows, k))
 

@@ -10,7 +10,6 @@ The optimum is differentiable with respect to the data and the fixed values by i
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import warnings
 from collections import OrderedDict
@@ -23,11 +22,9 @@ import numpy as np
 from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
 from .engine import compat
 from .engine.cache import ensure_persistent_cache, store_any_compile
-from .engine.devices import place_rows, split_devices
 from .engine.linalg import solve as linear_solve
-from .engine.rows import row_leaf_mask
+from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, remembered
 from .information import invert_information
-from .objective import AUTO_MIN_ROWS, hessian_dominates, split_block
 from .problem import (
     BoundProblem,
     Problem,
@@ -47,17 +44,6 @@ from .summary import diverging_words
 
 #: Newton iterations allowed to the polish that ends every non-Newton method (see ``_solve``).
 POLISH_MAXITER = 50
-
-#: Eager fits on CPU are compiled *lean*: without XLA CPU's MLIR fusion emitters
-#: (``xla_cpu_use_fusion_emitters=False``, its classic loop emitter instead). Measured on the 2-core AMD EPYC,
-#: first fit / warm fit / memory added by the first fit: logistic N = 1e6, p = 20: 5.1 -> 1.9 s / 0.254 ->
-#: 0.225 s / 237 -> 76 MB; N = 1e5, p = 200: 3.4 -> 3.0 s / 0.66 -> 0.64 s / 314 -> 116 MB; N = 1e7, p = 5:
-#: 2.9 -> 2.4 s / 0.64 -> 0.62 s / 286 -> 80 MB; a 5-parameter mixture on 4e6 rows 8.8 -> 4.3 s / 4.1 ->
-#: 0.98 s (the fusion emitters run its forward row pass 4x slower); on small data the compilation takes half
-#: the time. (An earlier version of the fit, on the 2-core Intel Xeon, ran ~8% slower lean on large data,
-#: when only small data were compiled lean: docs/performance.md.) ``False`` compiles with XLA's defaults.
-LEAN_COMPILE = True
-_LEAN_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 
 def fit(
@@ -176,18 +162,31 @@ def fit(
         labels=labels,
         traced=traced,
     )
-    method = _default_method(method, multistart, problem, data, fixed_values)
-    options = solve_options(method, tol, maxiter, multistart, dtype=problem.spec.dtype, k=problem.spec.k)
+    newton_default = (
+        isinstance(method, str) and method == "newton" and not multistart and problem.spec.k <= NEWTON_MAX_K
+    )
     cov_spec, cov_groups = parse_cov(cov, n_rows=problem.n_rows)
+    plan, run_data = plan_fit(
+        problem,
+        data,
+        fixed_values,
+        method=method,
+        newton_default=newton_default,
+        observed_cov=cov_spec.kind == "observed",
+        traced=traced,
+    )
+    method = plan.method
+    options = solve_options(method, tol, maxiter, multistart, dtype=problem.spec.dtype, k=problem.spec.k)
 
     ensure_persistent_cache()
-    program = _fit_compiled_lean if _compile_lean() and (not traced or _batching_only()) else _fit_compiled
-    run_problem, run_data = (problem, data) if traced else _split_rows(problem, data, fixed_values, cov_spec)
+    program = _fit_compiled_lean if plan.lean else _fit_compiled
     with store_any_compile():
-        res = program(run_problem, options, cov_spec, free_init, fixed_values, run_data, np.asarray(n_obs), cov_groups)
+        res = program(
+            problem, options, cov_spec, plan.split, free_init, fixed_values, run_data, np.asarray(n_obs), cov_groups
+        )
     if traced:
         return res
-    if run_problem is not problem:  # the result back on the default device, like any fit's
+    if plan.split is not None:  # the result back on the default device, like any fit's
         res = jax.tree_util.tree_map(lambda x: jax.device_put(np.asarray(x)) if isinstance(x, jax.Array) else x, res)
     status = Status(int(res.status))
     if status == Status.nonfinite:
@@ -222,7 +221,7 @@ def fit(
     return res
 
 
-def _solve(problem: Problem, options: SolveOptions, u0, data, fixed_values):
+def _solve(problem: Problem, options: SolveOptions, u0, data, fixed_values, split=None):
     """Run the solver (or the multistart lanes): ``(u, f, g, H, pd, status, n_iter, f0)``, ``f0`` the value at
     ``u0`` and ``pd`` whether the Newton solver found ``H`` positive definite (its Jacobi-scaled decomposition).
 
@@ -233,7 +232,7 @@ def _solve(problem: Problem, options: SolveOptions, u0, data, fixed_values):
     ``fit`` needs for the covariance anyway); one that stopped early (a flat stretch, a stalled line
     search) is either finished by Newton or reported by the polish's status instead of ``success``.
     """
-    objective = problem.objective(data, fixed_values)
+    objective = problem.objective(data, fixed_values, split=split)
     if options.radii is not None:
         sol, n_iter = run_lanes(options.solver, options.radii, objective, u0, options.maxiter)
     else:
@@ -249,14 +248,24 @@ def _solve(problem: Problem, options: SolveOptions, u0, data, fixed_values):
 
 
 def _fit_program(
-    problem: Problem, options: SolveOptions, cov_spec: CovSpec, free_init, fixed_values, data, n_obs, cov_groups=None
+    problem: Problem,
+    options: SolveOptions,
+    cov_spec: CovSpec,
+    split,
+    free_init,
+    fixed_values,
+    data,
+    n_obs,
+    cov_groups=None,
 ) -> FitResult:
+    """The whole fit as one program; ``split`` (static): the plan's layout of the rows over devices, or
+    ``None`` (:func:`~mlejax._src.engine.plan.plan_fit`)."""
     spec = problem.spec
     u0 = spec.to_unconstrained(free_init)
     n_obs = jnp.asarray(n_obs, u0.dtype)
 
     def solve(u_start, d, fv):
-        u, f, g, hess, pd, status, n_iter, f0 = _solve(problem, options, u_start, d, fv)
+        u, f, g, hess, pd, status, n_iter, f0 = _solve(problem, options, u_start, d, fv, split)
         dt = u_start.dtype  # float aux outputs: their (zero) tangents need no float0 handling
         return u, (f, g, hess, pd.astype(dt), status.astype(dt), n_iter.astype(dt), f0)
 
@@ -275,7 +284,7 @@ def _fit_program(
         u_star = out[0]
 
         def grad_at(v, d, fv):
-            return problem.objective(d, fv).value_and_grad(v)[1]
+            return problem.objective(d, fv, split=split).value_and_grad(v)[1]
 
         _, rhs = jax.jvp(lambda d, fv: grad_at(u_star, d, fv), (d, fv), (d_dot, fv_dot))
         u_dot = -linear_solve(jax.jacfwd(grad_at)(u_star, d, fv), rhs)
@@ -285,7 +294,7 @@ def _fit_program(
 
     # The solver's (or the polish's) last (f, g, H) were evaluated at u*: reuse them, with exact derivatives.
     def vgh(v, d, fv):
-        return problem.objective(d, fv).value_grad_hess(v)
+        return problem.objective(d, fv, split=split).value_grad_hess(v)
 
     f, g, hess = _reuse_with_jvp((f_solver, g_solver, h_solver), vgh, u, data, fixed_values)
     # The log-likelihood at the start (the solver's first pass): the fact behind ``unbounded``.
@@ -331,130 +340,13 @@ def _fit_program(
     )
 
 
-_fit_compiled = jax.jit(_fit_program, static_argnums=(0, 1, 2))
-_fit_compiled_lean = jax.jit(_fit_program, static_argnums=(0, 1, 2), compiler_options=_LEAN_COMPILER_OPTIONS)
+_fit_compiled = jax.jit(_fit_program, static_argnums=(0, 1, 2, 3))
+_fit_compiled_lean = jax.jit(_fit_program, static_argnums=(0, 1, 2, 3), compiler_options=LEAN_COMPILER_OPTIONS)
 
 
 def compiled_programs() -> int:
     """How many fit programs this process holds (both compile variants): tests check reuse with it."""
     return compat.jit_cache_size(_fit_compiled) + compat.jit_cache_size(_fit_compiled_lean)
-
-
-def _compile_lean() -> bool:
-    """Whether an eager fit is compiled lean (:data:`LEAN_COMPILE`; CPU only: the option is XLA CPU's)."""
-    return LEAN_COMPILE and jax.default_backend() == "cpu"
-
-
-def _batching_only() -> bool:
-    """Whether ``fit`` is traced by ``jax.vmap`` alone, over eager evaluation (``jax.vmap(mj.fit)(...)`` called
-    eagerly): the compiled fit is then a top-level program, compiled with its own options like an eager fit's.
-    Under ``jit`` (or any staging trace: ``make_jaxpr``, ``shard_map``) a nested jit may not carry compiler
-    options, and under differentiation its tangent program is staged; both take the default program. Read
-    from JAX's trace context (:func:`~mlejax._src.engine.compat.batching_only`; unknown: the default)."""
-    return compat.batching_only()
-
-
-def _default_method(method, multistart, problem: Problem, data, fixed_values):
-    """``method``, except that the default Newton becomes ``"bfgs"`` (BFGS far from the optimum, Newton's
-    polish near it and the exact Hessian for the covariance) where an exact Hessian pass costs several
-    gradient passes (:func:`~mlejax._src.objective.hessian_dominates`); ``result.method`` says so."""
-    if not (isinstance(method, str) and method == "newton") or multistart or problem.n_rows is None:
-        return method
-    if problem.spec.k > NEWTON_MAX_K:
-        return method  # L-BFGS already (solve_options)
-    u = jax.ShapeDtypeStruct((problem.spec.k,), problem.spec.dtype)
-    to_params = lambda v: problem.to_params(v, fixed_values)  # noqa: E731
-    dominates = _planned(
-        "hessian_dominates",
-        problem,
-        data,
-        fixed_values,
-        lambda: hessian_dominates(problem.loglik, to_params, data, u, problem.n_rows),
-    )
-    return "bfgs" if dominates else method
-
-
-def _split_rows(problem: Problem, data, fixed_values, cov_spec: CovSpec):
-    """``(problem, data)`` for the compiled fit: on several CPU devices, the rows of a large per-observation
-    fit laid out over them (each device sums its part of every pass; no copy of the data), where the rows
-    are proved independent; otherwise the fit's own. See :mod:`mlejax._src.engine.devices`.
-
-    Only with the observed information (the other covariances read the data's rows again, and
-    ``expected_information`` is the user's function of the whole data); a ``chunk_size`` the user set is each
-    device's row block.
-    """
-    n_rows = problem.n_rows
-    if n_rows is None or n_rows < AUTO_MIN_ROWS or cov_spec.kind != "observed":
-        return problem, data
-    mask = row_leaf_mask(data, n_rows)
-    devices = split_devices(data, mask)
-    if devices is None:
-        return problem, data
-    u = jax.ShapeDtypeStruct((problem.spec.k,), problem.spec.dtype)
-    block = _planned(
-        ("split_block", len(devices), problem.chunk_size),
-        problem,
-        data,
-        fixed_values,
-        lambda: split_block(
-            problem.loglik,
-            lambda v: problem.to_params(v, fixed_values),
-            data,
-            u,
-            n_rows,
-            len(devices),
-            problem.chunk_size,
-        ),
-    )
-    if block is None:
-        return problem, data
-    placed, split = place_rows(data, mask, n_rows, devices, block)
-    return dataclasses.replace(problem, split=split), placed
-
-
-# -- decisions made on the program of ``loglik``, kept per problem and shapes --------------------------------
-
-_PLANS: OrderedDict = OrderedDict()
-
-
-def _abstract(tree):
-    """What a program traced on ``tree`` depends on: its structure and, per leaf, the type, shape, dtype and
-    placement of an array, or the value of anything else (a Python number, say)."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    out = []
-    for leaf in leaves:
-        if isinstance(leaf, jax.core.Tracer):
-            raise TypeError("traced")  # decided once per trace anyway: nothing to remember
-        if hasattr(leaf, "shape") and hasattr(leaf, "dtype"):
-            sharding = getattr(leaf, "sharding", None) if isinstance(leaf, jax.Array) else None
-            out.append((type(leaf), tuple(leaf.shape), str(leaf.dtype), getattr(leaf, "weak_type", False), sharding))
-        else:
-            out.append((type(leaf), leaf))
-    return treedef, tuple(out)
-
-
-def _planned(kind, problem: Problem, data, fixed_values, compute):
-    """``compute()``, a decision that traces ``loglik`` on shapes (the Hessian's cost, the proof that rows are
-    independent), remembered for the same ``problem`` and abstract data and fixed values: an eager fit repeated
-    on same-shaped data (bootstrap loops, benchmarks, a user's script) then skips 5-10 ms of tracing per call."""
-    try:
-        key = (kind, problem, _abstract(data), _abstract(fixed_values))
-        hash(key)
-    except TypeError:
-        return compute()
-    return _remembered(_PLANS, key, compute)
-
-
-def _remembered(cache: OrderedDict, key, compute, limit: int = 256):
-    """``cache[key]``, computed by ``compute()`` the first time; the least recently used of more than ``limit``
-    entries is dropped."""
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]
-    value = cache[key] = compute()
-    if len(cache) > limit:
-        cache.popitem(last=False)
-    return value
 
 
 def _reuse_with_jvp(values, fn, *args):
@@ -536,4 +428,4 @@ def canonical_function(fn):
         hash(key)
     except TypeError:  # an unhashable part after all
         return fn
-    return _remembered(_CANONICAL, key, lambda: fn, _CANONICAL_MAX)
+    return remembered(_CANONICAL, key, lambda: fn, _CANONICAL_MAX)

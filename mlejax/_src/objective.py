@@ -3,19 +3,19 @@
 The value, gradient and Hessian of ``f(u) = -sum loglik(to_params(u), data)`` come from autodiff, in
 one of two forms:
 
-* **Forward over rows, for few parameters.** When ``loglik`` returns one value per observation and there
-  are at most :data:`FORWARD_MAX_K` free parameters (:data:`ELEMENTWISE_FORWARD_MAX_K` when the rows are
-  computed elementwise, without a linear predictor), each row's first and second derivatives are pushed
-  forward (``k (k + 1) / 2`` nested ``jvp``, no cotangents) and all ``1 + k + k (k + 1) / 2`` sums are
-  taken by one variadic ``lax.reduce``. XLA fuses the whole pass into one loop over the data: no per-row
-  temporaries are stored, and a vmapped pass over many small datasets stays as cheap as a value pass
-  times a few (Weibull, 10,000 datasets x 200 draws: 13 ms against 94 ms reverse-over-reverse and 58 ms
-  forward-over-reverse; one dataset of a million rows, 3 parameters: 37 ms against 47 ms blocked).
-  It is exact whatever the rows depend on (it differentiates the vector of values, then sums). Rewrites
-  of the traced program make it cheaper without changing what it computes (:mod:`mlejax._src.engine.rewrite`):
-  each ``x ** y`` is evaluated as ``exp(y log|x|)`` with pow's special cases, so that its derivatives
-  reuse the value instead of calling ``pow`` again; the nested ``jvp`` is traced once with symbolic
-  directions and evaluated along each pair of unit vectors by
+* **Forward over rows, for few parameters.** When ``loglik`` returns one value per observation and there are
+  at most :data:`~mlejax._src.engine.plan.FORWARD_MAX_K` free parameters
+  (:data:`~mlejax._src.engine.plan.ELEMENTWISE_FORWARD_MAX_K` when the rows are computed elementwise, without
+  a linear predictor), each row's first and second derivatives are pushed forward (``k (k + 1) / 2`` nested
+  ``jvp``, no cotangents) and all ``1 + k + k (k + 1) / 2`` sums are taken by one variadic ``lax.reduce``. XLA
+  fuses the whole pass into one loop over the data: no per-row temporaries are stored, and a vmapped pass over
+  many small datasets stays as cheap as a value pass times a few (Weibull, 10,000 datasets x 200 draws: 13 ms
+  against 94 ms reverse-over-reverse and 58 ms forward-over-reverse; one dataset of a million rows, 3
+  parameters: 37 ms against 47 ms blocked). It is exact whatever the rows depend on (it differentiates the
+  vector of values, then sums). Rewrites of the traced program make it cheaper without changing what it
+  computes (:mod:`mlejax._src.engine.rewrite`): each ``x ** y`` is evaluated as ``exp(y log|x|)`` with pow's
+  special cases, so that its derivatives reuse the value instead of calling ``pow`` again; the nested ``jvp``
+  is traced once with symbolic directions and evaluated along each pair of unit vectors by
   :class:`~mlejax._src.engine.rewrite.ConstantFolding`, which drops the products with the unit vectors' zeros
   (XLA keeps them: ``x * 0.0`` is NaN at ``x = inf``) and evaluates repeated equations once. Measured on the
   2-core Intel Xeon against the fifteen nested ``jvp`` traced one by one, for a 5-parameter Gaussian mixture
@@ -23,9 +23,8 @@ one of two forms:
   and XLA compile 0.37 -> 0.12 s; the whole ``mj.fit``'s first call 2.8 -> 1.7 s, its warm time 30 -> 21 ms;
   warm fits on 1,000,000 rows: the mixture 221 -> 139 ms, a Weibull 112 -> 62 ms, a normal regression with
   three coefficients 86 -> 63 ms. The values agree to a few ulp (XLA sums the remaining terms in another
-  order).
-* **Reverse over reverse** otherwise (``jacrev`` of the gradient, value and gradient carried along, so
-  one pass gives all three), whose last contraction XLA CPU runs as a ``(k, rows) @ (rows, k)`` matrix
+  order). * **Reverse over reverse** otherwise (``jacrev`` of the gradient, value and gradient carried along,
+  so one pass gives all three), whose last contraction XLA CPU runs as a ``(k, rows) @ (rows, k)`` matrix
   product; the pushes forward would cost ``k^2`` passes.
 
 **Row blocks, automatically when they are provably exact.** For a per-observation ``loglik`` on many
@@ -63,39 +62,11 @@ import numpy as np
 from jax import lax
 
 from .engine import compat
-from .engine.devices import l2_cache_bytes
+from .engine.plan import AUTO_MIN_ROWS, block_rows, forward_pass, row_devices, separable
 from .engine.rewrite import ConstantFolding, fast_pow_form, identity_products
-from .engine.rows import NotSeparableError, prove_row_separable, row_blocks, row_leaf_mask, sub_jaxprs
+from .engine.rows import row_blocks, row_leaf_mask
 from .solvers import Objective
 from .solvers._base import value_grad_hess
-
-#: Rows per block are kept within these bounds; between them a block's row data and per-row derivative
-#: temporaries fill about one core's level-2 cache (:func:`mlejax._src.engine.devices.l2_cache_bytes`). The
-#: temporaries of the reverse-over-reverse pass are counted as ``4 k`` bytes per row-valued intermediate of
-#: ``loglik`` (its ``k`` cotangent copies, about half of them alive at once): on the 2-core AMD EPYC
-#: machine (512 KiB L2) a 20-parameter logistic regression ran best at 512-1,024-row blocks (1.2x faster
-#: than the 9,600 rows of a fixed 3 MiB budget) and a 5-parameter Gaussian mixture at 512-1,024 rows (2x
-#: faster than 50,000); on a 2 MiB-L2 Intel Xeon, 500-1,000 rows were best for 200 parameters
-#: (docs/performance.md).
-MIN_BLOCK, MAX_BLOCK = 512, 65536
-#: Below this many rows one pass over all rows is as fast and compiles a simpler program.
-AUTO_MIN_ROWS = 32768
-#: Up to this many free parameters, a per-observation log-likelihood's Hessian is pushed forward row by
-#: row (:func:`rows_value_grad_hess`). Measured on XLA CPU (float64, one (f, g, H) pass): 2-4 parameters,
-#: elementwise rows: 1.0-6x faster than reverse over reverse (most in vmapped batches of small datasets);
-#: a linear predictor ``X @ beta`` with 4 parameters: 0.85x, 6 parameters: 0.75x.
-FORWARD_MAX_K = 4
-#: Up to this many, the Hessian of an *elementwise* row program (:func:`_elementwise_rows`: every row-valued
-#: intermediate one value per row, no matrix product) is pushed forward too. Measured on the 2-core Intel Xeon
-#: (float64, one (f, g, H) pass of a Gaussian mixture written per row on 100,000 rows, compiled lean), forward
-#: against reverse: 5 parameters 1.9 against 12 ms (XLA compile 0.13 against 0.15 s), 8 parameters 3.7
-#: against 29 ms (0.28 against 0.26 s), 11 parameters 6.7 against 55 ms (0.66 against 0.39 s), 14 parameters
-#: 17 against 87 ms (1.2 against 0.56 s): up to 8 the forward pass compiles as fast and runs 6-8x faster
-#: (before its zero tangents were folded, 8 parameters compiled in 2.1 s against 0.4 s on the AMD EPYC, and
-#: the bound was 6); beyond, small data would pay the longer compilation. The same mixture written with a
-#: (rows, components) array and a ``logsumexp`` over components runs 1.7x slower forward, hence the
-#: elementwise condition.
-ELEMENTWISE_FORWARD_MAX_K = 8
 
 
 def rows_value_grad_hess(rows: Callable) -> Callable:
@@ -200,63 +171,9 @@ def rows_derivatives(rows: Callable) -> Objective:
 def _pushed_forward(rows, u) -> bool:
     """Whether the Hessian of ``rows`` at ``u`` is pushed forward; reverse when the program cannot be read."""
     try:
-        return jnp.ndim(u) == 1 and _forward_pass(math.prod(jnp.shape(u)), jax.make_jaxpr(rows)(u).jaxpr)
+        return jnp.ndim(u) == 1 and forward_pass(math.prod(jnp.shape(u)), jax.make_jaxpr(rows)(u).jaxpr)
     except Exception:  # noqa: BLE001 - reading the program failed: JAX's reverse pass, the same values
         return False
-
-
-#: Primitives that make the forward row pass the larger program: loops, and special functions that XLA
-#: lowers to loops (incomplete beta and gamma functions). Nested ``jvp``s copy such a loop (with its
-#: tangents) once per pair of directions, where reverse over reverse keeps one primal loop and its
-#: transposes. A censored Student-t (its cdf an incomplete beta function, a continued fraction in a
-#: ``while_loop``) with 3 parameters: 611 loops and 175,000 lines of lowered program forward (208 s of XLA
-#: compilation) against 111 loops and 33,000 lines in reverse.
-_LOOPS = frozenset(
-    {"while", "scan", "regularized_incomplete_beta", "igamma", "igammac", "igamma_grad_a", "random_gamma_grad"}
-)
-
-
-def _equations(jaxpr):
-    """Every equation of a jaxpr and of the jaxprs inside its equations' parameters."""
-    for eqn in jaxpr.eqns:
-        yield eqn
-        for value in eqn.params.values():
-            for inner, _ in sub_jaxprs(value):
-                yield from _equations(inner)
-
-
-def _has_loops(jaxpr) -> bool:
-    """Whether a jaxpr (or any jaxpr inside its equations' parameters) runs a loop."""
-    return any(eqn.primitive.name in _LOOPS for eqn in _equations(jaxpr))
-
-
-def _forward_pass(k: int, jaxpr) -> bool:
-    """Whether the Hessian of a row program with ``k`` parameters is pushed forward (else reverse over reverse)."""
-    if k <= 0 or _has_loops(jaxpr):
-        return False
-    return k <= FORWARD_MAX_K or (k <= ELEMENTWISE_FORWARD_MAX_K and _elementwise_rows(jaxpr))
-
-
-def _elementwise_rows(jaxpr) -> bool:
-    """Whether a row program (one value per row out) is elementwise over its rows: no intermediate holds
-    several values per row (a ``(rows, components)`` array, a row of a matrix) and no matrix product has one
-    output per row (a linear predictor ``X @ beta``, which every push forward would multiply again)."""
-    out = jaxpr.outvars[0].aval.shape if jaxpr.outvars else ()
-    if len(out) != 1:
-        return False
-    n = out[0]
-    for eqn in _equations(jaxpr):
-        for v in eqn.outvars:
-            shape = getattr(v.aval, "shape", ())
-            if n in shape and (len(shape) > 1 or eqn.primitive.name == "dot_general"):
-                return False
-    return True
-
-
-def _row_program(loglik, to_params, data, u):
-    """``(k, jaxpr)`` of ``loglik`` at points shaped like ``u`` (traced on shapes, nothing evaluated)."""
-    u_aval = jax.ShapeDtypeStruct(jnp.shape(u), jnp.result_type(u))
-    return int(np.prod(jnp.shape(u))), jax.make_jaxpr(lambda v: loglik(to_params(v), data))(u_aval).jaxpr
 
 
 def from_function(fun: Callable) -> Objective:
@@ -285,51 +202,6 @@ def _traced_once(objective: Objective) -> Objective:
         return call
 
     return Objective(*(once(fn) for fn in objective))
-
-
-def auto_block_rows(data, n_rows: int, k: int, row_values: int = 0) -> int:
-    """Rows per block for the automatic blocked pass: a level-2 cache of row data, the ``k`` derivative
-    entries each row carries and ``4 k`` bytes per row-valued intermediate (``row_values``, counted where
-    the reverse pass runs), within ``[MIN_BLOCK, MAX_BLOCK]``, then evened out so that the blocks cover the
-    rows with little overlap."""
-    row_bytes = 8 * k + 4 * k * row_values
-    for leaf, is_row in zip(jax.tree_util.tree_leaves(data), row_leaf_mask(data, n_rows)):
-        if is_row:
-            row_bytes += math.prod(jnp.shape(leaf)[1:]) * jnp.result_type(leaf).itemsize
-    target = min(MAX_BLOCK, max(MIN_BLOCK, l2_cache_bytes() // max(row_bytes, 1)))
-    n_blocks = max(1, round(n_rows / target))
-    return math.ceil(n_rows / n_blocks)
-
-
-def _row_values(loglik, to_params, data, u, n_rows: int) -> int:
-    """How many row-valued intermediates ``loglik`` computes (sub-programs included) when its Hessian takes
-    the reverse pass (more than :data:`FORWARD_MAX_K` parameters, or loops); 0 for the fused forward pass."""
-    k, jaxpr = _row_program(loglik, to_params, data, u)
-    try:
-        if _forward_pass(k, jaxpr):
-            return 0
-        return sum(1 for eqn in _equations(jaxpr) for v in eqn.outvars if jnp.shape(v.aval)[:1] == (n_rows,))
-    except Exception:  # noqa: BLE001 - the program could not be read: one pass, no blocks
-        return 0
-
-
-def _row_devices(data, n_rows: int):
-    """The devices to split the rows over: JAX's devices when a row leaf of ``data`` already lies on a mesh
-    of several devices (the user placed it there, e.g. ``jax.device_put(x, NamedSharding(mesh, P("rows")))``),
-    else ``None``. Read from the abstract value, so it works on tracers; data on one device never trigger it,
-    so a process with several devices runs fits of ordinary arrays exactly as before."""
-    size = 1
-    for leaf, is_row in zip(jax.tree_util.tree_leaves(data), row_leaf_mask(data, n_rows)):
-        if is_row:
-            try:
-                mesh = jax.typeof(leaf).sharding.mesh
-                size = max(size, math.prod(mesh.axis_sizes) if mesh.axis_sizes else 1)
-            except AttributeError:  # no sharding on the abstract value (older JAX, or not an array)
-                continue
-    if size <= 1:
-        return None
-    devices = jax.devices()
-    return devices if len(devices) == size else None
 
 
 def make_objective(
@@ -386,79 +258,14 @@ def make_objective(
     )
 
 
-def hessian_dominates(loglik, to_params, data, u, n_rows: int) -> bool:
-    """Whether an exact (f, g, H) pass costs several gradient passes, so that Newton's default should not pay
-    for one at every iteration (``fit`` then starts with BFGS and lets Newton finish: see ``fit``).
-
-    True for a per-observation ``loglik`` on at least :data:`AUTO_MIN_ROWS` rows whose Hessian takes the
-    reverse pass (more than :data:`FORWARD_MAX_K` parameters, or loops) and that has no linear predictor
-    (no matrix product with one output per row): its Hessian is ``k`` pushes of the whole row program back,
-    where a gradient is one (a five-parameter Gaussian mixture on 100,000 rows: 20 ms against 3.5 ms).
-    A linear predictor ``X @ beta`` makes the Hessian one ``X' W X`` product that costs a few gradient
-    passes, and Newton's five or six iterations beat BFGS's more (a logistic regression: 0.70 s against
-    0.78 s)."""
-    if n_rows < AUTO_MIN_ROWS:
-        return False
-    k, jaxpr = _row_program(loglik, to_params, data, u)
-    try:
-        if _forward_pass(k, jaxpr):
-            return False
-        return not any(
-            eqn.primitive.name == "dot_general" and any(jnp.shape(v.aval)[:1] == (n_rows,) for v in eqn.outvars)
-            for eqn in _equations(jaxpr)
-        )
-    except Exception:  # noqa: BLE001 - the program could not be read: Newton, the plain default
-        return False
-
-
-def _block_rows(loglik, to_params, data, u, n_rows: int, local_rows: int, chunk_size: int | None) -> int:
-    """Rows per block of each device's scan (``>= local_rows``: one pass)."""
-    if chunk_size is not None:
-        return min(int(chunk_size), local_rows)
-    if jax.default_backend() == "cpu":
-        row_values = _row_values(loglik, to_params, data, u, n_rows)
-        if row_values == 0:
-            # The fused forward pass keeps no per-row temporaries, so blocks gain nothing, and under ``lax.scan``
-            # XLA CPU runs its variadic reduction far slower (a five-parameter mixture, 100,000 rows in blocks
-            # of 20,000: 20 ms against 3 ms in one pass).
-            return local_rows
-        block = auto_block_rows(data, n_rows, int(np.prod(jnp.shape(u))), row_values)
-        return local_rows if 2 * block > local_rows else block
-    return local_rows  # accelerators: blocks would serialise the work
-
-
-def _separable(loglik, to_params, data, u, n_rows: int, block: int) -> str | None:
-    """``None`` when each row of ``loglik``'s output is proved to depend on its own data rows alone (at
-    points shaped like ``u``, traced at ``block`` rows too), else the reason it could not be proved."""
-    u_aval = jax.ShapeDtypeStruct(jnp.shape(u), jnp.result_type(u))
-    try:
-        prove_row_separable(lambda v, d: loglik(to_params(v), d), (u_aval, data), n_rows, block)
-    except NotSeparableError as exc:
-        return str(exc)
-    return None
-
-
-def split_block(loglik, to_params, data, u, n_rows: int, n_devices: int, chunk_size: int | None = None) -> int | None:
-    """The row block for a fit whose rows are split over ``n_devices`` devices, or ``None`` when the split
-    would not be exact (rows not proved independent) or not worth it (under :data:`AUTO_MIN_ROWS` rows).
-
-    Each device holds ``ceil(n_rows / n_devices)`` rows (:func:`mlejax._src.engine.devices.place_rows`).
-    """
-    if n_rows < AUTO_MIN_ROWS or n_devices < 2:
-        return None
-    local_rows = math.ceil(n_rows / n_devices)
-    block = _block_rows(loglik, to_params, data, u, n_rows, local_rows, chunk_size)
-    return block if _separable(loglik, to_params, data, u, n_rows, block) is None else None
-
-
 def _plan(loglik, to_params, data, u, chunk_size, n_rows, whole) -> Objective:
-    devices = _row_devices(data, n_rows)
+    devices = row_devices(data, n_rows)
     n_dev = len(devices) if devices is not None and n_rows % len(devices) == 0 else 1
     local_rows = n_rows // n_dev
-    block = _block_rows(loglik, to_params, data, u, n_rows, local_rows, chunk_size)
+    block = block_rows(loglik, to_params, data, u, n_rows, local_rows, chunk_size)
     if n_dev == 1 and block >= n_rows:
         return whole
-    reason = _separable(loglik, to_params, data, u, n_rows, block)
+    reason = separable(loglik, to_params, data, u, n_rows, block)
     if reason is not None:
         if chunk_size is not None:
             raise ValueError(

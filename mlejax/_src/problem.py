@@ -48,7 +48,6 @@ class Problem:
     layout: params.FixedLayout | None  # where fixed parameters sit; None without fixed parameters
     n_rows: int | None  # values returned by loglik (None: a scalar log-likelihood)
     chunk_size: int | None = None
-    split: object = None  # a devices.RowSplit when an eager fit laid the data's rows out over CPU devices
 
     @property
     def fixed_names(self) -> tuple[str, ...]:
@@ -66,16 +65,15 @@ class Problem:
         """``(u, data) -> loglik(params(u), data)`` (per-observation values where loglik gives them)."""
         return lambda u, d: self.loglik(self.to_params(u, fixed_values), d)
 
-    def objective(self, data, fixed_values, to_u: Callable | None = None):
+    def objective(self, data, fixed_values, to_u: Callable | None = None, split=None):
         """The solver's :class:`~mlejax._src.solvers.Objective`: ``-sum loglik`` as a function of ``x``,
-        with ``u = to_u(x)`` (the identity by default; profiles embed a reduced vector)."""
+        with ``u = to_u(x)`` (the identity by default; profiles embed a reduced vector). ``split``: the
+        engine's layout of ``data``'s rows over devices (:class:`~mlejax._src.engine.plan.Plan`), if any."""
         if to_u is None:
             to_params = lambda u: self.to_params(u, fixed_values)  # noqa: E731
         else:
             to_params = lambda x: self.to_params(to_u(x), fixed_values)  # noqa: E731
-        return make_objective(
-            self.loglik, to_params, data, chunk_size=self.chunk_size, n_rows=self.n_rows, split=self.split
-        )
+        return make_objective(self.loglik, to_params, data, chunk_size=self.chunk_size, n_rows=self.n_rows, split=split)
 
     def free_indices(self, full_params) -> np.ndarray:
         """Positions of the free entries in ``ravel_pytree(full_params)`` order."""

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..fit import _LEAN_COMPILER_OPTIONS, _compile_lean, fit
+from ..engine.plan import LEAN_COMPILER_OPTIONS, compile_lean
+from ..fit import fit
 from ..result import FitResult
 from ..status import Status
 
@@ -106,10 +107,10 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, st
 
 _MEMBERS_STATIC = ("loglik", "options", "maxiter", "in_axes", "block", "start")
 _fit_members_compiled = jax.jit(_fit_members, static_argnames=_MEMBERS_STATIC)
-# On CPU the chunks are compiled lean, as eager fits are (fit.LEAN_COMPILE): measured on the 2-core Intel Xeon,
+# On CPU the chunks are compiled lean, as eager fits are (engine.plan.LEAN_COMPILE): measured on the 2-core Intel Xeon,
 # 10,000 Weibull datasets x 200 draws, first call 5.2 -> 3.7 s, warm 0.148 -> 0.086 s (log-data form) and
 # 0.360 -> 0.195 s (the ``(t / lam) ** k`` form).
-_fit_members_lean = jax.jit(_fit_members, static_argnames=_MEMBERS_STATIC, compiler_options=_LEAN_COMPILER_OPTIONS)
+_fit_members_lean = jax.jit(_fit_members, static_argnames=_MEMBERS_STATIC, compiler_options=LEAN_COMPILER_OPTIONS)
 
 
 # -- chunk, block and bucket sizes ------------------------------------------------------------------
@@ -187,7 +188,7 @@ class _Runner:
         if isinstance(init, _Start):
             start, init = init.fn, None
         in_axes = (0 if init_b else None, 0 if fixed_b else None)
-        program = _fit_members_lean if _compile_lean() else _fit_members_compiled
+        program = _fit_members_lean if compile_lean() else _fit_members_compiled
         res = program(
             self.loglik,
             self.options,
