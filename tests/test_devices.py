@@ -18,7 +18,6 @@ import pytest
 from conftest import subprocess_xla_flags
 
 import mlejax as mj
-from mlejax._src import objective
 from mlejax._src.engine import devices, plan
 from mlejax._src.engine.plan import auto_block_rows
 
