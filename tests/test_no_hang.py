@@ -148,3 +148,47 @@ def test_multistart_after_an_ordinary_fit_of_36_parameters_finishes(devices):
     out = _run(_MULTISTART.format(devices=devices), devices)
     assert out["converged"] == [True, True], out
     assert abs(out["loglik"][0] - out["loglik"][1]) < 1e-8 and out["b_err"] < 1e-6, out
+
+
+# A log-likelihood that calls LAPACK itself (a bivariate normal through its Cholesky factor): vmapped, its
+# batched triangular solves are jaxlib's pooled kernels, which hung with one per device; fit_batch keeps such
+# members on one device. The MLE is the sample mean and the sample covariance (divisor n) of each member.
+_USER_LAPACK = """
+assert len(jax.devices()) == {devices}, jax.devices()
+rng = np.random.default_rng(4)
+z = rng.multivariate_normal([0.0, 1.0], [[1.0, 0.5], [0.5, 2.0]], size=(3000, 50))
+
+def mvn(p, d):
+    L = jnp.linalg.cholesky(jnp.array([[p["v1"], p["c"]], [p["c"], p["v2"]]]))
+    w = jax.scipy.linalg.solve_triangular(L, (d - p["m"]).T, lower=True)
+    return -0.5 * jnp.sum(w * w, 0) - jnp.sum(jnp.log(jnp.diag(L)))
+
+init = {{"m": jnp.zeros(2), "v1": 1.0, "v2": 1.0, "c": 0.0}}
+res = mj.fit_batch(mvn, init, z, constraints={{"v1": mj.positive, "v2": mj.positive}}, progress=False)
+zc = z - z.mean(1, keepdims=True)
+cov = np.einsum("mni,mnj->mij", zc, zc) / z.shape[1]
+got = np.stack([np.asarray(res.params["v1"]), np.asarray(res.params["v2"]), np.asarray(res.params["c"])], 1)
+print("RESULT" + json.dumps(dict(
+    converged=float(np.mean(np.asarray(res.converged))),
+    m_err=float(np.max(np.abs(np.asarray(res.params["m"]) - z.mean(1)))),
+    cov_err=float(np.max(np.abs(got - np.stack([cov[:, 0, 0], cov[:, 1, 1], cov[:, 0, 1]], 1)))),
+)))
+"""
+
+
+def test_fit_batch_of_a_loglik_calling_lapack_on_two_devices_finishes():
+    out = _run(_USER_LAPACK.format(devices=2), 2)
+    assert out["converged"] == 1.0 and out["m_err"] < 1e-8 and out["cov_err"] < 1e-8, out
+
+
+def test_lapack_in_a_loglik_is_detected():
+    import jax
+    import jax.numpy as jnp
+
+    from mlejax._src.engine.plan import calls_lapack
+
+    x = jnp.ones((5, 2))
+    assert calls_lapack(lambda p, d: jnp.linalg.cholesky(p * jnp.eye(2)) @ d.T, 2.0, x)
+    assert calls_lapack(lambda p, d: jax.jit(lambda a: jnp.linalg.solve(a, d.T))(p * jnp.eye(2)), 2.0, x)
+    assert not calls_lapack(lambda p, d: jnp.sum(d * p, 1), 2.0, x)
+    assert not calls_lapack(lambda p, d: p["missing"], 2.0, x)  # untraceable: the plain path

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..engine.plan import calls_lapack
 from ..fit import canonical_function, fit
 from ..result import FitResult
 from ._checks import (
@@ -173,6 +174,12 @@ def fit_batch(
         r_iters = maxiter
 
     devs = list(jax.local_devices()) if devices is None else list(devices)
+    if devices is None and len(devs) > 1 and devs[0].platform == "cpu":
+        member = _member_params_and_data(init, init_b, start, fixed_values, fixed_b, data)
+        if member is not None and calls_lapack(loglik, *member):
+            # jaxlib's batched LAPACK kernels wait on XLA's thread pool from inside it: one per device at
+            # once left no worker to run their parts (a hang). One device runs them (docs/batch.md).
+            devs = devs[:1]
     n_dev = len(devs)
     chunk = int(batch_size) if batch_size is not None else _default_batch_size(data, n, n_dev)
     chunk = _round_up(min(chunk, _round_up(n, n_dev)), n_dev)
@@ -212,6 +219,25 @@ def fit_batch(
         if bar is not None:
             bar.close()
     return jax.tree_util.tree_unflatten(out_def, [jnp.asarray(b) for b in out])
+
+
+def _member_params_and_data(init, init_b, start, fixed_values, fixed_b, data):
+    """``(params, data)`` of the first member (arrays or shapes), for tracing ``loglik`` once; ``None`` when
+    they cannot be formed (a nested ``fixed`` dict, a failing start: the caller then takes the plain path)."""
+    try:
+        data0 = jax.tree_util.tree_map(lambda x: x[0], data)
+        if start is not None:
+            params = jax.eval_shape(start.fn, data0)
+        else:
+            params = jax.tree_util.tree_map(lambda x: x[0], init) if init_b else init
+        if fixed_values:
+            fixed0 = jax.tree_util.tree_map(lambda x: x[0], fixed_values) if fixed_b else fixed_values
+            if not isinstance(params, Mapping):
+                return None
+            params = {**params, **fixed0}
+        return params, data0
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _fit_batch_traced(loglik, init, data, fixed, init_b, fixed_b, n, batch_size, fit_options):

@@ -222,6 +222,45 @@ def split_block(loglik, to_params, data, u, n_rows: int, n_devices: int, chunk_s
     return block if separable(loglik, to_params, data, u, n_rows, block) is None else None
 
 
+# -- LAPACK in the user's program -----------------------------------------------------------------------
+
+#: Primitives that jaxlib runs as LAPACK kernels on CPU. A batch of them (a vmapped log-likelihood that
+#: calls ``jnp.linalg``) is split over XLA's intra-op thread pool by the kernel, which then waits for its
+#: parts from inside that pool; with several CPU devices each running such a kernel at once, no worker is left
+#: to run the parts (docs/batch.md). mlejax's own linear algebra never hands LAPACK a batch (:mod:`.linalg`);
+#: a user's is detected here, and ``fit_batch`` then keeps the members on one device.
+LAPACK_PRIMITIVES = frozenset(
+    {
+        "cholesky",
+        "cholesky_update",
+        "eig",
+        "eigh",
+        "geqp3",
+        "geqrf",
+        "hessenberg",
+        "householder_product",
+        "lu",
+        "qr",
+        "schur",
+        "svd",
+        "triangular_solve",
+        "tridiagonal",
+        "tridiagonal_solve",
+    }
+)
+
+
+def calls_lapack(fun, *args) -> bool:
+    """Whether ``fun(*args)`` (traced on shapes) binds a primitive that jaxlib runs as LAPACK on CPU; ``False``
+    when the program cannot be traced or read (the plain path)."""
+    try:
+        shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), args)
+        jaxpr = jax.make_jaxpr(fun)(*shapes).jaxpr
+        return any(eqn.primitive.name in LAPACK_PRIMITIVES for eqn in equations(jaxpr))
+    except Exception:  # noqa: BLE001
+        return False
+
+
 # -- compile options -----------------------------------------------------------------------------------
 
 #: Eager fits on CPU are compiled *lean*: without XLA CPU's MLIR fusion emitters
