@@ -55,7 +55,7 @@ def _run(script: str, devices: int) -> dict:
 _REGRESSIONS = """
 assert len(jax.devices()) == {devices}, jax.devices()
 rng = np.random.default_rng(1)
-n_obs, out = 30, {{}}
+n_obs, out = 20, {{}}
 for members, p in {cases}:
     X = rng.normal(size=(members, n_obs, p - 2))
     y = 1.0 + X @ np.linspace(0.5, 1.5, p - 2) + rng.normal(size=(members, n_obs))
