@@ -34,8 +34,8 @@ _FIT = textwrap.dedent(
     def loglik(p, x):
         return jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])
     res = mj.fit(loglik, {"mu": 0.0, "sigma": 1.0}, x, constraints={"sigma": mj.positive})
-    from mlejax._src.engine.cache import ensure_persistent_cache
-    print(json.dumps(dict(events, mu=float(res.params["mu"]), dir=ensure_persistent_cache(),
+    from mlejax._src.engine.cache import configured_cache_dir
+    print(json.dumps(dict(events, mu=float(res.params["mu"]), dir=configured_cache_dir(),
                           jax_dir=jax.config.jax_compilation_cache_dir)))
     """
 )

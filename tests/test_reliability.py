@@ -265,10 +265,10 @@ def test_item12_fresh_lambda_reuses_the_compiled_fit_only_when_equivalent():
 
 
 def test_item12_no_compilation_cache_in_the_users_home():
-    from mlejax._src.engine.cache import default_cache_dir, ensure_persistent_cache
+    from mlejax._src.engine.cache import configured_cache_dir, default_cache_dir
 
     mj.fit(normal_ll, INIT, RNG.normal(size=10), constraints=CONS)
-    used = ensure_persistent_cache()
+    used = configured_cache_dir()
     home = os.path.join(os.path.expanduser("~"), ".cache", "mlejax")
     assert used is None or not os.path.abspath(used).startswith(home)
     assert used is None or os.path.abspath(used) != os.path.abspath(default_cache_dir())

@@ -21,7 +21,7 @@ import numpy as np
 
 from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
 from .engine import compat
-from .engine.cache import ensure_persistent_cache, store_any_compile
+from .engine.cache import store_any_compile
 from .engine.linalg import solve as linear_solve
 from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, remembered
 from .information import invert_information
@@ -178,7 +178,6 @@ def fit(
     method = plan.method
     options = solve_options(method, tol, maxiter, multistart, dtype=problem.spec.dtype, k=problem.spec.k)
 
-    ensure_persistent_cache()
     program = _fit_compiled_lean if plan.lean else _fit_compiled
     with store_any_compile():
         res = program(

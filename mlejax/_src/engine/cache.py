@@ -92,7 +92,7 @@ def use_compilation_cache(path: str | None = None) -> str | None:
         return candidate
 
 
-def ensure_persistent_cache() -> str | None:
+def configured_cache_dir() -> str | None:
     """The cache directory mlejax stores its fits in (set by :func:`use_compilation_cache`), or ``None``.
     Changes nothing."""
     return _configured[0][0] if _configured else None

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..engine.cache import ensure_persistent_cache, store_any_compile
+from ..engine.cache import store_any_compile
 from ..params import FixedLayout, make_spec, restrict_constraints
 from ..problem import Problem, n_rows_of
 from ..problem import is_traced as _is_traced
@@ -65,7 +65,6 @@ def bound_problem(res, what: str):
 
 def run_compiled(fn, *args):
     """Call a jitted inference function under mlejax's persistent-compilation-cache policy."""
-    ensure_persistent_cache()
     with store_any_compile():
         return fn(*args)
 
