@@ -15,7 +15,7 @@ from ._src.engine.cache import use_compilation_cache
 from ._src.engine.devices import use_cpu_devices
 from ._src.fit import fit
 from ._src.result import FitResult
-from ._src.status import ConvergenceWarning, Status
+from ._src.status import ConvergenceWarning, SingularFitWarning, Status
 
 # Everything else is imported on first use (PEP 562): a script that only fits does not pay for the
 # families, models, batch and plotting modules at ``import mlejax`` (a cold process is
@@ -103,6 +103,7 @@ __all__ = [
     "FitResult",
     "Status",
     "ConvergenceWarning",
+    "SingularFitWarning",
     "constraints",
     "plots",
     "families",

@@ -308,9 +308,9 @@ def fit_covariance(spec: CovSpec, information, problem, u, data, fixed_values, j
     """The covariance of a fit on the user's scale and its standard errors -- the one code path of
     ``fit`` and ``with_cov``.
 
-    Returns ``(cov, se, info)``: ``cov`` over the free parameters (``ravel_pytree`` order), ``se`` a
+    Returns ``(cov, se, info, cov_u)``: ``cov`` over the free parameters (``ravel_pytree`` order), ``se`` a
     pytree like the full parameters (NaN for fixed ones), ``info`` the information matrix to report
-    (unconstrained coordinates, symmetrised).
+    (unconstrained coordinates, symmetrised), ``cov_u`` the covariance on the unconstrained scale.
     """
     cov_u, info = unconstrained_cov(
         spec, information, problem, u, data, fixed_values, codes=codes, jac=jac, inverse=inverse
@@ -318,4 +318,4 @@ def fit_covariance(spec: CovSpec, information, problem, u, data, fixed_values, j
     cov = delta_cov(jac, cov_u)
     nan_fixed = jax.tree_util.tree_map(lambda x: jnp.full(jnp.shape(x), jnp.nan, u.dtype), fixed_values)
     se = problem.merge(problem.spec.unflatten_user(jnp.sqrt(jnp.diagonal(cov))), nan_fixed)
-    return cov, se, symmetrize(info)
+    return cov, se, symmetrize(info), cov_u

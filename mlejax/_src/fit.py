@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import laplace
 from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
 from .engine import compat
 from .engine.cache import store_any_compile
@@ -39,8 +40,8 @@ from .problem import (
 from .result import FitResult
 from .solvers import NEWTON_MAX_K, newton, run
 from .solvers.multistart import run_lanes
-from .status import ConvergenceWarning, Status, final_status, grew_without_bound
-from .summary import diverging_words
+from .status import ConvergenceWarning, SingularFitWarning, Status, final_status, grew_without_bound
+from .summary import diverging_words, singular_random, singular_words
 
 #: Newton iterations allowed to the polish that ends every non-Newton method (see ``_solve``).
 POLISH_MAXITER = 50
@@ -61,6 +62,7 @@ def fit(
     chunk_size: int | None = None,
     multistart: bool | Sequence[float] | None = None,
     labels: Mapping | None = None,
+    random: str | Sequence[str] | None = None,
 ) -> FitResult:
     """Maximum-likelihood estimate of ``params`` for ``loglik(params, data)``.
 
@@ -116,6 +118,14 @@ def fit(
       labels: names for the elements of vector (or matrix) parameters, e.g.
         ``{"beta": ["const", "age", "income"]}``: ``param_names`` and the summary then read
         ``beta[income]`` instead of ``beta[2]`` (and tests and profiles accept those names).
+      random: names of entries of a dict ``init`` that are random effects (``"u"``, ``["u", "v"]``, or a
+        nested entry ``"re.herd"``): ``loglik`` is then the *joint* log-density of the data and the random
+        effects (the user writes their distribution, e.g. ``norm.logpdf(p["u"], 0, p["sd"]).sum()``), the
+        random effects are integrated out by the Laplace approximation, and the other parameters are
+        estimated by maximising that marginal log-likelihood (exact for linear mixed models). The named
+        entries of ``init`` start the inner Newton; ``res.params`` holds their conditional modes at the
+        estimate and ``res.se`` their prediction standard errors (TMB's ``sdreport``). See the mixed-models
+        guide (``docs/mixed.md``).
 
     Returns:
       A :class:`FitResult` (a pytree: it crosses ``jit`` and ``vmap``).
@@ -151,17 +161,22 @@ def fit(
     data = convert_data(data)
     user_loglik, loglik = loglik, canonical_function(loglik)
     traced = is_traced(init, data, fixed)
+    held = fixed
+    if random is not None:
+        loglik, held = laplace.setup(loglik, init, random, constraints, fixed, traced)
     problem, free_init, fixed_values, n_obs = build_problem(
         loglik,
         init,
         data,
         constraints=constraints,
-        fixed=fixed,
+        fixed=held,
         chunk_size=chunk_size,
         nobs=nobs,
         labels=labels,
         traced=traced,
     )
+    if random is not None:
+        problem = laplace.structure(problem, free_init, fixed_values, data, traced)
     newton_default = (
         isinstance(method, str) and method == "newton" and not multistart and problem.spec.k <= NEWTON_MAX_K
     )
@@ -191,16 +206,22 @@ def fit(
     if status == Status.nonfinite:
         # The compiled fit evaluated the start anyway; only when something was not finite is the
         # log-likelihood evaluated eagerly, to name the observations (or the derivatives) at fault.
-        validate_start(loglik, problem.merge(free_init, fixed_values), data)
-        validate_derivatives(problem, free_init, fixed_values, data)
+        if random is None:
+            validate_start(loglik, problem.merge(free_init, fixed_values), data)
+            validate_derivatives(problem, free_init, fixed_values, data)
+        else:  # the joint density at the start; the Laplace step's own failure is reported by the status
+            validate_start(loglik.loglik, problem.merge(free_init, fixed_values), data)
+    singular = singular_random(res) if random is not None else []
     if status != Status.success:
-        extra = diverging_words(res)
+        extra = diverging_words(res) or (singular_words(res, singular) if singular else "")
         warnings.warn(
             ConvergenceWarning(
                 f"mlejax.fit did not converge: status {status.name}: {status.message}" + (f"; {extra}" if extra else "")
             ),
             stacklevel=2,
         )
+    elif singular:
+        warnings.warn(SingularFitWarning(singular_words(res, singular)), stacklevel=2)
     kwargs = dict(
         loglik=user_loglik,
         init=init,
@@ -215,7 +236,10 @@ def fit(
         chunk_size=chunk_size,
         multistart=multistart,
         labels=labels,
+        random=random,
     )
+    if random is not None:  # follow-ups (profiles, tests) start their inner Newton at the modes
+        fixed_values = laplace.at_modes(problem.loglik, fixed_values, res.params)
     res._set_eager_state(BoundProblem(problem, data, fixed_values, kwargs))
     return res
 
@@ -303,9 +327,13 @@ def _fit_program(
     # the point: its judgment is reused instead of a third eigen-decomposition in the program.
     inverse = invert_information(hess, pd=jax.lax.stop_gradient(h_pd) > 0.5)
     jac = jax.jacfwd(spec.flat_user)(u)
-    cov, se, info = fit_covariance(
+    cov, se, info, cov_u = fit_covariance(
         cov_spec, hess, problem, u, data, fixed_values, jac, codes=cov_groups, inverse=inverse
     )
+    params = problem.to_params(u, fixed_values)
+    random_ok = None
+    if isinstance(problem.loglik, laplace.Laplace):
+        params, se, random_ok = laplace.predictions(problem, u, data, fixed_values, cov_u, params, se)
     status = final_status(
         solver_status,
         information_pd=inverse.pd,
@@ -316,7 +344,7 @@ def _fit_program(
     loglik = -f
     k = spec.k
     return FitResult(
-        params=problem.to_params(u, fixed_values),
+        params=params,
         se=se,
         cov=cov,
         loglik=loglik,
@@ -336,6 +364,8 @@ def _fit_program(
         method=options.method_name,
         cov_type=cov_spec.kind,
         cov_options=cov_spec.options,
+        random_ok=random_ok,
+        random_names=problem.loglik.names if random_ok is not None else (),
     )
 
 

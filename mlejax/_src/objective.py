@@ -233,6 +233,9 @@ def make_objective(
     """
 
     if n_rows is None:
+        own = getattr(loglik, "objective", None)  # a log-likelihood that knows its derivatives (laplace)
+        if own is not None:
+            return _traced_once(own(to_params, data))
         return from_function(lambda u: -jnp.sum(loglik(to_params(u), data)))
     if split is not None:  # rows laid out over devices by the eager fit, proved independent there
         return _blocked(loglik, to_params, data, n_rows, split.block, None, split)

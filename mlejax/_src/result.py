@@ -29,6 +29,7 @@ _DATA_FIELDS = (
     "information",
     "jacobian",
     "unconstrained",
+    "random_ok",
 )
 _META_FIELDS = (
     "param_names",
@@ -38,9 +39,10 @@ _META_FIELDS = (
     "cov_type",
     "cov_options",
     "param_order",
+    "random_names",
 )
-# Meta fields that may be left out when a FitResult is built (their defaults).
-_META_DEFAULTS: dict[str, Any] = {"cov_options": (), "param_order": None}
+# Fields that may be left out when a FitResult is built (their defaults).
+_META_DEFAULTS: dict[str, Any] = {"cov_options": (), "param_order": None, "random_ok": None, "random_names": ()}
 
 
 def _normal_quantile(level):

@@ -81,6 +81,11 @@ class ConvergenceWarning(UserWarning):
     """
 
 
+class SingularFitWarning(UserWarning):
+    """Warned by an eager ``mj.fit(..., random=...)`` whose random effects collapsed to zero (a variance
+    estimated at zero; lme4's "boundary (singular) fit"), even when the fit converged."""
+
+
 def grew_without_bound(loglik_start, loglik_end):
     """Whether the log-likelihood rose from ``loglik_start`` by more than :data:`UNBOUNDED_GROWTH` times
     ``max(|loglik_start|, 1)`` (the fact behind ``unbounded``; a finite maximum a fit fails to reach

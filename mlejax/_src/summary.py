@@ -52,6 +52,7 @@ class Summary:
     rows: list[tuple[str, list]]
     warnings: list[str]
     level: float = 0.95
+    notes: list[str] = dataclasses.field(default_factory=list)  # lines below the table (random effects)
 
     def _cells(self) -> list[tuple[str, list[str]]]:
         return [
@@ -82,6 +83,8 @@ class Summary:
         for name, row in cells:
             out.append(name.ljust(name_w) + "".join(text.rjust(w) for text, w in zip(row, widths)))
         out.append("=" * line_w)
+        if self.notes:
+            out += self.notes + ["=" * line_w]
         for wmsg in self.warnings:
             out.append("Warning: " + wmsg)
         return "\n".join(out)
@@ -119,6 +122,8 @@ class Summary:
             )
             h.append(f"<tr>{th}{esc(name)}</th>{cells}</tr>")
         h.append("</tbody></table>")
+        if self.notes:
+            h.append("<pre>" + esc("\n".join(self.notes)) + "</pre>")
         for wmsg in self.warnings:
             h.append(f"<p style='color:#a33'><b>Warning:</b> {esc(wmsg)}</p>")
         return "\n".join(h)
@@ -193,6 +198,8 @@ def diverging_words(res: FitResult) -> str:
         Status.unbounded,
     ):
         return ""
+    if singular_random(res):
+        return ""  # said by singular_words: a variance at zero, not a supremum at infinity
     u = np.asarray(res.unconstrained, dtype=float)
     info = np.asarray(res.information, dtype=float)
     if info.shape != (u.size, u.size) or res.cov_type in ("opg",):
@@ -213,12 +220,68 @@ def diverging_words(res: FitResult) -> str:
     )
 
 
+#: A random effect whose conditional modes are all below this, relative to the largest estimate (at least 1),
+#: has collapsed to zero: its variance is estimated at (or next to) zero. Modes shrink like the variance
+#: itself (``sd^2`` times the group's score), so this flags an SD below about 1e-3 of the estimates' scale,
+#: near lme4's singularity threshold (a relative SD under 1e-4).
+SINGULAR_TOL = 1e-6
+
+
+def _random_leaves(res: FitResult):
+    """``[(name, modes, prediction SEs)]`` of a Laplace fit's random effects (empty otherwise)."""
+    names = getattr(res, "random_names", ())
+    out = []
+    for name in names:
+        modes, se = res.params, res.se
+        for key in name.split("."):
+            modes, se = modes[key], se[key]
+        flat_m = np.concatenate([np.ravel(np.asarray(x, float)) for x in jax.tree_util.tree_leaves(modes)])
+        flat_s = np.concatenate([np.ravel(np.asarray(x, float)) for x in jax.tree_util.tree_leaves(se)])
+        out.append((name, flat_m, flat_s))
+    return out
+
+
+def singular_random(res: FitResult) -> list[str]:
+    """Names of random effects whose modes collapsed to zero (a variance estimated at zero: lme4's
+    "singular fit"); empty when none or when this is not a Laplace fit."""
+    if np.ndim(res.status) or not getattr(res, "random_names", ()):
+        return []
+    scale = max(1.0, float(np.max(np.abs(np.asarray(res.estimates, float)), initial=0.0)))
+    return [name for name, modes, _ in _random_leaves(res) if np.max(np.abs(modes)) <= SINGULAR_TOL * scale]
+
+
+def random_effects_notes(res: FitResult) -> list[str]:
+    """The random-effects block of a Laplace fit's summary: name, size, spread of the modes, prediction SEs."""
+    leaves = _random_leaves(res)
+    if not leaves or np.ndim(res.status):
+        return []
+    out = ["Random effects (integrated out by the Laplace approximation; conditional modes at the estimate):"]
+    width = max(len(name) for name, _, _ in leaves)
+    for name, modes, se in leaves:
+        out.append(
+            f"  {name.ljust(width)}  {modes.size} entries   SD of the modes {np.std(modes):.4g}   "
+            f"prediction SE {np.nanmin(se) if np.isfinite(se).any() else float('nan'):.3g} to "
+            f"{np.nanmax(se) if np.isfinite(se).any() else float('nan'):.3g}"
+        )
+    return out
+
+
 def fit_warnings(res: FitResult) -> list[str]:
     """The problems of a single fit in words (empty when all is well)."""
     out = []
     status = Status(int(res.status))
     if status != Status.success:
         out.append(f"{status.name}: {status.message}.")
+    ok = getattr(res, "random_ok", None)
+    if ok is not None and not np.ndim(ok) and float(ok) < 0.5:
+        out.append(
+            "the Laplace approximation failed at the estimate: the inner Newton on the random effects "
+            f"({', '.join(res.random_names)}) did not converge, or their Hessian (the negative second derivative "
+            "of the joint log-density) is not positive definite at the mode."
+        )
+    singular = singular_random(res)
+    if singular:
+        out.append(singular_words(res, singular))
     diverging = diverging_words(res)
     if diverging:
         out.append(diverging + ".")
@@ -249,6 +312,17 @@ def fit_warnings(res: FitResult) -> list[str]:
     return out
 
 
+def singular_words(res: FitResult, names) -> str:
+    """The words of a singular fit: which random effects collapsed and which parameters went to the edge."""
+    return (
+        f"singular fit: the random effects {', '.join(repr(n) for n in names)} have collapsed to zero (their "
+        "conditional modes are all below "
+        f"{SINGULAR_TOL:g} of the estimates' scale): the variance of their distribution is estimated at or next to "
+        "zero, where its standard error and the Hessian's positive definiteness have no meaning. The model "
+        "without these random effects fits as well; lme4 reports this as 'boundary (singular) fit'."
+    )
+
+
 def summarize(res: FitResult, level: float, title: str, profiled: dict, aicc: float) -> Summary:
     """The summary table of a single fit; ``profiled`` maps names to computed profile intervals."""
     est = np.asarray(res.estimates, dtype=float)
@@ -260,8 +334,9 @@ def summarize(res: FitResult, level: float, title: str, profiled: dict, aicc: fl
         name = res.param_names[i]
         z = est[i] / se[i] if se[i] > 0 else float("nan")
         rows.append((name, [est[i], se[i], z, normal_two_sided_p(z), ci[i, 0], ci[i, 1]]))
+    held = tuple(n for n in res.fixed_names if n not in getattr(res, "random_names", ()))
     for path, x in jax.tree_util.tree_leaves_with_path(res.params):
-        if is_fixed_path(path, res.fixed_names):
+        if is_fixed_path(path, held):
             for n, v in zip(element_names(path_name(path), np.shape(x)), np.ravel(np.asarray(x))):
                 rows.append((n + " (fixed)", [float(v), None, None, None, None, None]))
     lo = f"[{(1 - level) / 2:.3g}"
@@ -285,4 +360,4 @@ def summarize(res: FitResult, level: float, title: str, profiled: dict, aicc: fl
         ("converged", "yes" if status == Status.success else "NO"),
         ("max |gradient|", f"{float(res.grad_norm):.3g}"),
     ]
-    return Summary(title, header, columns, rows, fit_warnings(res), level)
+    return Summary(title, header, columns, rows, fit_warnings(res), level, random_effects_notes(res))

@@ -57,5 +57,5 @@ def _with_cov(problem, res, cov, data, fixed_values):
 def _with_cov_compiled(problem, spec, res, data, fixed_values, codes):
     u = res.unconstrained
     _, _, hess = problem.objective(data, fixed_values).value_grad_hess(u)
-    cov, se, info = fit_covariance(spec, hess, problem, u, data, fixed_values, res.jacobian, codes=codes)
+    cov, se, info, _ = fit_covariance(spec, hess, problem, u, data, fixed_values, res.jacobian, codes=codes)
     return res.replace(cov=cov, se=se, information=info, cov_type=spec.kind, cov_options=spec.options)
