@@ -309,7 +309,10 @@ class FitResult:
         names = [self.param_names[i] for i in order]
         w = max([len(n) for n in names] + [4])
         est = np.asarray(self.estimates, dtype=float)
-        fixed = f", fixed={list(self.fixed_names)}" if self.fixed_names else ""
+        held = [n for n in self.fixed_names if n not in self.random_names]
+        fixed = f", fixed={held}" if held else ""
+        if self.random_names:
+            fixed += f", random={list(self.random_names)}"
         if not self.batch_shape:
             se = np.asarray(self.bse, dtype=float)
             head = (
