@@ -176,7 +176,7 @@ def test_profile_and_lr_test_on_a_laplace_fit(lmm):
     drop = scipy.stats.chi2.ppf(0.95, 1) / 2
     for end in (lo, hi):
         opt = scipy.optimize.minimize(
-            lambda t: -exact_lmm_loglik([t[0], t[1], np.exp(t[2]), end], d),
+            lambda t, end=end: -exact_lmm_loglik([t[0], t[1], np.exp(t[2]), end], d),
             np.array([1.0, 0.5, 0.2]),
             method="BFGS",
             options={"gtol": 1e-9},
@@ -297,7 +297,7 @@ def reference_logit(theta, d, nodes=None):
         m = d["g"] == gi
         y, eta0 = d["y"][m], b0 + b1 * d["x"][m]
 
-        def h(u):
+        def h(u, y=y, eta0=eta0):
             e = eta0 + u
             return np.sum(y * e - np.logaddexp(0.0, e)) - 0.5 * u * u / sd**2 - np.log(sd * np.sqrt(2 * np.pi))
 
