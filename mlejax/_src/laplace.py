@@ -226,14 +226,18 @@ class Laplace:
         def hvp(t):
             return jax.jvp(neg_grad, (v,), (t,))[1]
 
-        probes = np.zeros((lay.size, v.shape[0]), v.dtype)
-        for j in range(lay.size):
-            probes[j, idx[:, j]] = 1.0
+        if lay.dense:
+            probes = jnp.eye(lay.size, dtype=v.dtype)
+        else:
+            probes = np.zeros((lay.size, v.shape[0]), v.dtype)
+            for j in range(lay.size):
+                probes[j, idx[:, j]] = 1.0
+            probes = jnp.asarray(probes)
         batch = max(1, min(lay.size, _HVP_BUDGET // max(_data_rows(data), 1)))
         if batch >= lay.size:
-            cols = jax.vmap(hvp)(jnp.asarray(probes))
+            cols = jax.vmap(hvp)(probes)
         else:
-            cols = lax.map(hvp, jnp.asarray(probes), batch_size=batch)
+            cols = lax.map(hvp, probes, batch_size=batch)
         # cols[j, idx[g, i]] = H[idx[g, i], idx[g, j]]: entry (i, j) of block g
         return symmetrize(jnp.transpose(cols[:, idx], (1, 2, 0)))
 
