@@ -359,23 +359,27 @@ def _newton_mode(lm: Laplace, p, data):
         fallback = -g / (jnp.abs(lm.diagonal(blocks, v.shape[0])) + 1.0)
         step = jnp.where(descent, step, fallback)
         slope = g @ step
+        # A step within tol is taken as it is (the line search would only measure rounding there); others
+        # must decrease -joint by Armijo's rule, up to the rounding of its value.
+        small = descent & (jnp.max(jnp.abs(step) / jnp.maximum(jnp.abs(v), 1.0), initial=0.0) <= lm.tol)
+        noise = 10.0 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(fv), 1.0)
+
+        def acceptable(alpha, f_new):
+            return f_new <= fv + 1e-4 * alpha * slope + noise  # False for NaN
 
         def ls_cond(s):
-            alpha, f_new = s
-            better = f_new <= fv + 1e-4 * alpha * slope
-            return ~better & (alpha > 1e-12)
+            return ~small & ~acceptable(*s) & (s[0] > 1e-12)
 
         def ls_body(s):
             alpha = 0.5 * s[0]
             return alpha, f(v + alpha * step)
 
         alpha, f_new = lax.while_loop(ls_cond, ls_body, (jnp.ones((), dtype), f(v + step)))
-        moved = f_new <= fv + 1e-4 * alpha * slope
+        moved = small | acceptable(alpha, f_new)
         v_new = jnp.where(moved, v + alpha * step, v)
-        small = jnp.max(jnp.abs(step) / jnp.maximum(jnp.abs(v), 1.0), initial=0.0) <= lm.tol
-        converged = descent & small  # the Newton step is within tol (and taken, unless it cannot be resolved)
-        # A Newton step that cannot improve a point whose gradient is already at rounding level is done too.
+        # Converged: the Newton step is within tol; or no step improves a point whose gradient is at rounding level.
         flat = ~moved & (jnp.max(jnp.abs(g), initial=0.0) <= 1e3 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(fv), 1))
+        converged = small
         stuck = ~moved & ~flat
         return v_new, jnp.where(moved, f_new, fv), it + 1, converged | flat, stuck
 
@@ -470,10 +474,21 @@ def _merge(a, b) -> dict:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Random:
+    """``random=`` resolved: the paths of the random effects and their Hessian's block layout (``None``:
+    dense), found once for a whole batch by :func:`batch_random` (``fit`` under ``vmap`` has no concrete
+    data to read it from)."""
+
+    paths: tuple[tuple[str, ...], ...]
+    blocks: Blocks | None
+
+
 def setup(loglik, init, random, constraints, fixed, traced: bool):
     """``(marginal, held)``: the :class:`Laplace` marginal of ``loglik`` (dense until :func:`structure`) and
     ``fit``'s ``fixed`` with the random entries added (their ``init`` values start the inner Newton)."""
-    paths = parse_random(random)
+    given = random if isinstance(random, Random) else None
+    paths = given.paths if given is not None else parse_random(random)
     check_random(paths, init, constraints, fixed)
     start = random_start(paths, init)
     if not traced:
@@ -482,7 +497,8 @@ def setup(loglik, init, random, constraints, fixed, traced: bool):
                 if not np.all(np.isfinite(np.asarray(leaf))):
                     raise ValueError(f"initial value of random effect '{'.'.join(path)}' is not finite")
     size = float_dtype(jax.tree_util.tree_leaves(init)).itemsize
-    return Laplace(loglik, paths, None, INNER_TOL.get(size, INNER_TOL[8])), _merge(fixed, start)
+    blocks = given.blocks if given is not None else None
+    return Laplace(loglik, paths, blocks, INNER_TOL.get(size, INNER_TOL[8])), _merge(fixed, start)
 
 
 def structure(problem, free_init, fixed_values, data, traced: bool):
@@ -491,8 +507,8 @@ def structure(problem, free_init, fixed_values, data, traced: bool):
     lm = problem.loglik
     p0 = problem.to_params(problem.spec.to_unconstrained(free_init), fixed_values)
     q = sum(math.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(lm.take(p0)))
-    blocks = None
-    if not traced:
+    blocks = lm.blocks  # given for a batch (batch_random)
+    if blocks is None and not traced:
         u0 = np.asarray(problem.spec.to_unconstrained(free_init))
         z = np.random.default_rng(1).standard_normal(u0.shape)
         trial = problem.to_params(jnp.asarray(u0 + 0.05 * (np.abs(u0) + 0.1) * z, u0.dtype), fixed_values)
@@ -527,3 +543,46 @@ def at_modes(lm: Laplace, fixed_values, params):
     for path in lm.paths:
         fixed_values = _set(fixed_values, path, _get(params, path))
     return fixed_values
+
+
+def batch_random(loglik, random, params, data, constraints) -> Random:
+    """``random=`` of ``fit_batch`` resolved once for all members: the per-group :class:`Blocks` when the
+    first member's shapes allow them and every member's Hessian has no entry outside them (checked as in
+    :func:`detect_blocks`, all members in one vmapped pass), else dense. ``params``/``data``: every leaf
+    with the batch along its leading axis."""
+    paths = parse_random(random)
+    lm = Laplace(loglik, paths)
+    first = jax.tree_util.tree_map(lambda x: np.asarray(x)[0], params)
+    shapes = [np.shape(leaf) for leaf in jax.tree_util.tree_leaves(lm.take(first))]
+    lay = candidate_blocks(shapes)
+    if lay is None or lay.size >= sum(math.prod(s) for s in shapes):
+        return Random(paths, None)
+    rng = np.random.default_rng(0)
+
+    def moved(path, x):  # unconstrained estimated parameters moved to a random nearby point
+        x = np.asarray(x)
+        name = ".".join(str(getattr(k, "key", k)) for k in path)
+        if not np.issubdtype(x.dtype, np.floating) or name.split(".")[0] in (constraints or {}):
+            return x
+        return x + 0.05 * (np.abs(x) + 0.1) * rng.standard_normal(x.shape)
+
+    trial = jax.tree_util.tree_map_with_path(moved, params)
+    flat = np.asarray(jax.vmap(lm.flat)(trial))
+    v = flat + 0.1 * np.maximum(np.abs(flat), 0.1) * rng.standard_normal(flat.shape)
+    directions = rng.standard_normal((flat.shape[0], 2, flat.shape[1])).astype(flat.dtype)
+    n, chunk = flat.shape[0], min(flat.shape[0], 4096)
+    ok = True
+    for start in range(0, n, chunk):  # members in chunks of one compiled shape (the last one padded)
+        sel = np.minimum(np.arange(start, start + chunk), n - 1)
+        take = lambda tree, sel=sel: jax.tree_util.tree_map(lambda x: np.asarray(x)[sel], tree)  # noqa: E731
+        full, by_blocks = (
+            np.asarray(a)
+            for a in _probe_batch(dataclasses.replace(lm, blocks=lay), take(trial), take(data), v[sel], directions[sel])
+        )
+        scale = np.max(np.abs(full), axis=-1, keepdims=True) + np.finfo(flat.dtype).tiny
+        eps = np.finfo(flat.dtype).eps
+        ok = ok and bool(np.all(np.isfinite(full)) and np.all(np.abs(full - by_blocks) <= 1e4 * eps * scale))
+    return Random(paths, lay if ok else None)
+
+
+_probe_batch = jax.jit(jax.vmap(_probe, in_axes=(None, 0, 0, 0, 0)), static_argnums=(0,))

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..engine.plan import calls_lapack
 from ..fit import canonical_function, fit
+from ..laplace import batch_random
 from ..result import FitResult
 from ._checks import (
     _batch_size_of,
@@ -160,6 +161,16 @@ def fit_batch(
         if bad.size:
             problems[f"data outside the {family.name} support"] = bad
     _report_problems(problems, n, errors)
+    if fit_options.get("random") is not None and start is None:
+        # The random effects' block layout, read once from every member's concrete data (fit under vmap
+        # cannot read it, and a dense layout costs q^2 per member).
+        fit_options["random"] = batch_random(
+            loglik,
+            fit_options["random"],
+            _member_params(init, init_b, fixed_values, fixed_b, n),
+            data,
+            fit_options.get("constraints"),
+        )
     if start is not None:
         init = start
 
@@ -219,6 +230,18 @@ def fit_batch(
         if bar is not None:
             bar.close()
     return jax.tree_util.tree_unflatten(out_def, [jnp.asarray(b) for b in out])
+
+
+def _member_params(init, init_b, fixed_values, fixed_b, n):
+    """Every member's full parameters (init with the fixed values), each leaf with the batch axis."""
+
+    def full(tree, batched):
+        return tree if batched else jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (n,) + np.shape(x)), tree)
+
+    params = full(init, init_b)
+    if fixed_values:
+        params = {**params, **full(fixed_values, fixed_b)}
+    return params
 
 
 def _member_params_and_data(init, init_b, start, fixed_values, fixed_b, data):
