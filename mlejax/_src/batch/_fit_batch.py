@@ -144,10 +144,10 @@ def fit_batch(
             init, init_b = jax.vmap(start.fn)(data), True
         return _fit_batch_traced(loglik, init, data, fixed_values, init_b, fixed_b, n, batch_size, fit_options)
 
+    dtype = _float_dtype(init, fixed_values, data)  # before _to_host: Python numbers follow the others
     data = _to_host(data)
     init = _to_host(init)
     fixed_values = _to_host(fixed_values) if fixed_values else None
-    dtype = _float_dtype(init)
     init = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), init)
 
     # Shared inputs are checked once (a bad shared start fails every member); batched ones per member.

@@ -1,0 +1,197 @@
+"""Traps a new user falls into (issue 31): stale globals, mixed float dtypes, colliding parameter names,
+score-based covariances on dependent rows, ``nobs=`` with per-group values.
+
+References: closed forms (a normal sample's mean and standard deviation, a Student-t location by its own
+estimating equation), and direct computations of BIC and of sandwich covariances in NumPy.
+"""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.scipy import stats
+
+import mlejax as mj
+
+RNG = np.random.default_rng(31)
+X = RNG.normal(3.0, 2.0, 80)
+CONS = {"sigma": mj.positive}
+
+
+def normal_ll(p, x):
+    return stats.norm.logpdf(x, p["mu"], p["sigma"])
+
+
+# -- item 2: one dtype rule for init, fixed and data --------------------------------------------------
+
+F32, F64 = np.float32, np.float64
+
+
+def _typed(kind, value):
+    return {"py": float(value), "f32": F32(value), "f64": F64(value)}[kind]
+
+
+def _expected_dtype(init_kind, fixed_kind, data_kind):
+    typed = [k for k in (init_kind, fixed_kind, data_kind) if k in ("f32", "f64")]
+    if not typed:
+        return np.dtype(F64)  # JAX's default float (x64 on)
+    return np.dtype(F64) if "f64" in typed else np.dtype(F32)
+
+
+@pytest.mark.parametrize("data_kind", ["f32", "f64"])
+@pytest.mark.parametrize("fixed_kind", [None, "py", "f32", "f64"])
+@pytest.mark.parametrize("init_kind", ["py", "f32", "f64"])
+def test_mixed_float_dtypes_follow_the_widest_float(init_kind, fixed_kind, data_kind):
+    # The rule (docs/api.md): the parameters take the widest float dtype among init, fixed and the data's
+    # float leaves; Python numbers are weakly typed and follow the others.
+    x = X.astype(F32 if data_kind == "f32" else F64)
+    init = {"mu": _typed(init_kind, 0.0), "sigma": _typed(init_kind, 1.0)}
+    fixed = None if fixed_kind is None else {"sigma": _typed(fixed_kind, 2.0)}
+    want = _expected_dtype(init_kind, fixed_kind, data_kind)
+    with jax.numpy_dtype_promotion("standard"):  # as users run JAX (the tests' own default is strict)
+        res = mj.fit(normal_ll, init, x, constraints=CONS, fixed=fixed)
+    assert bool(res.converged), mj.Status(int(res.status))
+    assert res.params["mu"].dtype == want
+    rtol = 1e-10 if want == F64 else 1e-5
+    x64 = x.astype(F64)
+    np.testing.assert_allclose(res.params["mu"], x64.mean(), rtol=rtol)  # the closed form, whatever sigma
+    if fixed is None:
+        np.testing.assert_allclose(res.params["sigma"], x64.std(), rtol=rtol)
+    else:
+        np.testing.assert_allclose(res.se["mu"], 2.0 / np.sqrt(x.size), rtol=rtol)
+
+
+def test_float32_init_from_a_pandas_column_with_float64_data():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"x": X.astype(F32), "y": X})
+    init = {"mu": frame["x"].mean(), "sigma": frame["x"].std()}  # np.float32 scalars
+    assert isinstance(init["mu"], np.float32)
+    res = mj.fit(lambda p, d: normal_ll(p, d["y"]), init, frame, constraints=CONS)
+    assert bool(res.converged) and res.params["mu"].dtype == F64
+    np.testing.assert_allclose(res.params["mu"], X.mean(), rtol=1e-10)
+
+
+def test_loglik_that_widens_float32_inputs_fits_in_its_output_dtype():
+    W = np.float64(1.0)  # a float64 constant inside loglik: the output is float64 though every input is float32
+
+    def ll(p, x):
+        return W * normal_ll(p, x)
+
+    with jax.numpy_dtype_promotion("standard"):
+        res = mj.fit(ll, {"mu": F32(0.0), "sigma": F32(1.0)}, X.astype(F32), constraints=CONS)
+    assert bool(res.converged) and res.params["mu"].dtype == F64
+    np.testing.assert_allclose(res.params["mu"], X.astype(F32).astype(F64).mean(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("init_kind, data_kind", [("py", "f32"), ("f32", "f64"), ("f64", "f32")])
+def test_fit_batch_follows_the_same_dtype_rule(init_kind, data_kind):
+    data = X.reshape(4, 20).astype(F32 if data_kind == "f32" else F64)
+    init = {"mu": _typed(init_kind, 0.0), "sigma": _typed(init_kind, 1.0)}
+    want = _expected_dtype(init_kind, None, data_kind)
+    with jax.numpy_dtype_promotion("standard"):
+        res = mj.fit_batch(normal_ll, init, data, constraints=CONS)
+    assert res.params["mu"].dtype == want and bool(np.all(res.converged))
+    rtol = 1e-10 if want == F64 else 1e-5
+    np.testing.assert_allclose(res.params["mu"], data.astype(F64).mean(axis=1), rtol=rtol)
+
+
+# -- item 3: parameter names that collide ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "init, names",
+    [
+        ({"b": np.zeros(2), "b[0]": 0.0}, ("b[0]", "b")),
+        ({"a": {"b": 0.0}, "a.b": 0.0}, ("a.b",)),
+        ({"m": np.zeros((2, 2)), "m[1,0]": 0.0}, ("m[1,0]", "m")),
+    ],
+)
+def test_colliding_parameter_names_are_refused(init, names):
+    def ll(p, x):
+        total = sum(jnp.sum(v) for v in jax.tree_util.tree_leaves(p))
+        return stats.norm.logpdf(x, total, 1.0)
+
+    with pytest.raises(ValueError, match="collide") as exc:
+        mj.fit(ll, init, X)
+    for n in names:
+        assert repr(n) in str(exc.value) or f"'{n}'" in str(exc.value), str(exc.value)
+
+
+def test_colliding_names_with_labels_and_fixed_parameters():
+    def ll(p, x):
+        return stats.norm.logpdf(x, p["b"][0] + p["b[x]"] + p["c[0]"], 1.0)
+
+    with pytest.raises(ValueError, match=r"collide.*'b\[x\]'"):
+        mj.fit(ll, {"b": np.zeros(2), "b[x]": 0.0, "c[0]": 0.0}, X, labels={"b": ["x", "y"]})
+    with pytest.raises(ValueError, match=r"collide.*'b\[0\]'"):  # a fixed parameter's name collides too
+        mj.fit(
+            lambda p, x: stats.norm.logpdf(x, p["b"][0] + p["b[0]"], 1.0),
+            {"b": np.zeros(2), "b[0]": 0.0},
+            X,
+            fixed={"b[0]": 1.0},
+        )
+
+
+def test_distinct_names_that_look_alike_are_fine():
+    res = mj.fit(
+        lambda p, x: stats.norm.logpdf(x, p["b"][0] + p["b0"] * 0.0, jnp.exp(p["b"][1])),
+        {"b": np.zeros(2), "b0": 0.0},
+        X,
+        fixed={"b0": 0.0},
+    )
+    assert res.param_names == ("b[0]", "b[1]")
+
+
+# -- item 5: nobs= with one value per group ---------------------------------------------------------
+
+
+def _grouped_normal():
+    # 12 groups of 5 observations; loglik returns one (marginal) value per group
+    y = RNG.normal(1.0, 1.5, (12, 5))
+
+    def ll(p, y):
+        return jnp.sum(stats.norm.logpdf(y, p["mu"], p["sigma"]), axis=1)
+
+    return y, ll
+
+
+def test_nobs_counts_observations_when_loglik_returns_one_value_per_group():
+    y, ll = _grouped_normal()
+    res = mj.fit(ll, {"mu": 0.0, "sigma": 1.0}, y, constraints=CONS, nobs=y.size, cov="robust")
+    assert float(res.nobs) == 60
+    np.testing.assert_allclose(res.bic, 2 * np.log(60) - 2 * res.loglik, rtol=1e-12)
+    assert "observations: 60" in str(res.summary()).replace("  ", " ") or "60" in str(res.summary())
+    # the sandwich's units are still the 12 returned values: the meat is the sum over groups
+    mu, s = float(res.params["mu"]), float(res.params["sigma"])
+    r = y - mu
+    scores = np.column_stack([r.sum(1) / s**2, (-1.0 + r**2 / s**2).sum(1)])  # d/d(mu), d/d(log sigma)
+    hess = np.array([[y.size / s**2, 0.0], [0.0, 2.0 * y.size]])
+    bread = np.linalg.inv(hess)
+    cov_u = bread @ (scores.T @ scores) @ bread
+    np.testing.assert_allclose(res.se["mu"], np.sqrt(cov_u[0, 0]), rtol=1e-6)
+    np.testing.assert_allclose(res.se["sigma"], s * np.sqrt(cov_u[1, 1]), rtol=1e-6)
+    # the small-sample factor counts the returned values too: n / (n - k) with n = 12
+    hc1 = mj.fit(ll, {"mu": 0.0, "sigma": 1.0}, y, constraints=CONS, nobs=y.size, cov="HC1")
+    np.testing.assert_allclose(hc1.se["mu"] ** 2, cov_u[0, 0] * 12 / 10, rtol=1e-6)
+
+
+def test_nobs_below_the_returned_values_is_refused():
+    y, ll = _grouped_normal()
+    with pytest.raises(ValueError, match=r"nobs=11 is less than the 12 values loglik returns"):
+        mj.fit(ll, {"mu": 0.0, "sigma": 1.0}, y, constraints=CONS, nobs=11)
+    res = mj.fit(ll, {"mu": 0.0, "sigma": 1.0}, y, constraints=CONS, nobs=12)
+    assert float(res.nobs) == 12
+
+
+def test_nobs_carries_into_profiles_and_lr_tests():
+    y, ll = _grouped_normal()
+    full = mj.fit(ll, {"mu": 0.0, "sigma": 1.0}, y, constraints=CONS, nobs=60)
+    restricted = mj.fit(ll, {"mu": 0.0, "sigma": 1.0}, y, constraints=CONS, nobs=60, fixed={"mu": 1.0})
+    test = mj.lr_test(restricted, full)
+    assert test.df == 1
+    assert float(mj.aicc(full)) == pytest.approx(float(full.aic) + 2 * 2 * 3 / (60 - 2 - 1), rel=1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full.profile_ci("mu")
