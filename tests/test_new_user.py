@@ -195,3 +195,143 @@ def test_nobs_carries_into_profiles_and_lr_tests():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         full.profile_ci("mu")
+
+
+# -- item 1: globals and closure values that loglik reads, changed between fits ---------------------
+
+T_X = RNG.standard_t(4, 150) * 1.5 + 0.5
+DF = 3.0
+MODEL = "t"
+SETTINGS = {"df": 3.0}
+SHIFT = np.zeros(150)
+
+
+def t_ll(p, x):
+    return stats.t.logpdf(x, DF, p["mu"], p["sigma"])
+
+
+def t_score_zero(res, df):
+    """The gradient of the Student-t log-likelihood with ``df`` degrees of freedom at the estimates (written
+    independently of t_ll: scipy's density, numerical derivatives) and the log-likelihood there."""
+    import scipy.stats
+
+    mu, s = float(res.params["mu"]), float(res.params["sigma"])
+
+    def ll(m, sd):
+        return scipy.stats.t.logpdf(T_X, df, m, sd).sum()
+
+    h = 1e-6
+    grad = [(ll(mu + h, s) - ll(mu - h, s)) / (2 * h), (ll(mu, s + h) - ll(mu, s - h)) / (2 * h)]
+    return np.abs(grad).max(), ll(mu, s)
+
+
+def _fit_t(loglik=t_ll):
+    return mj.fit(loglik, {"mu": 0.0, "sigma": 1.0}, T_X, constraints=CONS)
+
+
+def test_a_changed_numeric_global_gives_the_fit_for_its_new_value():
+    global DF
+    from mlejax._src.fit import compiled_programs
+
+    try:
+        for df in (3.0, 30.0, 3.0, 1.5):
+            DF = df
+            res = _fit_t()
+            grad, ll = t_score_zero(res, df)
+            assert bool(res.converged) and grad < 1e-5, (df, grad)
+            np.testing.assert_allclose(res.loglik, ll, rtol=1e-12)
+        before = compiled_programs()
+        DF = 30.0
+        _fit_t()  # its program exists already: no compile
+        assert compiled_programs() == before
+    finally:
+        DF = 3.0
+
+
+def helper_density(x, p):
+    return stats.t.logpdf(x, DF, p["mu"], p["sigma"]) if MODEL == "t" else stats.norm.logpdf(x, p["mu"], p["sigma"])
+
+
+def via_helper(p, x):
+    return helper_density(x, p)
+
+
+def test_globals_read_by_a_helper_and_string_globals():
+    global DF, MODEL
+    try:
+        DF = 5.0
+        r5 = _fit_t(via_helper)
+        assert t_score_zero(r5, 5.0)[0] < 1e-5
+        MODEL = "normal"
+        rn = _fit_t(via_helper)
+        np.testing.assert_allclose([rn.params["mu"], rn.params["sigma"]], [T_X.mean(), T_X.std()], rtol=1e-9)
+        MODEL, DF = "t", 2.0
+        assert t_score_zero(_fit_t(via_helper), 2.0)[0] < 1e-5
+    finally:
+        DF, MODEL = 3.0, "t"
+
+
+def test_a_redefined_helper_function_is_read_again():
+    global helper_density
+    original = helper_density
+    try:
+        _fit_t(via_helper)
+
+        def helper_density(x, p):  # noqa: F811 - a notebook cell that redefines the helper
+            return stats.norm.logpdf(x, p["mu"], p["sigma"])
+
+        res = _fit_t(via_helper)
+        np.testing.assert_allclose(res.params["sigma"], T_X.std(), rtol=1e-9)
+    finally:
+        helper_density = original
+
+
+def test_changed_closure_values_of_the_same_function():
+    df = 3.0
+
+    def ll(p, x):
+        return stats.t.logpdf(x, df, p["mu"], p["sigma"])
+
+    for value in (3.0, 12.0, 3.0):
+        df = value
+        res = _fit_t(ll)
+        assert t_score_zero(res, value)[0] < 1e-5, value
+
+
+def settings_ll(p, x):
+    return stats.t.logpdf(x + SHIFT, SETTINGS["df"], p["mu"], p["sigma"])
+
+
+def test_a_changed_container_or_array_global_is_refitted_and_warned_about():
+    global SHIFT
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r1 = _fit_t(settings_ll)
+        _fit_t(settings_ll)  # nothing changed: no warning
+    assert t_score_zero(r1, 3.0)[0] < 1e-5
+    try:
+        SETTINGS["df"] = 20.0  # a dict changed in place
+        with pytest.warns(UserWarning, match=r"reads the global 'SETTINGS' \(a dict\), which changed"):
+            r2 = _fit_t(settings_ll)
+        assert t_score_zero(r2, 20.0)[0] < 1e-5
+        SHIFT[:] = 1.0  # a NumPy array changed in place
+        with pytest.warns(UserWarning, match=r"'SHIFT' \(a ndarray\)"):
+            r3 = _fit_t(settings_ll)
+        np.testing.assert_allclose(r3.params["mu"], r2.params["mu"] + 1.0, rtol=1e-9)
+        SHIFT = jnp.zeros(150)  # rebound to a JAX array
+        with pytest.warns(UserWarning, match="'SHIFT'"):
+            r4 = _fit_t(settings_ll)
+        np.testing.assert_allclose(r4.params["mu"], r2.params["mu"], rtol=1e-9)
+    finally:
+        SETTINGS["df"] = 3.0
+        SHIFT = np.zeros(150)
+
+
+def test_fresh_functions_still_share_one_program():
+    from mlejax._src.fit import compiled_programs
+
+    counts = []
+    for _ in range(4):
+        _fit_t(lambda p, x: stats.t.logpdf(x, DF, p["mu"], p["sigma"]))
+        counts.append(compiled_programs())
+    assert counts[1:] == counts[:1] * 3

@@ -10,9 +10,7 @@ The optimum is differentiable with respect to the data and the fixed values by i
 
 from __future__ import annotations
 
-import types
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -22,8 +20,9 @@ import numpy as np
 from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
 from .engine import compat
 from .engine.cache import store_any_compile
+from .engine.functions import canonical_function
 from .engine.linalg import solve as linear_solve
-from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, remembered
+from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit
 from .information import invert_information
 from .problem import (
     BoundProblem,
@@ -126,12 +125,16 @@ def fit(
     :class:`mlejax.ConvergenceWarning` naming the status. Under ``jit``/``vmap`` problems are reported
     through ``status``/``converged`` instead.
 
-    Compilation: the compiled fit is cached per ``loglik`` function object and shapes of the inputs.
-    A new function object (a ``lambda`` or nested ``def`` made afresh for each call) would compile
-    again (about 10x the time of a small fit); ``fit`` recognises a fresh function with the same code,
-    globals, defaults and closure values (numbers, strings, ``None``, tuples of them, or identical
-    objects) as the one seen before and reuses its compiled program. A closure over an array or
-    another mutable object still compiles again: define ``loglik`` once and pass arrays as ``data``.
+    Compilation: the compiled fit is cached per ``loglik`` function object and shapes of the inputs,
+    and keyed by the values ``loglik`` reads from outside its arguments: its globals (followed into the
+    plain functions it calls) and closure values. A global number, string or tuple changed between two
+    fits gives the fit for the new value (compiled once per value); a global dict, list or array that
+    changed is refitted and warned about (such values belong in ``data``). A new function object (a
+    ``lambda`` or nested ``def`` made afresh for each call) would compile again (about 10x the time of a
+    small fit); ``fit`` recognises a fresh function with the same code, globals, defaults and closure
+    values (numbers, strings, ``None``, tuples of them, or identical objects) as the one seen before and
+    reuses its compiled program. A closure over an array or another mutable object still compiles again:
+    define ``loglik`` once and pass arrays as ``data``.
 
     Example:
       >>> import jax, jax.numpy as jnp, mlejax as mj
@@ -149,7 +152,7 @@ def fit(
     check_cov(cov)  # the form only; checked against the data once the number of rows is known
     check_expected(cov, loglik)
     data = convert_data(data)
-    user_loglik, loglik = loglik, canonical_function(loglik)
+    user_loglik, loglik = loglik, canonical_function(loglik, stacklevel=2)
     traced = is_traced(init, data, fixed)
     problem, free_init, fixed_values, n_obs = build_problem(
         loglik,
@@ -365,66 +368,3 @@ def _reuse_with_jvp(values, fn, *args):
         return jax.jvp(lambda a: fn(*a), (fn_args,), (fn_tangents,))
 
     return reuse(values, args)
-
-
-# -- one compiled program for equivalent fresh functions ----------------------------------------------
-
-_CANONICAL: OrderedDict = OrderedDict()  # key -> the first function object seen with it
-_CANONICAL_MAX = 256
-_ATOMS = (int, str, bytes, bool, type(None))
-
-
-def _frozen(value):
-    """A hashable stand-in for a closure or default value, or ``None`` when equivalence is not provable.
-
-    Numbers, strings and ``None`` compare by value (with their type: ``1`` and ``1.0`` trace alike but
-    are kept apart), tuples elementwise; functions, modules and classes by identity (the same object).
-    Anything else (arrays, lists, dicts, objects that may be mutated) gives ``None``.
-    """
-    if isinstance(value, float):  # by its bits: 0.0 and -0.0 differ, a NaN matches no other NaN
-        return (float, value.hex())
-    if isinstance(value, complex):
-        return (complex, value.real.hex(), value.imag.hex())
-    if isinstance(value, _ATOMS):
-        return (type(value), value)
-    if isinstance(value, tuple):
-        items = tuple(_frozen(v) for v in value)
-        return None if any(i is None for i in items) else ("tuple", items)
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type)):
-        return ("id", id(value), value)
-    return None
-
-
-def _function_key(fn):
-    """``(code, globals, defaults, closure values)`` of a plain function when all are provably fixed."""
-    if type(fn) is not types.FunctionType or fn.__dict__:  # attributes (expected_information, ...) matter
-        return None
-    parts = []
-    for value in (fn.__defaults__ or ()) + tuple(sorted((fn.__kwdefaults__ or {}).items())):
-        parts.append(_frozen(value))
-    for cell in fn.__closure__ or ():
-        try:
-            contents = cell.cell_contents
-        except ValueError:  # an empty cell
-            return None
-        parts.append(_frozen(contents))
-    if any(p is None for p in parts):
-        return None
-    return (fn.__code__, id(fn.__globals__), tuple(parts))
-
-
-def canonical_function(fn):
-    """The function object first seen with the same code, globals, defaults and closure values as ``fn``.
-
-    Two such functions compute the same thing on the same arguments, so they may share one compiled
-    fit: a ``lambda`` written inside a loop or a helper then compiles once instead of at every call.
-    Functions closing over anything else are returned unchanged (their compiled fit is their own).
-    """
-    key = _function_key(fn)
-    if key is None:
-        return fn
-    try:
-        hash(key)
-    except TypeError:  # an unhashable part after all
-        return fn
-    return remembered(_CANONICAL, key, lambda: fn, _CANONICAL_MAX)

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..engine.functions import canonical_function
 from ..engine.plan import calls_lapack
-from ..fit import canonical_function, fit
+from ..fit import fit
 from ..result import FitResult
 from ._checks import (
     _batch_size_of,
@@ -116,6 +117,7 @@ def fit_batch(
             init = _FamilyStart(family)
     if not callable(loglik):
         raise TypeError(f"loglik must be a function loglik(params, data) or a family, got {type(loglik).__name__}")
+    loglik = canonical_function(loglik, stacklevel=2)  # the compiled rounds are keyed by it (and its globals)
     if init is None:
         raise TypeError("fit_batch needs init (starting values, or a function of each member's data)")
     if errors not in ("status", "raise"):
