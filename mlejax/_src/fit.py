@@ -17,12 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
+from .covariance import CovSpec, check_cov, check_expected, check_score_rows, fit_covariance, parse_cov
 from .engine import compat
 from .engine.cache import store_any_compile
 from .engine.functions import canonical_function
 from .engine.linalg import solve as linear_solve
-from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit
+from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, score_rows
 from .information import invert_information
 from .problem import (
     BoundProblem,
@@ -67,6 +67,12 @@ def fit(
       loglik: pure JAX function of ``(params, data)`` returning the log-likelihood as a scalar, or
         one value per observation (a 1-D array, summed here).
       init: starting values, a pytree (dict, tuple, nested) of floats or arrays on the user's scale.
+        Element names (``b[0]``, ``mean.b``) must not collide (``{"b": zeros(2), "b[0]": 0.0}`` raises).
+        The parameters' dtype is the widest float dtype among ``init``, ``fixed`` and the data's float
+        leaves, decided before anything is traced; Python numbers follow the others (a ``0.0`` start
+        with float32 data fits in float32, an ``np.float32`` start with float64 data in float64), and
+        only JAX's default float applies when nothing has a float dtype. A ``loglik`` whose output is
+        wider still (a float64 constant inside it) gives its output's dtype.
       data: any pytree of arrays passed to ``loglik``. Eager calls convert it first: a pandas
         ``DataFrame`` becomes a dict of its columns (``d["col"]`` works), a ``Series`` an array, a list
         of numbers an array; integer and boolean arrays stay as they are; strings, dates and missing
@@ -103,7 +109,11 @@ def fit(
         methods stop when ``max_k |g_k| max(|u_k|, 1) <= tol max(|f|, 1)``, and their end point is then
         verified by the same Newton test on the exact Hessian (up to 50 Newton iterations polish it), so
         ``converged`` means the same for every method.
-      nobs: number of observations for BIC when ``loglik`` returns a scalar (otherwise its length).
+      nobs: number of observations for BIC and the summary. Default: the number of values ``loglik``
+        returns (or, for a scalar ``loglik``, the data's common leading axis). With one value per group
+        (a marginal likelihood), ``nobs`` may count the observations, as statsmodels' MixedLM and lme4
+        do for BIC; it must be at least the number of returned values. The score-based covariances
+        still take the returned values as their units (and as ``n`` of their small-sample factors).
       chunk_size: evaluate a per-observation ``loglik`` over blocks of this many rows (every data leaf
         with one row per observation is split). ``None`` (default): on CPU, large data are summed over
         blocks chosen automatically where a check of the log-likelihood's program proves that each
@@ -169,6 +179,8 @@ def fit(
         isinstance(method, str) and method == "newton" and not multistart and problem.spec.k <= NEWTON_MAX_K
     )
     cov_spec, cov_groups = parse_cov(cov, n_rows=problem.n_rows)
+    if cov_spec.kind in ("opg", "robust"):
+        check_score_rows(cov_spec, *score_rows(problem, data, fixed_values), problem.n_rows, stacklevel=2)
     plan, run_data = plan_fit(
         problem,
         data,
