@@ -183,3 +183,44 @@ def test_demo_piped_into_head_ends_quietly():
         f"'{sys.executable}' -m mlejax demo --format json | true", shell=True, capture_output=True, text=True
     )
     assert "Traceback" not in proc.stderr, proc.stderr
+
+
+@needs_fit_dist
+@pytest.mark.parametrize("fmt", ["text", "json", "csv"])
+def test_warnings_are_one_line_each_on_stderr(tmp_path, capsys, fmt):
+    # every time censored: the likelihood grows without bound, the fit does not converge and warns
+    path = _csv(tmp_path, "t,e\n1,0\n2,0\n3,0\n")
+    argv = ["fit", path, "--dist", "weibull", "--column", "t", "--event-column", "e", "--format", fmt]
+    rc, out, err = _run(capsys, argv)
+    assert rc == 1
+    lines = err.splitlines()
+    assert lines and all(line.startswith("mlejax: warning: ") for line in lines), err
+    assert any("did not converge" in line for line in lines)
+    assert len(set(lines)) == len(lines)
+    if fmt == "json":
+        rec = json.loads(out)
+        assert rec["warnings"] == [line.removeprefix("mlejax: warning: ") for line in lines]
+        assert rec["converged"] is False
+
+
+@needs_fit_dist
+def test_json_of_a_clean_fit_has_an_empty_warning_list(tmp_path, capsys):
+    path = _csv(tmp_path, "x\n1.0\n2.0\n3.5\n4.0\n")
+    rc, out, err = _run(capsys, ["fit", path, "--dist", "normal", "--column", "x", "--format", "json"])
+    assert rc == 0 and err == ""
+    assert json.loads(out)["warnings"] == []
+
+
+@needs_fit_dist
+def test_warning_in_a_real_process_has_no_source_path(tmp_path):
+    path = _csv(tmp_path, "t,e\n1,0\n2,0\n3,0\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlejax", "fit", path, "--dist", "weibull", "--column", "t", "--event-column", "e"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert lines and all(line.startswith("mlejax: warning: ") for line in lines), proc.stderr
+    assert ".py:" not in proc.stderr and "warn(" not in proc.stderr

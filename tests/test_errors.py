@@ -118,7 +118,7 @@ def test_bad_options():
         mj.fit(None, INIT, X)
     with pytest.raises(TypeError, match="init leaf 'mu'"):
         mj.fit(normal_loglik, {"mu": "zero", "sigma": 1.0}, X)
-    with pytest.raises(ValueError, match="nobs=7 disagrees"):
+    with pytest.raises(ValueError, match="nobs=7 is less than the 30 values"):
         mj.fit(normal_loglik, INIT, X, constraints=CONS, nobs=7)
 
 

@@ -47,3 +47,34 @@ def test_notebook_executes(path, monkeypatch):
     client.execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "error"]
     assert not errors
+
+
+def test_coverage_notebook_states_the_exact_coverages():
+    """Notebook 02's sentences quote the exact coverages of its own setting (exponential rate, n = 10, where
+    ``2 n rate / rate_hat`` is chi-squared with 20 degrees of freedom), computed here independently with
+    scipy, and no longer claim that Wald undercovers (it covers 95.49%)."""
+    import math
+
+    scipy_stats = pytest.importorskip("scipy.stats")
+    from scipy.optimize import brentq
+
+    n = 10
+    z = scipy_stats.norm.ppf(0.975)
+    F = scipy_stats.chi2(2 * n).cdf
+    q = scipy_stats.chi2(1).ppf(0.95)
+    lr = lambda r: 2 * n * (r - 1 - math.log(r)) - q  # noqa: E731
+    r_lo, r_hi = brentq(lr, 1e-6, 1.0), brentq(lr, 1.0, 10.0)
+    wald_lo, wald_hi = 1 - z / n**0.5, 1 + z / n**0.5
+    numbers = {
+        F(2 * n * wald_hi) - F(2 * n * wald_lo),  # Wald coverage
+        F(2 * n * r_hi) - F(2 * n * r_lo),  # profile coverage
+        1 - F(2 * n * wald_hi),  # Wald's upper end below the rate
+        F(2 * n * wald_lo),  # Wald's lower end above it
+        1 - F(2 * n * r_hi),
+        F(2 * n * r_lo),
+    }
+    nb = nbformat.read(ROOT / "notebooks" / "02-coverage-study.ipynb", as_version=4)
+    text = " ".join(c.source for c in nb.cells if c.cell_type == "markdown").replace("\n", " ")
+    for p in numbers:
+        assert f"{100 * p:.2f}%" in text, (f"{100 * p:.2f}%", text)
+    assert "undercovers" not in text and "comes close to 95%" not in text

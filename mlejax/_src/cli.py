@@ -2,7 +2,9 @@
 
 Every failure a user can cause (a missing file, a missing column, non-numeric values, an unknown family)
 ends with one line on stderr and exit status 1, never a traceback; usage errors exit with 2 (argparse).
-Output piped into ``head`` ends quietly.
+Every warning raised while the command runs (a fit that did not converge, say) becomes one line
+``mlejax: warning: ...`` on stderr, never Python's two-line form with a source path, and ``--format json``
+carries them as the list ``"warnings"``. Output piped into ``head`` ends quietly.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import math
 import os
 import sys
+import warnings
 
 _EXAMPLES = """\
 examples:
@@ -70,6 +73,7 @@ def _demo(args) -> int:
             "Weibull fit to the ball-bearing failure data (Lieblein & Zelen 1956; millions of revolutions, n = 23)\n"
         ),
         level=args.level,
+        warned=_messages(args),
     )
     return 0 if bool(res.converged) else 1
 
@@ -193,7 +197,7 @@ def _fit(args) -> int:
         raise CLIError(str(e).splitlines()[0]) from None
     name = getattr(fam, "name", args.dist)
     title = f"{name} fit to {args.column} ({os.path.basename(args.file)})"
-    _emit(res, args.format, title, name, level=args.level)
+    _emit(res, args.format, title, name, level=args.level, warned=_messages(args))
     return 0 if bool(res.converged) else 1
 
 
@@ -237,7 +241,7 @@ def result_record(res, family: str | None = None, level: float = 0.95) -> dict:
     return out
 
 
-def _emit(res, fmt: str, title: str, family: str | None, header: str = "", level: float = 0.95) -> None:
+def _emit(res, fmt: str, title: str, family: str | None, header: str = "", level: float = 0.95, warned=()) -> None:
     if fmt == "text":
         if header:
             print(header)
@@ -245,6 +249,7 @@ def _emit(res, fmt: str, title: str, family: str | None, header: str = "", level
         return
     rec = result_record(res, family, level)
     if fmt == "json":
+        rec["warnings"] = list(warned)
         print(json.dumps(rec, indent=2))
         return
     w = csv.writer(sys.stdout, lineterminator="\n")
@@ -312,14 +317,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# -- warnings -------------------------------------------------------------------------------------------
+
+
+def _messages(args) -> list[str]:
+    """The warnings raised so far, one line each (the first line of each message), without repeats."""
+    out: list[str] = []
+    for w in getattr(args, "caught", None) or ():
+        text = str(w.message).strip().splitlines()
+        line = text[0] if text else w.category.__name__
+        if line not in out:
+            out.append(line)
+    return out
+
+
+def _report_warnings(args) -> None:
+    """Each warning not yet reported as one line ``mlejax: warning: ...`` on stderr."""
+    done = getattr(args, "reported", 0)
+    lines = _messages(args)
+    for line in lines[done:]:
+        print(f"mlejax: warning: {line}", file=sys.stderr)
+    args.reported = len(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0: converged fit)."""
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning is recorded (and reported once, as one line)
+        args.caught = caught
+        try:
+            return _main(args)
+        finally:
+            _report_warnings(args)
+
+
+def _main(args) -> int:
     try:
         status = args.func(args)
         sys.stdout.flush()  # inside the try: a closed pipe is reported here, not at interpreter exit
         return status
     except CLIError as e:
+        _report_warnings(args)
         print(f"mlejax: error: {e}", file=sys.stderr)
         return 1
     except BrokenPipeError:
@@ -332,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         print("mlejax: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # a bug, not the user's fault: still one line
+        _report_warnings(args)
         first = str(e).splitlines()[0] if str(e) else ""
         print(f"mlejax: error: {type(e).__name__}: {first}", file=sys.stderr)
         return 1

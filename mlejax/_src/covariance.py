@@ -36,6 +36,7 @@ kept, so memory stays bounded for large ``n``.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,7 +46,7 @@ import numpy as np
 from jax import lax
 
 from .engine.linalg import symmetrize
-from .engine.rows import row_blocks
+from .engine.rows import DEPENDENT, INDEPENDENT, row_blocks
 from .information import delta_cov, invert_information
 
 COV_KINDS = ("observed", "expected", "opg", "robust", "cluster")
@@ -102,6 +103,36 @@ def parse_cov(cov, *, n_rows: int | None) -> tuple[CovSpec, Any]:
         return CovSpec(kind, small), None
     codes, n_groups = _cluster_codes(groups, n_rows, options.get("n_groups"))
     return CovSpec("cluster", small, n_groups), codes
+
+
+def check_score_rows(spec: CovSpec, verdict: str, why: str | None, n_rows: int | None, stacklevel: int = 2) -> None:
+    """``cov="opg"``/``"robust"`` treat each value ``loglik`` returns as an independent unit. ``verdict`` is the
+    engine's reading of how ``loglik`` computes (:func:`mlejax._src.engine.plan.score_rows`): rows proved
+    independent pass; rows refuted (one row's value depends on the parameters through other rows: a Cox
+    partial likelihood's risk sets, a recursion over the rows) are refused with ``ValueError``; rows neither
+    proved nor refuted are warned about. ``("cluster", groups)`` passes: the groups are the user's statement
+    of which units are independent."""
+    if spec.kind not in ("opg", "robust") or verdict == INDEPENDENT:
+        return
+    what = "the outer product of the per-row scores" if spec.kind == "opg" else "the per-row sandwich"
+    singletons = f"cov=('cluster', numpy.arange({n_rows}), {{'small_sample': False}})"
+    if verdict == DEPENDENT:
+        raise ValueError(
+            f"cov={spec.kind!r} needs one independent score per value loglik returns, but loglik's value for one "
+            f"row depends on the parameters through other rows ({why}), as a Cox partial likelihood's risk sets "
+            f"or a recursion over the rows do: {what} would be wrong. Return one value per independent unit (e.g. "
+            "per subject), or pass cov=('cluster', groups) with groups whose summed scores are independent; "
+            f"{singletons} is {what} for rows whose scores are uncorrelated although the rows are not independent "
+            "(martingale differences: a conditional time-series likelihood). See docs/inference.md"
+        )
+    warnings.warn(
+        f"cov={spec.kind!r}: the rows of loglik could not be proved independent ({why}); {what} assumes that "
+        "each value loglik returns has a score independent of the others. If one row's value depends on other "
+        "rows, pass cov=('cluster', groups) with independent groups or return one value per independent unit "
+        "(docs/inference.md)",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def check_expected(cov, loglik) -> None:

@@ -10,9 +10,7 @@ The optimum is differentiable with respect to the data and the fixed values by i
 
 from __future__ import annotations
 
-import types
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -20,11 +18,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import laplace
-from .covariance import CovSpec, check_cov, check_expected, fit_covariance, parse_cov
+from .covariance import CovSpec, check_cov, check_expected, check_score_rows, fit_covariance, parse_cov
 from .engine import compat
 from .engine.cache import store_any_compile
+from .engine.functions import canonical_function
 from .engine.linalg import solve as linear_solve
-from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, remembered
+from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, score_rows
 from .information import invert_information
 from .problem import (
     BoundProblem,
@@ -70,6 +69,12 @@ def fit(
       loglik: pure JAX function of ``(params, data)`` returning the log-likelihood as a scalar, or
         one value per observation (a 1-D array, summed here).
       init: starting values, a pytree (dict, tuple, nested) of floats or arrays on the user's scale.
+        Element names (``b[0]``, ``mean.b``) must not collide (``{"b": zeros(2), "b[0]": 0.0}`` raises).
+        The parameters' dtype is the widest float dtype among ``init``, ``fixed`` and the data's float
+        leaves, decided before anything is traced; Python numbers follow the others (a ``0.0`` start
+        with float32 data fits in float32, an ``np.float32`` start with float64 data in float64), and
+        only JAX's default float applies when nothing has a float dtype. A ``loglik`` whose output is
+        wider still (a float64 constant inside it) gives its output's dtype.
       data: any pytree of arrays passed to ``loglik``. Eager calls convert it first: a pandas
         ``DataFrame`` becomes a dict of its columns (``d["col"]`` works), a ``Series`` an array, a list
         of numbers an array; integer and boolean arrays stay as they are; strings, dates and missing
@@ -106,7 +111,11 @@ def fit(
         methods stop when ``max_k |g_k| max(|u_k|, 1) <= tol max(|f|, 1)``, and their end point is then
         verified by the same Newton test on the exact Hessian (up to 50 Newton iterations polish it), so
         ``converged`` means the same for every method.
-      nobs: number of observations for BIC when ``loglik`` returns a scalar (otherwise its length).
+      nobs: number of observations for BIC and the summary. Default: the number of values ``loglik``
+        returns (or, for a scalar ``loglik``, the data's common leading axis). With one value per group
+        (a marginal likelihood), ``nobs`` may count the observations, as statsmodels' MixedLM and lme4
+        do for BIC; it must be at least the number of returned values. The score-based covariances
+        still take the returned values as their units (and as ``n`` of their small-sample factors).
       chunk_size: evaluate a per-observation ``loglik`` over blocks of this many rows (every data leaf
         with one row per observation is split). ``None`` (default): on CPU, large data are summed over
         blocks chosen automatically where a check of the log-likelihood's program proves that each
@@ -136,12 +145,16 @@ def fit(
     :class:`mlejax.ConvergenceWarning` naming the status. Under ``jit``/``vmap`` problems are reported
     through ``status``/``converged`` instead.
 
-    Compilation: the compiled fit is cached per ``loglik`` function object and shapes of the inputs.
-    A new function object (a ``lambda`` or nested ``def`` made afresh for each call) would compile
-    again (about 10x the time of a small fit); ``fit`` recognises a fresh function with the same code,
-    globals, defaults and closure values (numbers, strings, ``None``, tuples of them, or identical
-    objects) as the one seen before and reuses its compiled program. A closure over an array or
-    another mutable object still compiles again: define ``loglik`` once and pass arrays as ``data``.
+    Compilation: the compiled fit is cached per ``loglik`` function object and shapes of the inputs,
+    and keyed by the values ``loglik`` reads from outside its arguments: its globals (followed into the
+    plain functions it calls) and closure values. A global number, string or tuple changed between two
+    fits gives the fit for the new value (compiled once per value); a global dict, list or array that
+    changed is refitted and warned about (such values belong in ``data``). A new function object (a
+    ``lambda`` or nested ``def`` made afresh for each call) would compile again (about 10x the time of a
+    small fit); ``fit`` recognises a fresh function with the same code, globals, defaults and closure
+    values (numbers, strings, ``None``, tuples of them, or identical objects) as the one seen before and
+    reuses its compiled program. A closure over an array or another mutable object still compiles again:
+    define ``loglik`` once and pass arrays as ``data``.
 
     Example:
       >>> import jax, jax.numpy as jnp, mlejax as mj
@@ -159,7 +172,7 @@ def fit(
     check_cov(cov)  # the form only; checked against the data once the number of rows is known
     check_expected(cov, loglik)
     data = convert_data(data)
-    user_loglik, loglik = loglik, canonical_function(loglik)
+    user_loglik, loglik = loglik, canonical_function(loglik, stacklevel=2)
     traced = is_traced(init, data, fixed)
     held = fixed
     if random is not None:
@@ -181,6 +194,8 @@ def fit(
         isinstance(method, str) and method == "newton" and not multistart and problem.spec.k <= NEWTON_MAX_K
     )
     cov_spec, cov_groups = parse_cov(cov, n_rows=problem.n_rows)
+    if cov_spec.kind in ("opg", "robust"):
+        check_score_rows(cov_spec, *score_rows(problem, data, fixed_values), problem.n_rows, stacklevel=2)
     plan, run_data = plan_fit(
         problem,
         data,
@@ -395,66 +410,3 @@ def _reuse_with_jvp(values, fn, *args):
         return jax.jvp(lambda a: fn(*a), (fn_args,), (fn_tangents,))
 
     return reuse(values, args)
-
-
-# -- one compiled program for equivalent fresh functions ----------------------------------------------
-
-_CANONICAL: OrderedDict = OrderedDict()  # key -> the first function object seen with it
-_CANONICAL_MAX = 256
-_ATOMS = (int, str, bytes, bool, type(None))
-
-
-def _frozen(value):
-    """A hashable stand-in for a closure or default value, or ``None`` when equivalence is not provable.
-
-    Numbers, strings and ``None`` compare by value (with their type: ``1`` and ``1.0`` trace alike but
-    are kept apart), tuples elementwise; functions, modules and classes by identity (the same object).
-    Anything else (arrays, lists, dicts, objects that may be mutated) gives ``None``.
-    """
-    if isinstance(value, float):  # by its bits: 0.0 and -0.0 differ, a NaN matches no other NaN
-        return (float, value.hex())
-    if isinstance(value, complex):
-        return (complex, value.real.hex(), value.imag.hex())
-    if isinstance(value, _ATOMS):
-        return (type(value), value)
-    if isinstance(value, tuple):
-        items = tuple(_frozen(v) for v in value)
-        return None if any(i is None for i in items) else ("tuple", items)
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type)):
-        return ("id", id(value), value)
-    return None
-
-
-def _function_key(fn):
-    """``(code, globals, defaults, closure values)`` of a plain function when all are provably fixed."""
-    if type(fn) is not types.FunctionType or fn.__dict__:  # attributes (expected_information, ...) matter
-        return None
-    parts = []
-    for value in (fn.__defaults__ or ()) + tuple(sorted((fn.__kwdefaults__ or {}).items())):
-        parts.append(_frozen(value))
-    for cell in fn.__closure__ or ():
-        try:
-            contents = cell.cell_contents
-        except ValueError:  # an empty cell
-            return None
-        parts.append(_frozen(contents))
-    if any(p is None for p in parts):
-        return None
-    return (fn.__code__, id(fn.__globals__), tuple(parts))
-
-
-def canonical_function(fn):
-    """The function object first seen with the same code, globals, defaults and closure values as ``fn``.
-
-    Two such functions compute the same thing on the same arguments, so they may share one compiled
-    fit: a ``lambda`` written inside a loop or a helper then compiles once instead of at every call.
-    Functions closing over anything else are returned unchanged (their compiled fit is their own).
-    """
-    key = _function_key(fn)
-    if key is None:
-        return fn
-    try:
-        hash(key)
-    except TypeError:  # an unhashable part after all
-        return fn
-    return remembered(_CANONICAL, key, lambda: fn, _CANONICAL_MAX)

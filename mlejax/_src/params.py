@@ -51,20 +51,36 @@ def element_names(name: str, shape: tuple[int, ...]) -> list[str]:
     return [f"{name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*shape)]
 
 
-def float_dtype(leaves) -> np.dtype:
-    """The common floating dtype of the parameter leaves: float32 stays float32."""
-    # float64 with jax_enable_x64, float32 otherwise (without running a JAX computation)
-    default = jax.dtypes.canonicalize_dtype(np.float64)
-    seen = set()
-    for leaf in leaves:
+def float_dtype(*trees) -> np.dtype:
+    """The parameters' float dtype: the widest float dtype among the typed leaves of ``trees`` (``fit`` passes
+    ``init``, ``fixed`` and ``data``), at least float32; JAX's default float (float64 with ``jax_enable_x64``,
+    float32 otherwise) when no leaf has a float dtype. Python numbers are weakly typed, as in JAX: they follow
+    the others (a ``0.0`` start with float32 data gives float32 parameters). Integer and boolean leaves do
+    not count. Nothing is traced or computed: only the leaves' dtypes are read.
+    """
+    default = np.dtype(jax.dtypes.canonicalize_dtype(np.float64))
+    widest = None
+    for leaf in jax.tree_util.tree_leaves(trees):
         dt = getattr(leaf, "dtype", None)
-        if dt is not None and jnp.issubdtype(dt, jnp.floating):
-            seen.add(np.dtype(dt))
-    if not seen:
-        return np.dtype(default)
-    if any(dt.itemsize >= 8 for dt in seen):
-        return np.dtype(default)
-    return np.dtype(jnp.float32)
+        if dt is None:  # a Python number (np.float64 scalars, a float subclass, have a dtype)
+            continue
+        try:
+            if not jnp.issubdtype(dt, jnp.floating):
+                continue
+            dt = np.dtype(jax.dtypes.canonicalize_dtype(dt))
+        except TypeError:  # not a NumPy/JAX dtype
+            continue
+        if widest is None or dt.itemsize > widest.itemsize:
+            widest = dt
+    if widest is None:
+        return default
+    return widest if widest.itemsize >= 4 else np.dtype(jnp.float32)
+
+
+def widest_float(a, b) -> np.dtype:
+    """The wider of two float dtypes (``a`` when they are equally wide)."""
+    a, b = np.dtype(a), np.dtype(b)
+    return b if b.itemsize > a.itemsize else a
 
 
 def _fill_constraints(constraints, init, where="constraints"):
@@ -361,6 +377,31 @@ def make_spec(free_init, constraints, dtype, labels=None, written=None) -> Param
         element_labels=_labelled_names(labels, names, shapes),
         user_order=user_order if user_order != tuple(range(len(names))) else None,
     )
+
+
+def check_unique_names(init, spec: ParamSpec, layout: FixedLayout | None = None) -> None:
+    """Raise ``ValueError`` when two elements of the parameters (free or fixed) get the same name, e.g.
+    ``{"b": zeros(2), "b[0]": 0.0}`` (``b[0]`` twice) or ``{"a": {"b": 0.0}, "a.b": 0.0}``: the summary, the
+    tests and the profiles name elements, and one name must identify one element."""
+    fixed_names = () if layout is None else layout.names
+    owners: dict[str, str] = {}  # element name -> where it comes from, in words
+    free_leaf = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(init):
+        name, shape = path_name(path), tuple(np.shape(leaf))
+        if is_fixed_path(path, fixed_names):
+            names = element_names(name, shape)
+        else:
+            names = spec.leaf_element_names(free_leaf)
+            free_leaf += 1
+        where = f"init{jax.tree_util.keystr(path)}"
+        for i, element in enumerate(names):
+            owner = f"{where} (element {i} of '{name}', shape {shape})" if shape else f"{where} (parameter '{name}')"
+            if element in owners:
+                raise ValueError(
+                    f"parameter names collide: '{element}' names both {owners[element]} and {owner}; rename one "
+                    "of them (the summary, profile_ci and wald_test name parameters by these names)"
+                )
+            owners[element] = owner
 
 
 def _insertion_order(tree) -> dict[str, int]:

@@ -182,21 +182,28 @@ def build_problem(
     params.leaf_constraints(constraints, init)  # validates constraint names against init
     free_constraints = params.restrict_constraints(constraints, free_init)
     check_numeric_leaves(init, "init")
-    dtype = params.float_dtype(jax.tree_util.tree_leaves(init))
-    # Concrete starts stay NumPy arrays: an eager jnp conversion would compile a tiny program per leaf.
-    free_init = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if traced else np.asarray(x, dtype), free_init)
-    fixed_values = jax.tree_util.tree_map(lambda x: _as_float(x, dtype), fixed_values)
-    spec = params.make_spec(free_init, free_constraints, dtype, labels, written)
+    # One dtype rule, applied before anything is traced (docs/api.md): the widest float of init, fixed and
+    # the data's float leaves (Python numbers follow the others), or the output's if loglik widens it.
+    dtype = params.float_dtype(init, fixed_values, data)
+
+    def cast(dtype):
+        # Concrete starts stay NumPy arrays: an eager jnp conversion would compile a tiny program per leaf.
+        free = jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype) if traced else np.asarray(x, dtype), written)
+        fixed = jax.tree_util.tree_map(lambda x: _as_float(x, dtype), fixed_values)
+        return free, fixed, params.make_spec(free, free_constraints, dtype, labels, written)
+
+    free_init, fixed_cast, spec = cast(dtype)
     if spec.k == 0:
         raise ValueError("there is nothing to estimate: the free parameters have no entries")
+    params.check_unique_names(init, spec, layout)
     if not traced:
         validate_init(free_init, spec, "init")
-        validate_fixed(fixed_values, constraints)
+        validate_fixed(fixed_cast, constraints)
         validate_data(data)
 
     probe = Problem(loglik, spec, layout, None)
     # Output shape and dtype (static, so these checks hold under jit too).
-    out = jax.eval_shape(loglik, probe.merge(free_init, fixed_values), data)
+    out = jax.eval_shape(loglik, probe.merge(free_init, fixed_cast), data)
     out_dtype = getattr(out, "dtype", None)
     if out_dtype is None or not jnp.issubdtype(out_dtype, jnp.floating):
         got = out_dtype if out_dtype is not None else type(out).__name__
@@ -205,6 +212,10 @@ def build_problem(
         raise ValueError(
             f"loglik must return a scalar or a 1-D array with one value per observation, got shape {out.shape}"
         )
+    if params.widest_float(dtype, out_dtype) != dtype:  # loglik widens (a float64 constant inside it, say)
+        dtype = params.widest_float(dtype, out_dtype)
+        free_init, fixed_cast, spec = cast(dtype)
+    fixed_values = fixed_cast
     n_rows = out.shape[0] if len(out.shape) == 1 else None
     if n_rows == 0:
         raise ValueError("loglik returned an empty array: there are no observations")
@@ -226,9 +237,16 @@ def n_rows_of(loglik, full_params, data) -> int | None:
 
 def _nobs(n_rows, nobs, data):
     if n_rows is not None:
-        if nobs is not None and int(nobs) != n_rows:
-            raise ValueError(f"nobs={nobs} disagrees with the {n_rows} values loglik returns")
-        return n_rows
+        if nobs is None:
+            return n_rows
+        # loglik may return one value per group (a marginal likelihood): nobs then counts the observations
+        # for BIC and the summary, while the score-based covariances keep the returned values as units.
+        if int(nobs) < n_rows:
+            raise ValueError(
+                f"nobs={nobs} is less than the {n_rows} values loglik returns; nobs counts observations, at "
+                "least one per returned value (leave it out to use the number of returned values)"
+            )
+        return int(nobs)
     if nobs is not None:
         if int(nobs) < 1:
             raise ValueError(f"nobs must be a positive integer, got {nobs}")

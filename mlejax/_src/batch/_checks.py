@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..params import float_dtype
+
 
 def _batch_size_of(data) -> int:
     leaves = jax.tree_util.tree_leaves(data)
@@ -55,12 +57,10 @@ def _to_host(tree):
     return jax.tree_util.tree_map(conv, tree)
 
 
-def _float_dtype(init):
-    leaves = [np.asarray(x) for x in jax.tree_util.tree_leaves(init)]
-    floats = [x.dtype for x in leaves if x.dtype.kind == "f"]
-    if floats:
-        return np.result_type(*floats)
-    return np.dtype(jnp.zeros((), float).dtype)
+def _float_dtype(init, fixed=None, data=None):
+    """The members' parameter dtype: ``fit``'s rule (:func:`mlejax._src.params.float_dtype`), read before the
+    starts are cast so that Python numbers still follow the data."""
+    return float_dtype(init, fixed, data)
 
 
 def _member_problems(init, init_batched, data, fixed, fixed_batched, n, constraints) -> dict[str, np.ndarray]:

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..engine.functions import canonical_function
 from ..engine.plan import calls_lapack
-from ..fit import canonical_function, fit
+from ..fit import fit
 from ..laplace import batch_random
 from ..result import FitResult
 from ._checks import (
@@ -117,6 +118,7 @@ def fit_batch(
             init = _FamilyStart(family)
     if not callable(loglik):
         raise TypeError(f"loglik must be a function loglik(params, data) or a family, got {type(loglik).__name__}")
+    loglik = canonical_function(loglik, stacklevel=2)  # the compiled rounds are keyed by it (and its globals)
     if init is None:
         raise TypeError("fit_batch needs init (starting values, or a function of each member's data)")
     if errors not in ("status", "raise"):
@@ -145,10 +147,10 @@ def fit_batch(
             init, init_b = jax.vmap(start.fn)(data), True
         return _fit_batch_traced(loglik, init, data, fixed_values, init_b, fixed_b, n, batch_size, fit_options)
 
+    dtype = _float_dtype(init, fixed_values, data)  # before _to_host: Python numbers follow the others
     data = _to_host(data)
     init = _to_host(init)
     fixed_values = _to_host(fixed_values) if fixed_values else None
-    dtype = _float_dtype(init)
     init = jax.tree_util.tree_map(lambda x: np.asarray(x, dtype), init)
 
     # Shared inputs are checked once (a bad shared start fails every member); batched ones per member.

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import compat
+from . import compat, rows
 from .devices import RowSplit, l2_cache_bytes, place_rows, split_devices
 from .rows import NotSeparableError, prove_row_separable, row_leaf_mask, sub_jaxprs
 
@@ -207,6 +207,19 @@ def separable(loglik, to_params, data, u, n_rows: int, block: int) -> str | None
     except NotSeparableError as exc:
         return str(exc)
     return None
+
+
+def score_rows(problem, data, fixed_values) -> tuple[str, str | None]:
+    """Whether the per-row scores of ``problem``'s log-likelihood are computed row by row
+    (:func:`.rows.score_rows`: ``"independent"``, ``"dependent"`` or ``"unknown"``, and why), for the
+    score-based covariances. One trace on shapes, remembered for the same problem and data shapes."""
+    u = jax.ShapeDtypeStruct((problem.spec.k,), problem.spec.dtype)
+
+    def compute():
+        fun = lambda v, d: problem.loglik(problem.to_params(v, fixed_values), d)  # noqa: E731
+        return rows.score_rows(fun, u, data, problem.n_rows)
+
+    return planned("score_rows", problem, data, fixed_values, compute)
 
 
 def split_block(loglik, to_params, data, u, n_rows: int, n_devices: int, chunk_size: int | None = None) -> int | None:

@@ -131,7 +131,14 @@ _SHAPE_PARAMS = frozenset("shape new_sizes limit_indices start_indices slice_siz
 
 
 class NotSeparableError(Exception):
-    """The per-row structure could not be proved; ``str(exc)`` says where."""
+    """The per-row structure could not be proved; ``str(exc)`` says where. ``refutes``: the operation at fault
+    really makes one output row read other rows (a sum, a shift, a contraction over the rows), as opposed to
+    an operation the proof has no rule for; ``eqn``: the equation at fault, where there is one."""
+
+    def __init__(self, message: str, eqn=None, refutes: bool = False):
+        super().__init__(message)
+        self.eqn = eqn
+        self.refutes = refutes
 
 
 def _shape(v):
@@ -152,26 +159,56 @@ def sub_jaxprs(value) -> list:
     return []
 
 
-class _Prover:
-    def __init__(self, n: int):
-        self.n = n
+def _is_literal(v) -> bool:
+    return type(v).__name__ == "Literal"
 
-    def fail(self, eqn, why):
-        raise NotSeparableError(f"{eqn.primitive.name}: {why}")
+
+class _Prover:
+    """Tags every value FREE or ROW (see above). With ``taint`` (which values depend on the parameters, from
+    :func:`_param_taint`) it proves what the score-based covariances need instead of what blocks need: a value
+    computed from the data alone is data, whatever it took (a mean of a column, a lagged copy, a sort), so an
+    operation that mixes rows of values free of the parameters is accepted and every value free of the
+    parameters with one entry per row is a ROW value; only the parameters' path through the rows is checked."""
+
+    def __init__(self, n: int, taint: dict | None = None):
+        self.n = n
+        self.taint = taint
+
+    def fail(self, eqn, why, refutes: bool = False):
+        raise NotSeparableError(f"{eqn.primitive.name}: {why}", eqn, refutes)
+
+    def tainted(self, v) -> bool:
+        return not _is_literal(v) and bool(self.taint.get(v, False))
 
     def run(self, jaxpr, in_tags, const_tags=None):
         env = {}
 
         def read(v):
-            return FREE if type(v).__name__ == "Literal" else env.get(v, FREE)
+            return FREE if _is_literal(v) else env.get(v, FREE)
 
-        for v, t in zip(jaxpr.constvars, const_tags or [FREE] * len(jaxpr.constvars)):
+        scores = self.taint is not None
+        if const_tags is None:
+            const_tags = [ROW if scores and self.leading_n(v) else FREE for v in jaxpr.constvars]
+        for v, t in zip(jaxpr.constvars, const_tags):
             env[v] = t
         for v, t in zip(jaxpr.invars, in_tags):
             env[v] = t
         for eqn in jaxpr.eqns:
             tags = [read(v) for v in eqn.invars]
-            outs = self.eqn(eqn, tags) if ROW in tags or eqn.primitive.name in _ALWAYS else [FREE] * len(eqn.outvars)
+            if ROW in tags or eqn.primitive.name in _ALWAYS:
+                try:
+                    outs = self.eqn(eqn, tags)
+                except NotSeparableError as exc:
+                    if not scores or exc.eqn is not eqn or any(self.tainted(v) for v in eqn.invars):
+                        raise
+                    outs = [FREE] * len(eqn.outvars)  # data computed from data: retagged below
+            else:
+                outs = [FREE] * len(eqn.outvars)
+            if scores:
+                outs = [
+                    ROW if t == FREE and self.leading_n(v) and not self.tainted(v) else t
+                    for v, t in zip(eqn.outvars, outs)
+                ]
             for v, t in zip(eqn.outvars, outs):
                 env[v] = t
         return [read(v) for v in jaxpr.outvars]
@@ -206,11 +243,11 @@ class _Prover:
                 return [FREE]
             if dims and dims[0] == 0 and shape[0] == self.n:
                 return [row]
-            self.fail(eqn, "moves the row axis")
+            self.fail(eqn, "moves the row axis", refutes=True)
         if name == "reshape":
             if p.get("dimensions") is None and self.leading_n(ins[0]) and tuple(p["new_sizes"])[:1] == (self.n,):
                 return [row]
-            self.fail(eqn, "reshapes across rows")
+            self.fail(eqn, "reshapes across rows", refutes=True)
         if name == "squeeze":
             return self._keep(eqn, 0 not in tuple(p["dimensions"]), "removes the row axis")
         if name == "transpose":
@@ -234,7 +271,9 @@ class _Prover:
         if name == "dynamic_update_slice":
             ok = tags[0] == ROW and tags[1] == ROW and all(t == FREE for t in tags[2:]) and self.leading_n(ins[1])
             return self._keep(eqn, ok, "updates a subset of the rows")
-        if name in ("concatenate", "sort", "split"):
+        if name in ("concatenate", "sort", "split") or (name == "stack" and self.taint is not None):
+            # (``stack``, a primitive of newer JAX, is followed for the scores only: for blocks, the measured
+            # block sizes were chosen where it did not exist)
             axis = p.get("dimension", p.get("axis"))
             ok = axis != 0 and all(t == ROW for t in tags)
             return self._keep(eqn, ok, "concatenates, sorts or splits along the rows", len(outs))
@@ -243,6 +282,8 @@ class _Prover:
             return self._keep(eqn, ok, "pads the rows")
         if name == "gather":
             return self._gather(eqn, tags)
+        if name.startswith("scatter") and len(tags) >= 3 and tags[2] == ROW:
+            self.fail(eqn, "scatters per-row values across the rows (e.g. a sum by group)", refutes=True)
         if name == "dot_general":
             return self._dot(eqn, tags)
         if name == "cond":
@@ -255,8 +296,8 @@ class _Prover:
         self.fail(eqn, "no rule to follow rows through this operation")
 
     def _keep(self, eqn, ok, why, n_out=1):
-        if not ok:
-            self.fail(eqn, why)
+        if not ok:  # every rule that keeps the row axis fails where one row reads others
+            self.fail(eqn, why, refutes=True)
         return [ROW] * n_out
 
     def _join(self, eqn, ts):
@@ -307,7 +348,7 @@ class _Prover:
             nc, ncarry = p["num_consts"], p["num_carry"]
             consts, carry, xs = tags[:nc], tags[nc : nc + ncarry], tags[nc + ncarry :]
             if ROW in xs:
-                self.fail(eqn, "loops over the rows")
+                self.fail(eqn, "loops over the rows", refutes=True)
             body = _jaxpr_of(p["jaxpr"])[0]
             out = self.run(body, consts + carry + xs)
             carry = [self._join(eqn, (a, b)) for a, b in zip(carry, out[:ncarry])]
@@ -318,7 +359,14 @@ class _Prover:
         cconsts, bconsts, carry = tags[:cn], tags[cn : cn + bn], tags[cn + bn :]
         out = self.run(_jaxpr_of(p["body_jaxpr"])[0], bconsts + carry)
         carry = [self._join(eqn, (a, b)) for a, b in zip(carry, out)]
-        if self.run(_jaxpr_of(p["cond_jaxpr"])[0], cconsts + carry) != [FREE]:
+        try:
+            stops = self.run(_jaxpr_of(p["cond_jaxpr"])[0], cconsts + carry)
+        except NotSeparableError:
+            stops = None
+        # A vmapped loop runs until every row is done (a reduction over the rows in its condition) and holds
+        # each finished row: its number of steps depends on all rows, each row's value on its own. That is no
+        # dependence for the scores; a block's loop, though, may stop after other steps than the whole's.
+        if stops != [FREE] and self.taint is None:
             self.fail(eqn, "stops on per-row values")
         return carry
 
@@ -404,3 +452,108 @@ def _prove(closed, trace, n: int, block: int, is_row) -> None:
         small.jaxpr, small.consts, []
     ):
         raise NotSeparableError("the program depends on the number of rows (e.g. x.shape[0] used as a number)")
+
+
+# -- which values depend on the parameters, and the rows of the score-based covariances ---------------
+
+
+def _param_taint(jaxpr, in_taints, out: dict) -> list[bool]:
+    """Whether each output of ``jaxpr`` depends on an input marked in ``in_taints``; ``out`` collects the same
+    for every value of the jaxpr and of the jaxprs inside it (a jaxpr reached twice: either time)."""
+    env = {}
+
+    def read(v):
+        return False if _is_literal(v) else env.get(v, False)
+
+    def write(v, t):
+        env[v] = t
+        out[v] = out.get(v, False) or t
+
+    for v in jaxpr.constvars:
+        write(v, False)
+    for v, t in zip(jaxpr.invars, in_taints):
+        write(v, t)
+    for eqn in jaxpr.eqns:
+        ts = [read(v) for v in eqn.invars]
+        name, p = eqn.primitive.name, eqn.params
+        sub = p.get(_CALLS[name]) if _CALLS.get(name) else None
+        if sub is not None:
+            outs = _param_taint(_jaxpr_of(sub)[0], ts, out)
+        elif name == "cond":
+            branches = [_param_taint(_jaxpr_of(b)[0], ts[1:], out) for b in p["branches"]]
+            outs = [ts[0] or any(x) for x in zip(*branches)]
+        elif name == "scan":
+            nc, ncarry = p["num_consts"], p["num_carry"]
+            consts, carry, xs = ts[:nc], ts[nc : nc + ncarry], ts[nc + ncarry :]
+            body = _jaxpr_of(p["jaxpr"])[0]
+            while True:  # a carry that depends on the parameters once does so from then on: a fixed point
+                res = _param_taint(body, consts + carry + xs, out)
+                new = [a or b for a, b in zip(carry, res[:ncarry])]
+                if new == carry:
+                    break
+                carry = new
+            outs = carry + res[ncarry:]
+        elif name == "while":
+            cn, bn = p["cond_nconsts"], p["body_nconsts"]
+            cconsts, bconsts, carry = ts[:cn], ts[cn : cn + bn], ts[cn + bn :]
+            body = _jaxpr_of(p["body_jaxpr"])[0]
+            while True:
+                new = [a or b for a, b in zip(carry, _param_taint(body, bconsts + carry, out))]
+                if new == carry:
+                    break
+                carry = new
+            stops = any(_param_taint(_jaxpr_of(p["cond_jaxpr"])[0], cconsts + carry, out))
+            outs = [t or stops for t in carry]
+        else:
+            outs = [any(ts)] * len(eqn.outvars)
+        for v, t in zip(eqn.outvars, outs):
+            write(v, t)
+    return [read(v) for v in jaxpr.outvars]
+
+
+#: What :func:`score_rows` says of a function's rows.
+INDEPENDENT, DEPENDENT, UNKNOWN = "independent", "dependent", "unknown"
+
+
+def score_rows(fun, params, data, n: int) -> tuple[str, str | None]:
+    """Whether the per-row scores of ``fun(params, data)`` (one value per row, ``n`` rows) are computed row by
+    row: ``(INDEPENDENT, None)`` when the parameters reach output row ``i`` only through row ``i`` of the data
+    (and through values computed from the data alone, which count as data); ``(DEPENDENT, why)`` when an
+    operation makes one row's value depend on the parameters through other rows (a risk set's sum, a recursion
+    over the rows); ``(UNKNOWN, why)`` when neither could be shown.
+
+    ``params`` and ``data`` may hold arrays, tracers or ``jax.ShapeDtypeStruct``s (nothing is evaluated: one
+    trace on shapes). Data leaves and constants of the program with leading axis ``n`` are rows. This reads
+    how ``fun`` computes, not how the data were drawn: rows that are dependent by design (a time series) are
+    the user's to know.
+    """
+    p_leaves, p_tree = jax.tree_util.tree_flatten(params)
+    d_leaves, d_tree = jax.tree_util.tree_flatten(data)
+    leaves = p_leaves + d_leaves
+    avals = [jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves]
+    n_p = len(p_leaves)
+
+    def flat(*xs):
+        return fun(p_tree.unflatten(xs[:n_p]), d_tree.unflatten(xs[n_p:]))
+
+    try:
+        closed = jax.make_jaxpr(flat)(*avals)
+    except Exception as exc:  # noqa: BLE001 - whatever fails to trace is not proved
+        return UNKNOWN, f"could not trace: {exc}"
+    jaxpr = closed.jaxpr
+    out = jaxpr.outvars
+    if len(out) != 1 or _shape(out[0]) != (n,):
+        return UNKNOWN, "the function does not return one value per row"
+    try:
+        taint: dict = {}
+        _param_taint(jaxpr, [True] * n_p + [False] * len(d_leaves), taint)
+        prover = _Prover(n, taint)
+        in_tags = [FREE] * n_p + [ROW if a.shape[:1] == (n,) else FREE for a in avals[n_p:]]
+        tags = prover.run(jaxpr, in_tags)
+    except NotSeparableError as exc:
+        return (DEPENDENT if exc.refutes else UNKNOWN), str(exc)
+    except Exception as exc:  # noqa: BLE001 - a program the proof cannot read (a changed JAX internal)
+        return UNKNOWN, f"the proof could not read the program ({type(exc).__name__}: {exc})"
+    if tags != [ROW]:
+        return UNKNOWN, "the output is not computed row by row from the data"
+    return INDEPENDENT, None

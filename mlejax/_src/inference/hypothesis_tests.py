@@ -19,8 +19,9 @@ from jax.flatten_util import ravel_pytree
 
 from .. import extensions
 from ..constraints import Constraint, real
-from ..covariance import parse_cov, score_moments
+from ..covariance import check_score_rows, parse_cov, score_moments
 from ..engine.linalg import eigh, solve, symmetrize
+from ..engine.plan import score_rows
 from ..engine.rows import row_blocks
 from ..information import invert_information
 from ..params import is_fixed_path, make_spec
@@ -221,6 +222,8 @@ def score_test(
     tested = np.concatenate([np.full(n, m) for n, m in zip(spec.usizes, mask)])
     chunk = int(chunk_size) if (chunk_size is not None and n_rows is not None) else None
     full_model = Problem(loglik, spec, None, n_rows, chunk)
+    if spec_cov.kind in ("opg", "robust"):
+        check_score_rows(spec_cov, *score_rows(full_model, data, {}), n_rows, stacklevel=2)
     u = spec.to_unconstrained(params)
     tested_idx = tuple(np.nonzero(tested)[0].tolist())
     return run_compiled(_score_test_compiled, full_model, spec_cov, tested_idx, u, data, codes)

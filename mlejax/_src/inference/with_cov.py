@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import jax
 
-from ..covariance import check_expected, fit_covariance, parse_cov
+from ..covariance import check_expected, check_score_rows, fit_covariance, parse_cov
+from ..engine.plan import score_rows
 from ._common import bound_problem, check_result, problem_of, run_compiled
 
 
@@ -50,6 +51,8 @@ def with_cov_eager(res, cov):
 def _with_cov(problem, res, cov, data, fixed_values):
     check_expected(cov, problem.loglik)
     spec, codes = parse_cov(cov, n_rows=problem.n_rows)
+    if spec.kind in ("opg", "robust"):
+        check_score_rows(spec, *score_rows(problem, data, fixed_values), problem.n_rows, stacklevel=4)
     return run_compiled(_with_cov_compiled, problem, spec, res, data, fixed_values, codes)
 
 
