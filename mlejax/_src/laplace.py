@@ -217,14 +217,15 @@ class Laplace:
 
     def hessian_blocks(self, p, v, data):
         """``(G, m, m)`` blocks of ``H = -d^2 joint / dv dv'`` at ``v``."""
+        return self.grad_and_blocks(p, v, data)[1]
+
+    def grad_and_blocks(self, p, v, data):
+        """``(-d joint / dv, H blocks)`` at ``v``: the gradient is the primal of the Hessian-vector products."""
         lay = self.layout(v.shape[0])
         idx = lay.index()
 
         def neg_grad(w):
             return -jax.grad(self.joint, argnums=1)(p, w, data)
-
-        def hvp(t):
-            return jax.jvp(neg_grad, (v,), (t,))[1]
 
         if lay.dense:
             probes = jnp.eye(lay.size, dtype=v.dtype)
@@ -234,12 +235,15 @@ class Laplace:
                 probes[j, idx[:, j]] = 1.0
             probes = jnp.asarray(probes)
         batch = max(1, min(lay.size, _HVP_BUDGET // max(_data_rows(data), 1)))
+        def push(t):
+            return jax.jvp(neg_grad, (v,), (t,))
+
         if batch >= lay.size:
-            cols = jax.vmap(hvp)(probes)
+            grads, cols = jax.vmap(push)(probes)
         else:
-            cols = lax.map(hvp, probes, batch_size=batch)
+            grads, cols = lax.map(push, probes, batch_size=batch)
         # cols[j, idx[g, i]] = H[idx[g, i], idx[g, j]]: entry (i, j) of block g
-        return symmetrize(jnp.transpose(cols[:, idx], (1, 2, 0)))
+        return grads[0], symmetrize(jnp.transpose(cols[:, idx], (1, 2, 0)))
 
     def solve(self, blocks, rhs):
         """``H^-1 rhs`` for the flat vector ``rhs``, block by block (differentiable in both)."""
@@ -352,8 +356,7 @@ def _newton_mode(lm: Laplace, p, data):
 
     def body(state):
         v, fv, it, _, _ = state
-        g = jax.grad(f)(v)
-        blocks = lm.hessian_blocks(p, v, data)
+        g, blocks = lm.grad_and_blocks(p, v, data)
         step = -lm.solve(blocks, g)
         descent = jnp.all(jnp.isfinite(step)) & (g @ step <= 0)  # zero at an exact mode
         fallback = -g / (jnp.abs(lm.diagonal(blocks, v.shape[0])) + 1.0)
