@@ -65,6 +65,11 @@ class FitResult:
     * ``information`` -- observed (or requested) information on the unconstrained scale, ``jacobian``
       -- ``d params / d u`` (``k x k_u``), ``unconstrained`` -- the optimum ``u``.
 
+    Fits with ``random=`` (docs/mixed.md) also carry ``random_ok`` (1.0 when the inner Newton converged to a
+    positive definite mode at the estimate, else 0.0; ``None`` for other fits) and the static
+    ``random_names``; their random entries are in ``params`` (conditional modes) and ``se`` (prediction
+    standard errors), and are held out of ``cov`` like fixed parameters (they are in ``fixed_names`` too).
+
     Static metadata: ``param_names``, ``unconstrained_names``, ``fixed_names``, ``method``, ``cov_type``
     (``"observed"``, ``"expected"``, ``"opg"``, ``"robust"`` or ``"cluster"``), ``cov_options`` (static
     ``(key, value)`` pairs such as ``("small_sample", True)``), ``param_order`` (indices into
