@@ -183,6 +183,10 @@ def test_profile_and_lr_test_on_a_laplace_fit(lmm):
         )
         assert float(res.loglik) + opt.fun == pytest.approx(drop, abs=1e-4)
 
+    # The functional form (usable under jit) rebuilds the same Laplace marginal from the joint density.
+    again = mj.profile_ci(res, "sd", loglik=lmm_joint, data=d, constraints=POSITIVE)
+    np.testing.assert_allclose([float(again.lower), float(again.upper)], [lo, hi], rtol=1e-6)
+
     # LR test against the model without the random intercept (an ordinary fit).
     def fixed_only(p, d):
         return norm.logpdf(d["y"], p["b"][0] + p["b"][1] * d["x"], p["sigma"])

@@ -235,6 +235,7 @@ class Laplace:
                 probes[j, idx[:, j]] = 1.0
             probes = jnp.asarray(probes)
         batch = max(1, min(lay.size, _HVP_BUDGET // max(_data_rows(data), 1)))
+
         def push(t):
             return jax.jvp(neg_grad, (v,), (t,))
 

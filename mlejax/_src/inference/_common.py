@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..engine.cache import store_any_compile
+from ..laplace import Laplace, parse_random
 from ..params import FixedLayout, make_spec, restrict_constraints
 from ..problem import Problem, n_rows_of
 from ..problem import is_traced as _is_traced
@@ -143,6 +144,10 @@ def problem_of(res, loglik: Callable | None, data, constraints, chunk_size, what
                 "the constraints given do not reproduce this fit's estimates from its unconstrained optimum: "
                 "pass the same constraints= as to mj.fit"
             )
+    if getattr(res, "random_names", ()) and not isinstance(loglik, Laplace):
+        # A fit with random= maximised the Laplace marginal of this joint density (dense layout: the
+        # functional forms may run under jit, where the blocks cannot be read from the data).
+        loglik = Laplace(loglik, parse_random(res.random_names))
     n_rows = n_rows_of(loglik, res.params, data)
     chunk = int(chunk_size) if (chunk_size is not None and n_rows is not None) else None
     problem = Problem(loglik, spec, layout_of(res.params, res.fixed_names), n_rows, chunk)
