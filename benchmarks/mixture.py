@@ -21,8 +21,9 @@ the delta method, exact at the optimum). The tools, configured as a competent us
 * ``mj.fit`` with its defaults, and with ``method="bfgs"`` and ``method="lbfgs"``.
 
 JAX tools take the data as an argument (never closed over), are compiled with the options mlejax gives its
-own programs, and run in two processes: JAX's single CPU device, and one CPU device per core
-(``mj.use_cpu_devices()``) with the rows sharded over the devices for every JAX tool alike. The reference is
+own programs (scipy's and optimistix's also with XLA's defaults, a second row: faster for them here), and
+run in two processes: JAX's single CPU device, and one CPU device per core (``mj.use_cpu_devices()``) with
+the rows sharded over the devices for every JAX tool alike. The reference is
 independent of every tool: scipy ``trust-exact`` on the exact JAX gradient and Hessian, polished by Newton
 steps, SEs from the inverse exact Hessian. The model is symmetric under swapping its components: an answer at
 the swapped optimum is swapped back before the comparison. Tolerances: every estimate within 0.02 reference
@@ -121,13 +122,13 @@ def tool_iminuit(x, xj=None):
     return go
 
 
-def tool_scipy(xj):
+def tool_scipy(xj, options="lean"):
     import jax
     import jax.numpy as jnp
     from scipy.optimize import minimize
 
-    vg = bench.jit(jax.value_and_grad(nll_mean))
-    hess = bench.jit(jax.hessian(nll_sum))
+    vg = bench.jit(jax.value_and_grad(nll_mean), options=options)
+    hess = bench.jit(jax.hessian(nll_sum), options=options)
 
     def go():
         def fun(t):
@@ -141,7 +142,7 @@ def tool_scipy(xj):
     return go
 
 
-def tool_optx(xj):
+def tool_optx(xj, options="lean"):
     import jax
     import jax.numpy as jnp
     import optimistix as optx
@@ -153,7 +154,7 @@ def tool_optx(xj):
         h = jax.hessian(nll_sum)(sol.value, x)
         return sol.value, jnp.sqrt(jnp.diagonal(jnp.linalg.inv(h))), sol.result == optx.RESULTS.successful
 
-    fit = bench.jit(fit)
+    fit = bench.jit(fit, options=options)
 
     def go():
         est, se, ok = fit(jnp.asarray(THETA0), xj)
@@ -210,7 +211,21 @@ def child(layout, n, repeat):
         t.add("iminuit migrad + hesse, NumPy, no gradient", tool_iminuit(x), devices="NumPy", cores=1, options="-")
     t.add("iminuit migrad + hesse, JAX f and gradient", tool_iminuit(x, xj), devices=jdev, cores=n_dev, options=lean)
     t.add("scipy BFGS (JAX value_and_grad) + jax.hessian", tool_scipy(xj), devices=jdev, cores=n_dev, options=lean)
+    t.add(
+        "scipy BFGS (JAX value_and_grad) + jax.hessian",
+        tool_scipy(xj, None),
+        devices=jdev,
+        cores=n_dev,
+        options="XLA default",
+    )
     t.add("optimistix BFGS (mean) + jax.hessian", tool_optx(xj), devices=jdev, cores=n_dev, options=lean)
+    t.add(
+        "optimistix BFGS (mean) + jax.hessian",
+        tool_optx(xj, None),
+        devices=jdev,
+        cores=n_dev,
+        options="XLA default",
+    )
     methods = (None, "bfgs", "lbfgs") if layout == "one" else (None,)
     for m in methods:
         name = "mj.fit defaults" if m is None else f'mj.fit method="{m}"'

@@ -10,7 +10,8 @@ defaults a user gets and returns the coefficients, the dispersion and their stan
   ``"newton"`` (both start from a Poisson fit with alpha = 1);
 * optimistix ``BFGS(rtol=1e-8, atol=1e-8)`` on the mean negative log-likelihood (``gammaln`` form, alpha
   through its log, the data passed as arguments), followed by ``jax.hessian`` at the optimum for standard
-  errors, all in one ``jax.jit`` compiled with the options mlejax compiles its own fits with;
+  errors, all in one ``jax.jit`` compiled with the options mlejax compiles its own fits with (and, a second
+  row, with XLA's defaults);
 * ``mj.glm(y, X, family="negative_binomial")`` (trust-region Newton on the exact Hessian, from a closed-form
   start; the whole eager call, validation, rank check and start included).
 
@@ -91,7 +92,7 @@ def tool_statsmodels(X, y, method):
     return go
 
 
-def tool_optimistix(Xj, yj, p):
+def tool_optimistix(Xj, yj, p, options="lean"):
     import jax
     import jax.numpy as jnp
     import optimistix as optx
@@ -106,7 +107,7 @@ def tool_optimistix(Xj, yj, p):
         cov = jnp.linalg.inv(jax.hessian(nll_in_alpha)(theta, X, y))
         return theta, jnp.sqrt(jnp.diagonal(cov)), sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
 
-    solve = bench.jit(solve)
+    solve = bench.jit(solve, options=options)
 
     def go():
         theta, se, ok, steps = solve(Xj, yj)
@@ -141,6 +142,13 @@ def child(layout, n, p, repeat):
     t = bench.Timer()
     t.add("mj.glm negative_binomial", tool_mlejax(X, y), devices=dev, cores=n_dev, options=lean, family="mlejax")
     t.add("optimistix BFGS (mean) + jax.hessian", tool_optimistix(Xj, yj, p), devices=dev, cores=n_dev, options=lean)
+    t.add(
+        "optimistix BFGS (mean) + jax.hessian",
+        tool_optimistix(Xj, yj, p, None),
+        devices=dev,
+        cores=n_dev,
+        options="XLA default",
+    )
     if layout == "one":
         for method in ("bfgs", "newton"):
             t.add(

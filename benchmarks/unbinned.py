@@ -21,7 +21,8 @@ rows that say so, the 68.3% profile-likelihood interval of ``n_s`` (``2 Delta NL
 
 The JAX tools run in two processes: JAX's single CPU device, and one CPU device per core
 (``mj.use_cpu_devices()``) with the events sharded over the devices for every JAX tool alike; all are
-compiled with the options mlejax compiles its own fits with. The reference, independent of both tools:
+compiled with the options mlejax compiles its own fits with (iminuit's JAX functions also with XLA's defaults,
+a second row). The reference, independent of both tools:
 scipy ``trust-exact`` on the exact JAX Hessian, polished by Newton steps, errors from the inverse Hessian,
 the interval's ends by ``brentq`` on the profile (each point a ``trust-exact`` fit of the other four).
 Tolerances: estimates and interval ends within 0.02 reference errors, errors within 1% (iminuit's Hessian
@@ -89,7 +90,7 @@ def nll_numpy(theta, x):
 # -- tools: (estimates [+ interval ends], errors [+ error of n_s twice], success, status) -------------
 
 
-def tool_iminuit(x, xj=None, minos=False):
+def tool_iminuit(x, xj=None, minos=False, options="lean"):
     from iminuit import Minuit
 
     if xj is None:
@@ -97,7 +98,7 @@ def tool_iminuit(x, xj=None, minos=False):
     else:
         import jax
 
-        f, g = bench.jit(nll_jax), bench.jit(jax.grad(nll_jax))
+        f, g = bench.jit(nll_jax, options=options), bench.jit(jax.grad(nll_jax), options=options)
         fcn, grad = (lambda t: float(f(t, xj))), (lambda t: np.asarray(g(t, xj)))
 
     def go():
@@ -167,6 +168,13 @@ def child(layout, n, repeat):
             family="mlejax",
         )
         t.add(f"iminuit {what}, JAX f and gradient", tool_iminuit(x, xj, minos), devices=dev, cores=n_dev, options=lean)
+        t.add(
+            f"iminuit {what}, JAX f and gradient",
+            tool_iminuit(x, xj, minos, None),
+            devices=dev,
+            cores=n_dev,
+            options="XLA default",
+        )
         if layout == "one":
             t.add(
                 f"iminuit {what}, NumPy, no gradient",
