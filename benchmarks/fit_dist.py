@@ -203,6 +203,13 @@ def main():
     ap.add_argument("--families", nargs="*", default=list(CASES))
     args = ap.parse_args()
     print(f"CPU: {cpu_model()}; {os.cpu_count()} CPUs; python {platform.python_version()}, jax {jax.__version__}")
+    from mlejax._src.engine.plan import LEAN_COMPILER_OPTIONS, compile_lean
+
+    opts = ", ".join(f"{k}={v}" for k, v in LEAN_COMPILER_OPTIONS.items()) if compile_lean() else "XLA default"
+    print(
+        f"devices: mlejax {len(jax.devices())} {jax.devices()[0].platform.upper()} device, compile options {opts}; "
+        "scipy: NumPy, one thread"
+    )
     print(f"N = {args.n}, best of {args.repeat} warm rounds (mlejax then scipy in each)\n")
     head = (
         f"{'family':<12}{'mlejax 1st':>11}{'compile':>9}{'warm':>9}{'scipy 1st':>11}{'warm':>9}"
