@@ -21,9 +21,14 @@ standard errors (inverse observed information). Each case runs in fresh processe
 * ``memory``: only ``mj.fit`` (defaults) in a ``default`` process whose peak resident memory is reset (Linux
   ``/proc/self/clear_refs``) once the data are loaded: the peak during the fit against the data's bytes.
 
+Every tool's coefficients and SEs are checked against statsmodels' Newton (NumPy; without statsmodels, the
+hand-written JAX Newton on one device): coefficients within 1e-3 SEs, SEs within 1e-4 relative; the script
+exits 1 if one disagrees. The hand-written JAX pass and fit are compiled with the options mlejax gives its
+own eager fits (without XLA CPU's fusion emitters), printed with the table.
+
 Times: compile = tracing + lowering + XLA compilation of the first call (JAX's monitoring events); warm =
 best of ``--repeat`` calls, each ended with ``block_until_ready``, taken round-robin over the tools of a
-process. JAX's persistent compilation cache is off (``MLEJAX_COMPILATION_CACHE=0``). The development
+process. No on-disk compilation cache is configured (compile times are real compilations). The development
 machine is shared: compare the ratios, take the best of several runs, and read the load average printed.
 """
 
@@ -41,6 +46,7 @@ import time
 from _machine import cpu_model  # noqa: E402
 
 CASES = {"main": (1_000_000, 20), "wide": (100_000, 200), "tall": (10_000_000, 5)}
+TOL_EST, TOL_SE = 1e-3, 1e-4
 
 
 # -- child process ---------------------------------------------------------------------------------
@@ -156,7 +162,10 @@ def child(kind: str, n: int, p: int, repeat: int, statsmodels: bool) -> dict:
     else:
         hand_pass = blocked
 
-    @jax.jit
+    from mlejax._src.engine.plan import LEAN_COMPILER_OPTIONS, compile_lean
+
+    lean = dict(LEAN_COMPILER_OPTIONS) if compile_lean() else None  # mlejax's options, for the hand-written too
+
     def hand_fit(X, y):
         """Plain Newton from 0 until the step is at most 1e-8 relative, then one pass for the SEs."""
 
@@ -174,6 +183,8 @@ def child(kind: str, n: int, p: int, repeat: int, statsmodels: bool) -> dict:
         b, _, it = lax.while_loop(cond, body, (z, jnp.full((p,), jnp.inf, X.dtype), jnp.asarray(0)))
         _, _, H = hand_pass(b, X, y)
         return b, jnp.sqrt(jnp.diagonal(jnp.linalg.inv(H))), it
+
+    hand_fit = jax.jit(hand_fit, compiler_options=lean) if lean else jax.jit(hand_fit)
 
     def mj_fit(**options):
         def call():
@@ -197,10 +208,11 @@ def child(kind: str, n: int, p: int, repeat: int, statsmodels: bool) -> dict:
     if kind == "one device":
         tools["mlejax chunk_size=N"] = mj_fit(chunk_size=n)
     tools["hand-written fit"] = lambda: hand_fit(Xs, ys)
-    pass_jit = jax.jit(hand_pass)
+    pass_jit = jax.jit(hand_pass, compiler_options=lean) if lean else jax.jit(hand_pass)
     tools["hand-written pass"] = lambda: pass_jit(jnp.zeros(p), Xs, ys)
 
     out = {"devices": len(devices), "cpus": len(os.sched_getaffinity(0)), "data_mb": data_bytes / 2**20}
+    out["options"] = ", ".join(f"{k}={v}" for k, v in lean.items()) if lean else "XLA default"
     results = {}
     for name, fn in tools.items():
         compile_s[0] = 0.0
@@ -252,23 +264,25 @@ def report(case, n, p, runs):
     head = (
         f"{'process':17s} {'tool':22s} {'compile':>8s} {'1st call':>9s} {'warm':>8s} {'iter':>5s} {'max|dcoef|':>11s}"
     )
-    print(head + f" {'max|dSE|':>9s}")
+    print(head + f" {'max|dSE|':>9s}  agrees")
+    print(f"(max|dcoef| in reference SEs, max|dSE| relative; JAX rows compiled with {one['options']})")
     print("-" * len(head))
-    ref = one["tools"].get("statsmodels") or one["tools"]["mlejax chunk_size=N"]
+    # The reference: statsmodels' Newton (NumPy), else the hand-written JAX Newton on one device.
+    ref = one["tools"].get("statsmodels") or one["tools"]["hand-written fit"]
+    ok = True
     for kind in ("default", "one device", "one core"):
         if kind not in runs:
             continue
         for name, r in runs[kind]["tools"].items():
             comp = "-" if name == "statsmodels" else f"{r['compile']:.2f}s"
             it = r.get("iter", "")
-            d = (
-                (
-                    f"{np.max(np.abs(np.subtract(r['params'], ref['params']))):11.1e}"
-                    f" {np.max(np.abs(np.subtract(r['se'], ref['se']))):9.1e}"
-                )
-                if "params" in r
-                else ""
-            )
+            d = ""
+            if "params" in r:
+                d_est = np.max(np.abs(np.subtract(r["params"], ref["params"])) / np.asarray(ref["se"]))
+                d_se = np.max(np.abs(np.divide(r["se"], ref["se"]) - 1.0))
+                agree = bool(d_est <= TOL_EST and d_se <= TOL_SE)
+                ok &= agree
+                d = f"{d_est:11.1e} {d_se:9.1e}  {'yes' if agree else 'NO'}"
             label = f"{kind} ({runs[kind]['devices']} dev)"
             print(f"{label:17s} {name:22s} {comp:>8s} {r['first']:8.2f}s {r['warm']:7.3f}s {it!s:>5s} {d}")
     default = runs.get("default", one)  # a machine with one CPU: the default process has one device
@@ -311,6 +325,7 @@ def report(case, n, p, runs):
                 f"  memory, {what:20s}: resident with the data {r['rss_mb']:6.0f} MB, peak {r['peak_mb']:6.0f} MB: "
                 f"+{extra:5.0f} MB = {extra / m['data_mb']:5.2f}x the data ({m['data_mb']:.0f} MB)"
             )
+    return ok
 
 
 def main(argv=None):
@@ -325,7 +340,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args.n, args.p, args.repeat, not args.no_statsmodels)))
-        return
+        return 0
 
     import jax
 
@@ -333,6 +348,7 @@ def main(argv=None):
         f"logistic regression with SEs; {cpu_model()}, {len(os.sched_getaffinity(0))} CPUs; python "
         f"{platform.python_version()}, jax {jax.__version__} (float64); load average {os.getloadavg()[0]:.1f}"
     )
+    ok = True
     for case in args.cases:
         n, p = CASES[case]
         if args.quick:
@@ -342,9 +358,14 @@ def main(argv=None):
             if kind in ("default", "one core") and len(os.sched_getaffinity(0)) < 2:
                 continue
             runs[kind] = run_child(kind, n, p, args.repeat, not args.no_statsmodels)
-        report(case, n, p, runs)
+        ok &= report(case, n, p, runs)
     print(f"\n(load average at the end: {os.getloadavg()[0]:.1f})")
+    if not ok:
+        print("FAILED: a tool disagrees with the reference (marked above)")
+        return 1
+    print(f"All tools agree with the reference (coefficients within {TOL_EST} SEs, SEs within {TOL_SE}).")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -2,60 +2,52 @@
 exact Hessian pass costs several gradient passes.
 
     pip install -e ".[bench]"
-    python benchmarks/mixture.py              # N = 100,000 (about a minute)
+    python benchmarks/mixture.py              # N = 100,000 (about two minutes on 2 cores)
     python benchmarks/mixture.py --n 20000
 
-Every tool fits the same simulated data (fixed seed) from the same start, in the same parametrisation
-``theta = (logit w, mu_1, mu_2, log sigma_1, log sigma_2)``, and returns the estimates and standard
-errors (inverse observed information):
+Every tool fits the same simulated data (fixed seed) from the same start and returns all five estimates and
+their standard errors (inverse observed information) in ``theta = (logit w, mu_1, mu_2, log sigma_1, log
+sigma_2)`` (mlejax fits ``w, mu, sigma`` under constraints; its answers are mapped to ``theta``, its SEs by
+the delta method, exact at the optimum). The tools, configured as a competent user would:
 
-* statsmodels ``GenericLikelihoodModel`` (NumPy log-likelihood, ``fit(method="bfgs")``; SEs from its
-  numerical Hessian);
-* iminuit ``migrad()`` + ``hesse()`` on the NumPy negative log-likelihood (``errordef = 0.5``);
-* optimistix BFGS (``rtol = atol = 1e-8``, ``throw=False``) + ``jax.hessian`` at its end point, one jitted
-  function;
-* scipy ``minimize(method="BFGS")`` on a jitted JAX ``value_and_grad``, then ``jax.hessian``;
-* ``mj.fit`` with default settings, and with ``method="bfgs"`` and ``method="lbfgs"``
-  (``{"w": mj.unit_interval, "mu": real, "sigma": mj.positive}``).
+* statsmodels ``GenericLikelihoodModel`` (NumPy log-likelihood), ``fit(method="bfgs")`` (its fastest method
+  that reaches the optimum here: ``"lbfgs"`` and ``"ncg"`` are slower, ``"newton"`` ends at NaN); SEs from
+  its numerical Hessian;
+* iminuit ``migrad()`` + ``hesse()`` (``errordef = 0.5``) on the NumPy negative log-likelihood, and on a
+  jitted JAX one with its jitted JAX gradient (``grad=``);
+* scipy ``minimize(method="BFGS")`` on a jitted JAX ``value_and_grad`` of the mean negative log-likelihood,
+  then ``jax.hessian``;
+* optimistix ``BFGS(rtol=1e-8, atol=1e-8)`` on the mean negative log-likelihood + ``jax.hessian``, one jit;
+* ``mj.fit`` with its defaults, and with ``method="bfgs"`` and ``method="lbfgs"``.
 
-First call: wall time of the first call in this process (JAX tools: tracing + compilation included;
-JAX's persistent cache is off). Warm: best of ``--repeat`` rounds, every tool once per round. The last
-lines give the cost of one gradient pass and of one (f, g, H) pass of the same log-likelihood (the last of
-them the pass ``mj.fit`` uses for this model, on one device), and the
-largest differences of the estimates and SEs of ``mu`` from the optimistix anchor.
+JAX tools take the data as an argument (never closed over), are compiled with the options mlejax gives its
+own programs (scipy's and optimistix's also with XLA's defaults, a second row: faster for them here), and
+run in two processes: JAX's single CPU device, and one CPU device per core (``mj.use_cpu_devices()``) with
+the rows sharded over the devices for every JAX tool alike. The reference is
+independent of every tool: scipy ``trust-exact`` on the exact JAX gradient and Hessian, polished by Newton
+steps, SEs from the inverse exact Hessian. The model is symmetric under swapping its components: an answer at
+the swapped optimum is swapped back before the comparison. Tolerances: every estimate within 0.02 reference
+SEs, every SE within 1% (iminuit's and statsmodels' Hessians are numerical).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
 
-os.environ.setdefault("MLEJAX_COMPILATION_CACHE", "0")
-
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
-
-from _machine import cpu_model  # noqa: E402
-
-import mlejax as mj  # noqa: E402
+import _harness as bench
+import numpy as np
 
 LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
+THETA0 = np.array([0.0, -0.5, 1.0, np.log(1.5), np.log(1.5)])  # w = 0.5, mu = (-0.5, 1), sigma = (1.5, 1.5)
+TOL_EST, TOL_SE = 0.02, 0.01
 
 
 def simulate(n, seed=0):
     rng = np.random.default_rng(seed)
     z = rng.random(n) < 0.3
     return np.where(z, rng.normal(-1.0, 1.0, n), rng.normal(2.0, 0.5, n))
-
-
-THETA0 = np.array([0.0, -0.5, 1.0, np.log(1.5), np.log(1.5)])  # w = 0.5, mu = (-0.5, 1), sigma = (1.5, 1.5)
-
-
-# -- the log-likelihood, as each tool's user writes it -------------------------------------------
 
 
 def nll_numpy(theta, x):
@@ -68,31 +60,27 @@ def nll_numpy(theta, x):
 
 
 def nll_rows_jax(theta, x):
+    import jax
+    import jax.numpy as jnp
+
     a, m1, m2, ls1, ls2 = theta[0], theta[1], theta[2], theta[3], theta[4]
     l1 = jax.nn.log_sigmoid(a) - 0.5 * ((x - m1) * jnp.exp(-ls1)) ** 2 - ls1 - LOG_SQRT_2PI
     l2 = jax.nn.log_sigmoid(-a) - 0.5 * ((x - m2) * jnp.exp(-ls2)) ** 2 - ls2 - LOG_SQRT_2PI
     return -jnp.logaddexp(l1, l2)
 
 
-def nll_jax(theta, x):
-    return jnp.sum(nll_rows_jax(theta, x))
+def nll_sum(theta, x):
+    return nll_rows_jax(theta, x).sum()
 
 
-def loglik_mj(p, x):
-    w, mu, sigma = p["w"], p["mu"], p["sigma"]
-    l1 = jnp.log(w) + jax.scipy.stats.norm.logpdf(x, mu[0], sigma[0])
-    l2 = jnp.log1p(-w) + jax.scipy.stats.norm.logpdf(x, mu[1], sigma[1])
-    return jnp.logaddexp(l1, l2)
+def nll_mean(theta, x):
+    return nll_rows_jax(theta, x).mean()
 
 
-INIT_MJ = {"w": 0.5, "mu": np.array([-0.5, 1.0]), "sigma": np.array([1.5, 1.5])}
-CONSTRAINTS = {"w": mj.unit_interval, "sigma": mj.positive}
+# -- tools: each returns (theta estimates, theta SEs, success, status) ------------------------------
 
 
-# -- tools: each returns (mu estimates, mu SEs) --------------------------------------------------
-
-
-def tool_statsmodels(x):
+def tool_statsmodels(x, method):
     from statsmodels.base.model import GenericLikelihoodModel
 
     class Mixture(GenericLikelihoodModel):
@@ -100,146 +88,222 @@ def tool_statsmodels(x):
             return nll_numpy(params, self.endog)
 
     def go():
-        res = Mixture(x).fit(start_params=THETA0, method="bfgs", maxiter=1000, disp=0)
-        return res.params[1:3], res.bse[1:3]
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = Mixture(x).fit(start_params=THETA0, method=method, maxiter=1000, disp=0)
+            bse = np.asarray(res.bse)
+        conv = bool(res.mle_retvals.get("converged", False))
+        return res.params, bse, conv, f"converged={conv}"
 
     return go
 
 
-def tool_iminuit(x):
+def tool_iminuit(x, xj=None):
     from iminuit import Minuit
 
+    if xj is None:
+        fcn, grad = (lambda t: float(np.sum(nll_numpy(t, x)))), None
+    else:
+        import jax
+
+        f, g = bench.jit(nll_sum), bench.jit(jax.grad(nll_sum))
+        fcn, grad = (lambda t: float(f(t, xj))), (lambda t: np.asarray(g(t, xj)))
+
     def go():
-        m = Minuit(lambda t: float(np.sum(nll_numpy(t, x))), THETA0.copy())
+        m = Minuit(fcn, THETA0.copy(), grad=grad)
         m.errordef = Minuit.LIKELIHOOD
         m.migrad()
         m.hesse()
-        return np.asarray(m.values)[1:3], np.asarray(m.errors)[1:3]
+        ok = m.valid and m.accurate
+        return np.asarray(m.values), np.asarray(m.errors), ok, f"valid={m.valid}, accurate={m.accurate}"
 
     return go
 
 
-def tool_optx(x):
-    import optimistix as optx
-
-    xj = jnp.asarray(x)
-    solver = optx.BFGS(rtol=1e-8, atol=1e-8)
-
-    @jax.jit
-    def fit(theta0):
-        sol = optx.minimise(lambda t, _: nll_jax(t, xj), solver, theta0, max_steps=1000, throw=False)
-        h = jax.hessian(nll_jax)(sol.value, xj)
-        return sol.value[1:3], jnp.sqrt(jnp.diagonal(jnp.linalg.inv(h)))[1:3]
-
-    return lambda: fit(jnp.asarray(THETA0))
-
-
-def tool_scipy(x):
+def tool_scipy(xj, options="lean"):
+    import jax
+    import jax.numpy as jnp
     from scipy.optimize import minimize
 
-    xj = jnp.asarray(x)
-    vg = jax.jit(jax.value_and_grad(lambda t: nll_jax(t, xj)))
-    hess = jax.jit(jax.hessian(lambda t: nll_jax(t, xj)))
+    vg = bench.jit(jax.value_and_grad(nll_mean), options=options)
+    hess = bench.jit(jax.hessian(nll_sum), options=options)
 
     def go():
         def fun(t):
-            v, g = vg(t)
+            v, g = vg(jnp.asarray(t), xj)
             return float(v), np.asarray(g)
 
         r = minimize(fun, THETA0, jac=True, method="BFGS", options=dict(gtol=1e-8))
-        cov = np.linalg.inv(np.asarray(hess(r.x)))
-        return r.x[1:3], np.sqrt(np.diag(cov))[1:3]
+        cov = np.linalg.inv(np.asarray(hess(jnp.asarray(r.x), xj)))
+        return r.x, np.sqrt(np.diag(cov)), r.success, f"success={r.success}"
+
+    return go
+
+
+def tool_optx(xj, options="lean"):
+    import jax
+    import jax.numpy as jnp
+    import optimistix as optx
+
+    solver = optx.BFGS(rtol=1e-8, atol=1e-8)
+
+    def fit(theta0, x):
+        sol = optx.minimise(nll_mean, solver, theta0, args=x, max_steps=1000, throw=False)
+        h = jax.hessian(nll_sum)(sol.value, x)
+        return sol.value, jnp.sqrt(jnp.diagonal(jnp.linalg.inv(h))), sol.result == optx.RESULTS.successful
+
+    fit = bench.jit(fit, options=options)
+
+    def go():
+        est, se, ok = fit(jnp.asarray(THETA0), xj)
+        return est, se, bool(ok), f"successful={bool(ok)}"
 
     return go
 
 
 def tool_mlejax(x, method):
-    xj = jnp.asarray(x)
-    info = {}
+    import jax
+    import jax.numpy as jnp
+
+    import mlejax as mj
+
+    def loglik(p, x):
+        w, mu, sigma = p["w"], p["mu"], p["sigma"]
+        l1 = jnp.log(w) + jax.scipy.stats.norm.logpdf(x, mu[0], sigma[0])
+        l2 = jnp.log1p(-w) + jax.scipy.stats.norm.logpdf(x, mu[1], sigma[1])
+        return jnp.logaddexp(l1, l2)
+
+    init = {"w": 0.5, "mu": np.array([-0.5, 1.0]), "sigma": np.array([1.5, 1.5])}
+    kw = {} if method is None else {"method": method}
 
     def go():
-        res = mj.fit(loglik_mj, INIT_MJ, xj, constraints=CONSTRAINTS, method=method)
-        info.update(n_iter=int(res.n_iter), status=mj.Status(int(res.status)).name, method=res.method)
-        return res.params["mu"], res.se["mu"]
+        res = mj.fit(loglik, init, x, constraints={"w": mj.unit_interval, "sigma": mj.positive}, **kw)
+        w, mu, s = float(res.params["w"]), np.asarray(res.params["mu"]), np.asarray(res.params["sigma"])
+        se_w, se_mu, se_s = float(res.se["w"]), np.asarray(res.se["mu"]), np.asarray(res.se["sigma"])
+        est = np.r_[np.log(w / (1 - w)), mu, np.log(s)]
+        se = np.r_[se_w / (w * (1 - w)), se_mu, se_s / s]
+        status = mj.Status(int(res.status)).name
+        return est, se, status == "success", f"{status}, {int(res.n_iter)} it"
 
-    go.info = info
     return go
 
 
-# -- run ----------------------------------------------------------------------------------------
+def child(layout, n, repeat):
+    bench.setup_child(layout)
+    import jax
+
+    x = simulate(n)
+    rows_sh, _, n_dev = bench.row_sharding()
+    xj = jax.device_put(x, rows_sh)  # one device: the whole array there; all: rows split evenly
+    lean = bench.options_label(bench.lean_options())
+    t = bench.Timer()
+    jdev = f"{n_dev} CPU"
+    if layout == "one":
+        t.add(
+            "statsmodels GenericLikelihoodModel bfgs",
+            tool_statsmodels(x, "bfgs"),
+            devices="NumPy",
+            cores=1,
+            options="-",
+        )
+        t.add("iminuit migrad + hesse, NumPy, no gradient", tool_iminuit(x), devices="NumPy", cores=1, options="-")
+    t.add("iminuit migrad + hesse, JAX f and gradient", tool_iminuit(x, xj), devices=jdev, cores=n_dev, options=lean)
+    t.add("scipy BFGS (JAX value_and_grad) + jax.hessian", tool_scipy(xj), devices=jdev, cores=n_dev, options=lean)
+    t.add(
+        "scipy BFGS (JAX value_and_grad) + jax.hessian",
+        tool_scipy(xj, None),
+        devices=jdev,
+        cores=n_dev,
+        options="XLA default",
+    )
+    t.add("optimistix BFGS (mean) + jax.hessian", tool_optx(xj), devices=jdev, cores=n_dev, options=lean)
+    t.add(
+        "optimistix BFGS (mean) + jax.hessian",
+        tool_optx(xj, None),
+        devices=jdev,
+        cores=n_dev,
+        options="XLA default",
+    )
+    methods = (None, "bfgs", "lbfgs") if layout == "one" else (None,)
+    for m in methods:
+        name = "mj.fit defaults" if m is None else f'mj.fit method="{m}"'
+        t.add(name, tool_mlejax(x, m), devices=jdev, cores=n_dev, options=lean, family="mlejax")
+    bench.child_main(t.warm(repeat))
+
+
+def reference(n):
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    x = jnp.asarray(simulate(n))
+    f, g, h = (jax.jit(d(nll_sum)) for d in (lambda q: q, jax.grad, jax.hessian))
+    est, se, gmax = bench.reference_newton(
+        lambda t: float(f(t, x)), lambda t: np.asarray(g(t, x)), lambda t: np.asarray(h(t, x)), THETA0
+    )
+    print(f"reference gradient max-norm {gmax:.1e}")
+    return est, se
+
+
+def relabel(row):
+    """The mixture is symmetric under swapping its components: ``(a, mu_1, mu_2, ls_1, ls_2)`` and
+    ``(-a, mu_2, mu_1, ls_2, ls_1)`` have the same likelihood. A tool that ends at the swapped optimum is
+    compared after swapping back (its status says so)."""
+    e, s = row["est"], row["se"]
+    if len(e) == 5 and e[1] > e[2]:
+        row["est"] = [-e[0], e[2], e[1], e[4], e[3]]
+        row["se"] = [s[0], s[2], s[1], s[4], s[3]]
+        row["status"] += " (labels swapped)"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    print(f"CPU: {cpu_model()}; {os.cpu_count()} cores; jax {jax.__version__}; N = {args.n}, 5 parameters")
-    x = simulate(args.n)
-    tools = {
-        "statsmodels GenericLikelihoodModel (bfgs)": tool_statsmodels(x),
-        "iminuit migrad + hesse": tool_iminuit(x),
-        "optimistix BFGS + jax.hessian": tool_optx(x),
-        "scipy BFGS (JAX grad) + jax.hessian": tool_scipy(x),
-        "mj.fit default": tool_mlejax(x, "newton"),
-        'mj.fit method="bfgs"': tool_mlejax(x, "bfgs"),
-        'mj.fit method="lbfgs"': tool_mlejax(x, "lbfgs"),
-    }
-    first, results = {}, {}
-    for name, fn in tools.items():
-        t = time.perf_counter()
-        results[name] = jax.block_until_ready(fn())
-        first[name] = time.perf_counter() - t
-    best = {k: float("inf") for k in tools}
-    for _ in range(args.repeat):
-        for name, fn in tools.items():
-            t = time.perf_counter()
-            jax.block_until_ready(fn())
-            best[name] = min(best[name], time.perf_counter() - t)
-
-    ref_mu, ref_se = (np.asarray(v) for v in results["optimistix BFGS + jax.hessian"])
-    anchors = [k for k in tools if not k.startswith("mj.fit")]
-    fastest = min(anchors, key=lambda k: best[k])
-    print("\n| tool | first call s | warm s | warm vs fastest anchor | max abs diff mu | max rel diff se(mu) | notes |")
-    print("|---|---|---|---|---|---|---|")
-    for name in tools:
-        mu, se = (np.asarray(v) for v in results[name])
-        info = getattr(tools[name], "info", {})
-        note = f"{info['n_iter']} it, {info['status']}, method {info['method']}" if info else ""
+    if args.child:
+        return child(args.child, args.n, args.repeat)
+    layouts = ["one"] + (["all"] if len(os.sched_getaffinity(0)) > 1 else [])
+    runs = {lay: bench.run_child(__file__, lay, ["--n", args.n, "--repeat", args.repeat]) for lay in layouts}
+    bench.header(
+        f"Gaussian mixture, N = {args.n:,}, 5 parameters, with SEs; best of {args.repeat} warm calls",
+        list(runs.values()),
+    )
+    ref_est, ref_se = reference(args.n)
+    print(f"reference: scipy trust-exact on the exact JAX Hessian; tolerance: est {TOL_EST} SE, SE {TOL_SE:.0%}")
+    ok = True
+    summary = []
+    for lay, run in runs.items():
+        rows = run["rows"]
+        for r in rows:
+            relabel(r)
+        ok &= bench.verify(rows, ref_est, ref_se, TOL_EST, TOL_SE)
+        base = next(r for r in rows if r["tool"] == "mj.fit defaults")
+        print(f"\n{run['devices']} JAX device(s) ({'one device' if lay == 'one' else 'mj.use_cpu_devices()'})\n")
+        print(bench.table(rows, base))
+        anchors = [r for r in rows if r["family"] == "anchor" and r["pass"]]
+        if anchors:
+            best = min(anchors, key=lambda r: r["warm"])
+            summary.append((lay, run["devices"], best, base))
+    print()
+    for _lay, ndev, best, base in summary:
         print(
-            f"| {name} | {first[name]:.3f} | {best[name]:.4f} | {best[fastest] / best[name]:.2f}x | "
-            f"{np.max(np.abs(mu - ref_mu)):.1e} | {np.max(np.abs(se / ref_se - 1.0)):.1e} | {note} |"
+            f"{ndev} device(s): fastest anchor {best['tool']} {best['warm']:.4f} s, mj.fit defaults "
+            f"{base['warm']:.4f} s: {best['warm'] / base['warm']:.2f}x"
         )
-    t_minuit = first["iminuit migrad + hesse"]
-    print(f"\nfastest anchor (warm): {fastest}, {best[fastest]:.4f} s; iminuit first call {t_minuit:.3f} s")
-
-    # Cost of one pass of the same log-likelihood: gradient vs value, gradient and Hessian.
-    from mlejax._src.solvers import Objective
-
-    xj = jnp.asarray(x)
-    obj = Objective.from_function(lambda t: nll_jax(t, xj))
-    passes = {"(f, g)": jax.jit(obj.value_and_grad), "(f, g, H) reverse-over-reverse": jax.jit(obj.value_grad_hess)}
-    passes["(f, g, H) forward-over-reverse"] = jax.jit(
-        lambda t: (obj.value(t), *jax.value_and_grad(obj.value)(t)[1:], jax.jacfwd(jax.grad(obj.value))(t))
-    )
-    # What mj.fit runs for this model: the Hessian pushed forward over the rows (an elementwise program with
-    # five parameters), compiled with the classic loop emitters as mlejax compiles every eager fit on CPU.
-    from mlejax._src.engine.plan import LEAN_COMPILER_OPTIONS as _LEAN_COMPILER_OPTIONS
-    from mlejax._src.objective import rows_value_grad_hess
-
-    passes["(f, g, H) forward over rows, lean (mj.fit's)"] = jax.jit(
-        rows_value_grad_hess(lambda t: nll_rows_jax(t, xj)), compiler_options=_LEAN_COMPILER_OPTIONS
-    )
-    t0 = jnp.asarray(THETA0)
-    for name, fn in passes.items():
-        jax.block_until_ready(fn(t0))
-        b = float("inf")
-        for _ in range(20):
-            t = time.perf_counter()
-            jax.block_until_ready(fn(t0))
-            b = min(b, time.perf_counter() - t)
-        print(f"one {name} pass: {b * 1e3:.2f} ms")
+    if len(summary) == 2:
+        b1, m2 = summary[0][2], summary[1][3]
+        print(f"mj.fit defaults on all devices vs the fastest one-device anchor: {b1['warm'] / m2['warm']:.2f}x")
+        allbest = min((s[2] for s in summary), key=lambda r: r["warm"])
+        print(
+            f"mj.fit defaults on all devices vs the fastest anchor anywhere ({allbest['tool']}, "
+            f"{allbest['devices']}): {allbest['warm'] / m2['warm']:.2f}x"
+        )
+    bench.finish(ok)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

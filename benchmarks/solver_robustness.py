@@ -24,10 +24,14 @@ is a run that reports success (mlejax: ``status == success``; scipy: ``success``
 optimistix: ``RESULTS.successful``) without being solved, unless (MGH) the point it returns is verifiably
 another local minimiser (exact gradient zero to rounding, Jacobi-scaled exact Hessian positive definite):
 those are counted apart as *other local minimum* (the paper lists only some local minima; converging to
-one is not false convergence). Iterations are each tool's own count (mlejax:
+one is not false convergence). The script exits 1 if mlejax's default column has a false success (the
+other columns' failures are what the benchmark measures). Iterations are each tool's own count (mlejax:
 ``n_iter``; multistart sums its lanes); evaluations count passes that compute the function (with
-whatever derivatives the tool asks for at that point). Wall time: mlejax warm (compiled once per problem,
-then timed), the others as called.
+whatever derivatives the tool asks for at that point). Times, every column alike: each tool runs each problem
+twice; ``compile`` is JAX's own account of tracing, lowering and compiling during the first run (scipy: of
+the jitted JAX derivatives it calls; mlejax: its one ``jit(vmap(fit))`` over the starts, shared out per
+start), ``warm`` the wall time of the second run, summed over the problems. All columns run on JAX's single
+CPU device with XLA's default compile options (mlejax's fits here are the user's ``jax.jit``).
 """
 
 from __future__ import annotations
@@ -67,9 +71,9 @@ def run_mlejax(f, x0s, multistart):
 
     fn = jax.jit(jax.vmap(one))
     x0s = jnp.asarray(x0s)
-    t = time.perf_counter()
+    _compile_s[0] = 0.0
     jax.block_until_ready(fn(x0s))
-    compile_s = time.perf_counter() - t
+    compile_s = _compile_s[0]
     t = time.perf_counter()
     x, fv, status, n_iter = jax.block_until_ready(fn(x0s))
     wall = (time.perf_counter() - t) / len(x0s)
@@ -99,9 +103,13 @@ def mlejax_evaluations(f, x0s):
 
 
 def run_trust_exact(f, x0):
+    fj, gj, hj = jax.jit(f), jax.jit(jax.grad(f)), jax.jit(jax.hessian(f))
+    return twice(lambda: _trust_exact(fj, gj, hj, x0))
+
+
+def _trust_exact(fj, gj, hj, x0):
     from scipy.optimize import minimize
 
-    fj, gj, hj = jax.jit(f), jax.jit(jax.grad(f)), jax.jit(jax.hessian(f))
     counter = [0]
 
     def fun(x):
@@ -127,9 +135,13 @@ def run_trust_exact(f, x0):
 
 
 def run_lm(res_fn, x0, f):
+    rj, jj = jax.jit(res_fn), jax.jit(jax.jacfwd(res_fn))
+    return twice(lambda: _lm(rj, jj, x0, f))
+
+
+def _lm(rj, jj, x0, f):
     from scipy.optimize import least_squares
 
-    rj, jj = jax.jit(res_fn), jax.jit(jax.jacfwd(res_fn))
     t = time.perf_counter()
     try:
         with np.errstate(all="ignore"):
@@ -160,10 +172,31 @@ def run_optx(f, x0):
         sol = optx.minimise(lambda x, _: f(x), solver, x0, max_steps=5000, throw=False)
         return sol.value, sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
 
-    t = time.perf_counter()
-    x, ok, steps = go(jnp.asarray(x0))
-    x = np.asarray(x)
-    return dict(x=x, f=float(f(jnp.asarray(x))), ok=bool(ok), it=int(steps), nfev=None, wall=time.perf_counter() - t)
+    def call():
+        t = time.perf_counter()
+        x, ok, steps = jax.block_until_ready(go(jnp.asarray(x0)))
+        wall = time.perf_counter() - t
+        x = np.asarray(x)
+        return dict(x=x, f=float(f(jnp.asarray(x))), ok=bool(ok), it=int(steps), nfev=None, wall=wall)
+
+    return twice(call)
+
+
+_compile_s = [0.0]
+jax.monitoring.register_event_duration_secs_listener(
+    lambda e, d, **_: _compile_s.__setitem__(0, _compile_s[0] + d) if e.startswith("/jax/core/compile/") else None
+)
+
+
+def twice(call):
+    """Every column is timed the same way: a first call (``compile``: JAX's own account of tracing, lowering
+    and compiling during it), then a second, warm call (``wall``) whose answer is the one counted."""
+    _compile_s[0] = 0.0
+    call()
+    compile_s = _compile_s[0]
+    out = call()
+    out["compile"] = compile_s
+    return out
 
 
 # -- the two suites -----------------------------------------------------------------------------
@@ -277,8 +310,8 @@ def table(rows, group):
     groups = sorted({r[group] for r in rows}, key=lambda g: [r[group] for r in rows].index(g))
     lines = [
         "| start | column | solved | other local minimum | false successes | iterations median / max "
-        "| evaluations median / max | wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| evaluations median / max | compile s | warm s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for gname in groups:
         sub = [r for r in rows if r[group] == gname]
@@ -291,8 +324,12 @@ def table(rows, group):
             ev = [x["nfev"] for x in res if x.get("nfev") is not None and x["nfev"] >= 0]
             evs = f"{np.median(ev):.0f} / {max(ev)}" if ev else "n/a"
             wall = sum(x["wall"] for x in res)
+            comp = sum(x["compile"] for x in res)
             its_s = f"{np.median(its):.0f} / {max(its)}"
-            lines.append(f"| {gname} | {c} | {solved}/{len(sub)} | {local} | {false} | {its_s} | {evs} | {wall:.2f} |")
+            lines.append(
+                f"| {gname} | {c} | {solved}/{len(sub)} | {local} | {false} | {its_s} | {evs} "
+                f"| {comp:.1f} | {wall:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -331,10 +368,16 @@ def main():
         for name in nist_problems.NAMES:
             its = [r["mlejax"]["it"] for r in nist if r["problem"] == name]
             print(f"  {name}: {its}")
-    comp = [r["mlejax"]["compile"] for r in rows]
-    print(f"\nmlejax compile per lane: median {np.median(comp):.2f} s (not in the wall column)")
     print("\nNot solved:\n" + misses(rows))
+    # The claim this benchmark checks: mlejax's default never reports success where it has not solved the
+    # problem (another verified local minimum is not a false success). Other columns' failures are data.
+    false = [r for r in rows if r["mlejax"]["ok"] and not r["mlejax"]["solved"] and not r["mlejax"].get("local")]
+    if false:
+        print(f"FAILED: mlejax reported {len(false)} false success(es)")
+        return 1
+    print("mlejax (default): no false success.")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -44,7 +44,7 @@ set ``jax.config.update("jax_num_cpu_devices", n)`` before JAX started and place
 ``jax.device_put(x, NamedSharding(mesh, PartitionSpec("rows")))``) and the rows are proved independent,
 every pass splits the rows over the devices with ``shard_map`` (one block loop per device, the sums
 reduced with ``psum``): XLA CPU runs one program's elementwise work on one core, so this is how one fit
-uses several cores (docs/performance.md).
+uses several cores (docs/internals.md).
 
 Blocks are read in place with ``lax.dynamic_slice`` (no padded copy of the data); when the block size does
 not divide the rows, the last block is the last ``block`` rows and the rows it shares with the block before

@@ -6,7 +6,7 @@ again. JAX can keep compiled programs on disk (its persistent compilation cache;
 no host callbacks, so it can be stored), but it is off unless a directory is configured, and that
 configuration is process-wide: it is the user's to make, never a side effect of a fit.
 
-Policy (see docs/performance.md):
+Policy (see docs/internals.md):
 
 * nothing happens at ``import mlejax`` nor at a fit: JAX's cache is used if, and as, the user configured it
   (``jax.config.update("jax_compilation_cache_dir", ...)`` or ``JAX_COMPILATION_CACHE_DIR``);

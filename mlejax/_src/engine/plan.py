@@ -36,7 +36,7 @@ from .rows import NotSeparableError, prove_row_separable, row_leaf_mask, sub_jax
 #: machine (512 KiB L2) a 20-parameter logistic regression ran best at 512-1,024-row blocks (1.2x faster
 #: than the 9,600 rows of a fixed 3 MiB budget) and a 5-parameter Gaussian mixture at 512-1,024 rows (2x
 #: faster than 50,000); on a 2 MiB-L2 Intel Xeon, 500-1,000 rows were best for 200 parameters
-#: (docs/performance.md).
+#: (docs/internals.md).
 MIN_BLOCK, MAX_BLOCK = 512, 65536
 #: Below this many rows one pass over all rows is as fast and compiles a simpler program.
 AUTO_MIN_ROWS = 32768
@@ -283,7 +283,7 @@ def calls_lapack(fun, *args) -> bool:
 #: 2.9 -> 2.4 s / 0.64 -> 0.62 s / 286 -> 80 MB; a 5-parameter mixture on 4e6 rows 8.8 -> 4.3 s / 4.1 ->
 #: 0.98 s (the fusion emitters run its forward row pass 4x slower); on small data the compilation takes half
 #: the time. (An earlier version of the fit, on the 2-core Intel Xeon, ran ~8% slower lean on large data,
-#: when only small data were compiled lean: docs/performance.md.) ``False`` compiles with XLA's defaults.
+#: when only small data were compiled lean: docs/internals.md.) ``False`` compiles with XLA's defaults.
 LEAN_COMPILE = True
 LEAN_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 

@@ -34,7 +34,7 @@ class Objective(NamedTuple):
 
 def value_grad_hess(fun: Callable) -> Callable:
     """``x -> (f, g, H)`` of a scalar function in one pass: the Hessian reverse-over-reverse (measured
-    20-25% faster than forward-over-reverse on XLA CPU, docs/performance.md)."""
+    20-25% faster than forward-over-reverse on XLA CPU, docs/internals.md)."""
     vg = jax.value_and_grad(fun)
 
     def grad_with_aux(x):
