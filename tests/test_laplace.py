@@ -243,7 +243,7 @@ def test_random_slopes_with_correlation_match_statsmodels():
 
 def test_crossed_random_effects_use_a_dense_hessian_and_are_exact():
     rng = np.random.default_rng(2)
-    na, nb = 12, 9
+    na, nb = 8, 6  # 14 crossed random effects, 96 rows
     a = np.repeat(np.arange(na), nb * 2)
     bb = np.tile(np.repeat(np.arange(nb), 2), na)
     ua, ub = rng.normal(0, 0.7, na), rng.normal(0, 0.4, nb)
