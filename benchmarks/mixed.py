@@ -185,7 +185,8 @@ def batch_child(members: int, groups: int, per: int, repeat: int):
     for i in range(10):
         y, x, g = sims[i]
         theta = [float(res.params["b"][i, 0]), float(res.params["b"][i, 1]), float(res.params["sd"][i])]
-        worst_ll = max(worst_ll, abs(float(res.loglik[i]) - numpy_laplace(theta, y, x, g, groups)) / abs(res.loglik[i]))
+        ll = float(res.loglik[i])
+        worst_ll = max(worst_ll, abs(ll - numpy_laplace(theta, y, x, g, groups)) / abs(ll))
         opt = scipy.optimize.minimize(
             lambda t, y=y, x=x, g=g: -numpy_laplace([t[0], t[1], np.exp(t[2])], y, x, g, groups),
             np.array([0.0, 0.0, 0.0]),
