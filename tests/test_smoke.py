@@ -105,3 +105,30 @@ def test_large_fit_on_the_default_devices_equals_one_pass():
     for key in init:
         np.testing.assert_allclose(default.params[key], one_pass.params[key], rtol=1e-10)
         np.testing.assert_allclose(default.se[key], one_pass.se[key], rtol=1e-8)
+
+
+def test_random_intercept_laplace_fit_is_the_exact_marginal():
+    # A random-intercept linear model: the Laplace marginal is exact, so at the estimate it equals the
+    # multivariate normal log-density of each group's data, and the modes are the BLUPs.
+    g = np.repeat(np.arange(12), 6)
+    x = RNG.normal(size=72)
+    y = 1.0 + 0.5 * x + RNG.normal(0.0, 0.8, 12)[g] + RNG.normal(0.0, 1.2, 72)
+
+    def joint(p, d):
+        eta = p["b"][0] + p["b"][1] * d["x"] + p["u"][d["g"]]
+        return jnp.sum(jax.scipy.stats.norm.logpdf(d["y"], eta, p["s"])) + jnp.sum(
+            jax.scipy.stats.norm.logpdf(p["u"], 0.0, p["sd"])
+        )
+
+    init = {"b": jnp.zeros(2), "s": 1.0, "sd": 1.0, "u": jnp.zeros(12)}
+    res = mj.fit(joint, init, {"y": y, "x": x, "g": g}, random="u", constraints={"s": mj.positive, "sd": mj.positive})
+    assert bool(res.converged)
+    b0, b1 = np.asarray(res.params["b"])
+    s, sd = float(res.params["s"]), float(res.params["sd"])
+    exact, blups = 0.0, []
+    for i in range(12):
+        r = y[g == i] - b0 - b1 * x[g == i]
+        exact += stats.multivariate_normal(np.zeros(6), s**2 * np.eye(6) + sd**2).logpdf(r)
+        blups.append(sd**2 * r.sum() / (s**2 + 6 * sd**2))
+    np.testing.assert_allclose(float(res.loglik), exact, rtol=1e-11)
+    np.testing.assert_allclose(res.params["u"], blups, rtol=1e-8, atol=1e-10)
