@@ -284,24 +284,12 @@ class Laplace:
             return (values[0] if x.shape[0] else f(x)), grad
 
         def value_grad_hess(x):
-            # One push of second order per pair i <= j (k (k + 1) / 2 lanes of one vmap, not k^2): each
-            # gives the value, the first derivatives along e_i and e_j and the second along both.
-            k = x.shape[0]
-            if k == 0:
-                return f(x), jnp.zeros((0,), x.dtype), jnp.zeros((0, 0), x.dtype)
-            rows, cols = np.triu_indices(k)
-            eye = np.eye(k, dtype=x.dtype)
+            def grad_with_aux(y):
+                value, grad = value_and_grad(y)
+                return grad, (value, grad)
 
-            def push(a, b):
-                (value, d_a), (_, d_ab) = jax.jvp(lambda y: jax.jvp(f, (y,), (a,)), (x,), (b,))
-                return value, d_a, d_ab
-
-            values, first, second = jax.vmap(push)(jnp.asarray(eye[rows]), jnp.asarray(eye[cols]))
-            diagonal = np.flatnonzero(rows == cols)  # pairs (i, i), in the order of i
-            upper = jnp.asarray(np.eye(k * k, dtype=x.dtype)[rows * k + cols])  # pair -> entry (i, j)
-            lower = jnp.asarray(np.eye(k * k, dtype=x.dtype)[cols * k + rows])
-            hess = ((second @ upper) + (second @ lower)).reshape(k, k) * jnp.where(jnp.eye(k, dtype=bool), 0.5, 1.0)
-            return values[0], first[diagonal], hess
+            hess, (value, grad) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
+            return value, grad, symmetrize(hess)
 
         return Objective(f, value_and_grad, value_grad_hess)
 
