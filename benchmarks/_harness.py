@@ -149,6 +149,13 @@ def child_main(rows, extra=None):
     print(json.dumps(out))
 
 
+def run_layouts(script, args):
+    """``{layout: JSON}`` of ``script --child layout args`` for JAX's single CPU device (``one``) and, on a
+    machine with several cores, one device per core (``all``), each in a fresh process."""
+    layouts = ["one"] + (["all"] if len(os.sched_getaffinity(0)) > 1 else [])
+    return {layout: run_child(script, layout, args) for layout in layouts}
+
+
 def run_child(script, layout, args, env=None):
     """Run ``script --child layout args`` in a fresh process; its JSON."""
     cmd = [sys.executable, script, "--child", layout, *map(str, args)]

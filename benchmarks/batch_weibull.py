@@ -31,7 +31,6 @@ fits per second of ``fit_batch`` at larger batch sizes.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -336,8 +335,7 @@ def main():
     cargs = ["--datasets", args.datasets, "--obs", args.obs, "--subset", args.subset, "--repeat", args.repeat]
     if args.large:
         cargs += ["--large", *args.large]
-    layouts = ["one"] + (["all"] if len(os.sched_getaffinity(0)) > 1 else [])
-    runs = {lay: bench.run_child(__file__, lay, cargs) for lay in layouts}
+    runs = bench.run_layouts(__file__, cargs)
     b = args.datasets
     bench.header(
         f"{b:,} datasets x {args.obs} Weibull(k=1.5, lam=2) draws, each fit with SEs; best of {args.repeat} warm",

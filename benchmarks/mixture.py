@@ -33,7 +33,6 @@ SEs, every SE within 1% (iminuit's and statsmodels' Hessians are numerical).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import _harness as bench
@@ -266,8 +265,7 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.n, args.repeat)
-    layouts = ["one"] + (["all"] if len(os.sched_getaffinity(0)) > 1 else [])
-    runs = {lay: bench.run_child(__file__, lay, ["--n", args.n, "--repeat", args.repeat]) for lay in layouts}
+    runs = bench.run_layouts(__file__, ["--n", args.n, "--repeat", args.repeat])
     bench.header(
         f"Gaussian mixture, N = {args.n:,}, 5 parameters, with SEs; best of {args.repeat} warm calls",
         list(runs.values()),

@@ -27,7 +27,6 @@ from the inverse Hessian in ``(beta, alpha)``. Tolerances: estimates within 0.01
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 
@@ -187,9 +186,8 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.n, args.p, args.repeat)
-    layouts = ["one"] + (["all"] if len(os.sched_getaffinity(0)) > 1 else [])
     cargs = ["--n", args.n, "--p", args.p, "--repeat", args.repeat]
-    runs = {lay: bench.run_child(__file__, lay, cargs) for lay in layouts}
+    runs = bench.run_layouts(__file__, cargs)
     bench.header(f"NB2 regression, N = {args.n:,}, p = {args.p} (+ alpha), with SEs", list(runs.values()))
     ref_est, ref_se = reference(args.n, args.p)
     print(f"reference: scipy trust-exact + Newton on the exact JAX Hessian; tolerance est {TOL_EST} SE, SE {TOL_SE}")

@@ -32,7 +32,6 @@ is numerical).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import _harness as bench
@@ -247,8 +246,7 @@ def main():
     args = ap.parse_args()
     if args.child:
         return child(args.child, args.n, args.repeat)
-    layouts = ["one"] + (["all"] if len(os.sched_getaffinity(0)) > 1 else [])
-    runs = {lay: bench.run_child(__file__, lay, ["--n", args.n, "--repeat", args.repeat]) for lay in layouts}
+    runs = bench.run_layouts(__file__, ["--n", args.n, "--repeat", args.repeat])
     bench.header(
         f"Extended unbinned fit, signal + background, {args.n:,} events, 5 parameters; best of "
         f"{args.repeat} warm calls (1 for calls over 8 s)",
