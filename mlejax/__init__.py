@@ -33,6 +33,8 @@ _LAZY = {
     "curve_fit": ("._src.models.curve_fit", "curve_fit"),
     "fit_dist": ("._src.models.fit_dist", "fit_dist"),
     "glm": ("._src.models.glm", "glm"),
+    "glmm": ("._src.models.glmm", "glmm"),
+    "GLMMResult": ("._src.models.glmm", "GLMMResult"),
     **{
         name: ("._src.inference", name)
         for name in (
@@ -75,6 +77,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API docs) read
     from ._src.models.curve_fit import curve_fit
     from ._src.models.fit_dist import fit_dist
     from ._src.models.glm import glm
+    from ._src.models.glmm import GLMMResult, glmm
 
 
 def __getattr__(name):
@@ -117,6 +120,8 @@ __all__ = [
     "ordered",
     # models
     "glm",
+    "glmm",
+    "GLMMResult",
     "curve_fit",
     # inference
     "lr_test",
