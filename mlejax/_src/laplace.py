@@ -175,6 +175,44 @@ def candidate_blocks(shapes) -> Blocks | None:
     return Blocks(int(n_groups), tuple(int(math.prod(s[1:])) for s in shapes))
 
 
+@dataclasses.dataclass(frozen=True)
+class Bordered:
+    """``H = [[B, C], [C', E]]``: ``B`` block-diagonal over the first random leaf (shape ``(n_groups, m)``, one
+    ``m x m`` block per group), ``E`` dense over the ``rest`` entries after it, ``C`` their coupling (dense,
+    ``n_groups m x rest``). Crossed designs: the largest grouping is eliminated group by group, and only the
+    Schur complement ``S = E - C' B^-1 C`` of the others is factorised densely (``log det H = sum_g log det B_g
+    + log det S``). The Hessian is held as the tuple ``(B, C, E)``."""
+
+    n_groups: int
+    m: int
+    rest: int
+
+    @property
+    def first(self) -> int:
+        return self.n_groups * self.m
+
+    @property
+    def dense(self) -> bool:
+        return False
+
+
+def _block_solve(b, rhs):
+    """``B^-1 rhs`` for block-diagonal ``B`` ``(G, m, m)`` and ``rhs`` of ``G m`` rows (and any columns)."""
+    g, m, _ = b.shape
+    r = rhs.reshape((g, m) + rhs.shape[1:])
+    if m == 1:
+        x = r / b.reshape((g, 1) + (1,) * (rhs.ndim - 1))
+    else:
+        x = jax.vmap(_spd_solve)(b, r)
+    return x.reshape(rhs.shape)
+
+
+def _schur(parts):
+    b, c, e = parts
+    binv_c = _block_solve(b, c)
+    return symmetrize(e - c.T @ binv_c), binv_c
+
+
 # -- the Laplace marginal --------------------------------------------------------------------------------
 
 
@@ -186,10 +224,11 @@ class Laplace:
 
     loglik: Callable
     paths: tuple[tuple[str, ...], ...]
-    blocks: Blocks | None = None  # None: dense
+    blocks: Blocks | Bordered | None = None  # None: dense
     tol: float = INNER_TOL[8]
     maxiter: int = INNER_MAXITER
     nagq: int = 1  # > 1: adaptive Gauss-Hermite quadrature with this many nodes per group (see :meth:`aghq`)
+    profiled: int = 0  # trailing entries of the flat random vector maximised over, not integrated out
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -213,7 +252,7 @@ class Laplace:
         """The joint log-density at random effects ``v`` (summed when ``loglik`` returns rows)."""
         return jnp.sum(self.loglik(self.insert(p, v), data))
 
-    def layout(self, q: int) -> Blocks:
+    def layout(self, q: int) -> Blocks | Bordered:
         return self.blocks if self.blocks is not None else dense_blocks(q)
 
     def hessian_blocks(self, p, v, data):
@@ -223,11 +262,13 @@ class Laplace:
     def grad_and_blocks(self, p, v, data):
         """``(-d joint / dv, H blocks)`` at ``v``: the gradient is the primal of the Hessian-vector products."""
         lay = self.layout(v.shape[0])
-        idx = lay.index()
 
         def neg_grad(w):
             return -jax.grad(self.joint, argnums=1)(p, w, data)
 
+        if isinstance(lay, Bordered):
+            return self._bordered_parts(neg_grad, lay, v, data)
+        idx = lay.index()
         if lay.dense:
             probes = jnp.eye(lay.size, dtype=v.dtype)
         else:
@@ -247,14 +288,48 @@ class Laplace:
         # cols[j, idx[g, i]] = H[idx[g, i], idx[g, j]]: entry (i, j) of block g
         return grads[0], symmetrize(jnp.transpose(cols[:, idx], (1, 2, 0)))
 
+    def _bordered_parts(self, neg_grad, lay: Bordered, v, data):
+        """``(-grad, (B, C, E))``: ``m`` products along each block column of all groups at once (the ``B``
+        blocks: ``B`` has no entry between groups), and one along each of the ``rest`` entries (``C`` and
+        ``E``)."""
+        n1, q = lay.first, v.shape[0]
+        probes = np.zeros((lay.m + lay.rest, q), v.dtype)
+        for j in range(lay.m):
+            probes[j, j : n1 : lay.m] = 1.0
+        probes[lay.m + np.arange(lay.rest), n1 + np.arange(lay.rest)] = 1.0
+        probes = jnp.asarray(probes)
+        batch = max(1, min(probes.shape[0], _HVP_BUDGET // max(_data_rows(data), 1)))
+
+        def push(t):
+            return jax.jvp(neg_grad, (v,), (t,))
+
+        if batch >= probes.shape[0]:
+            grads, cols = jax.vmap(push)(probes)
+        else:
+            grads, cols = lax.map(push, probes, batch_size=batch)
+        # cols[j, g m + i] = B_g[i, j]
+        b = jnp.transpose(cols[: lay.m, :n1].reshape(lay.m, lay.n_groups, lay.m), (1, 2, 0))
+        c = cols[lay.m :, :n1].T
+        e = cols[lay.m :, n1:]
+        return grads[0], (symmetrize(b), c, symmetrize(e))
+
     def solve(self, blocks, rhs):
         """``H^-1 rhs`` for the flat vector ``rhs``, block by block (differentiable in both)."""
         lay = self.layout(rhs.shape[0])
+        if isinstance(lay, Bordered):
+            s, binv_c = _schur(blocks)
+            b, c, _ = blocks
+            n1 = lay.first
+            y1 = _block_solve(blocks[0], rhs[:n1])
+            x2 = _spd_solve(s, rhs[n1:] - c.T @ y1)
+            return jnp.concatenate([y1 - binv_c @ x2, x2])
         idx = lay.index()
         x = rhs[idx] / blocks[:, :, 0] if lay.size == 1 else jax.vmap(_spd_solve)(blocks, rhs[idx])
         return jnp.zeros_like(rhs).at[idx].set(x, unique_indices=True)
 
     def diagonal(self, blocks, q: int):
+        if isinstance(self.layout(q), Bordered):
+            return jnp.concatenate([jnp.diagonal(blocks[0], axis1=-2, axis2=-1).reshape(-1), jnp.diagonal(blocks[2])])
         idx = self.layout(q).index()
         return jnp.zeros((q,), blocks.dtype).at[idx].set(jnp.diagonal(blocks, axis1=-2, axis2=-1), unique_indices=True)
 
@@ -263,11 +338,25 @@ class Laplace:
         Newton converged to a point where ``H`` is positive definite (1.0 or 0.0)."""
         return _mode(self, p, data)
 
+    def logdet(self, blocks, profiled: int = 0):
+        """``log det`` of ``H`` (NaN where it is not positive definite), or with ``profiled`` of its trailing
+        rows and columns left out (those of the entries maximised over)."""
+        if isinstance(self.blocks, Bordered):
+            s, _ = _schur(blocks)
+            keep = s.shape[0] - profiled
+            return _logdet(blocks[0]) + (logdet_spd(s[:keep, :keep]) if keep else 0.0)
+        if profiled:
+            if blocks.shape[0] != 1:
+                raise ValueError("profiled random entries need a dense or bordered layout")
+            keep = blocks.shape[-1] - profiled
+            return logdet_spd(blocks[0, :keep, :keep])
+        return _logdet(blocks)
+
     def __call__(self, p, data):
         v, ok = self.mode(p, data)
         blocks = self.hessian_blocks(p, v, data)
-        logdet = _logdet(blocks)
-        q = v.shape[0]
+        logdet = self.logdet(blocks, self.profiled)
+        q = v.shape[0] - self.profiled
         if self.nagq > 1:
             value = self.aghq(p, v, blocks, data)
         else:
@@ -284,7 +373,7 @@ class Laplace:
         ``s_g = h_g^-1/2``; one node is the Laplace approximation. ``loglik`` must return one value per group
         (the joint log-density of that group's data and its random effect)."""
         lay = self.layout(v.shape[0])
-        if lay.dense or lay.leaf_sizes != (1,):
+        if isinstance(lay, Bordered) or lay.dense or lay.leaf_sizes != (1,):
             raise ValueError(
                 "adaptive Gauss-Hermite quadrature (nagq > 1) needs one scalar random effect per group "
                 "(a single random leaf of shape (groups,)), with no coupling between groups"
@@ -343,8 +432,16 @@ class Laplace:
             (v, ok), _ = modes_jvp(jnp.zeros((0,), cov_u.dtype))
             jac = jnp.zeros((v.shape[0], 0), cov_u.dtype)
         blocks = self.hessian_blocks(p, v, data)
-        inverse = 1.0 / blocks if blocks.shape[-1] == 1 else jax.vmap(spd_inverse)(blocks)
-        conditional = self.diagonal(inverse, v.shape[0])
+        if isinstance(self.blocks, Bordered):
+            b, _, _ = blocks
+            s, binv_c = _schur(blocks)
+            s_inv = spd_inverse(s)
+            b_inv = 1.0 / b if b.shape[-1] == 1 else jax.vmap(spd_inverse)(b)
+            first = jnp.diagonal(b_inv, axis1=-2, axis2=-1).reshape(-1) + jnp.sum((binv_c @ s_inv) * binv_c, axis=1)
+            conditional = jnp.concatenate([first, jnp.diagonal(s_inv)])
+        else:
+            inverse = 1.0 / blocks if blocks.shape[-1] == 1 else jax.vmap(spd_inverse)(blocks)
+            conditional = self.diagonal(inverse, v.shape[0])
         var = conditional + (jnp.einsum("ik,kl,il->i", jac, cov_u, jac) if k else 0.0)
         return v, jnp.sqrt(var), ok
 
@@ -430,7 +527,7 @@ def _newton_mode(lm: Laplace, p, data):
 
     start = (v0, f(v0), jnp.zeros((), jnp.int32), jnp.zeros((), bool), jnp.zeros((), bool))
     v, fv, _, done, _ = lax.while_loop(cond, body, start)
-    pd = jnp.isfinite(_logdet(lm.hessian_blocks(p, v, data)))
+    pd = jnp.isfinite(lm.logdet(lm.hessian_blocks(p, v, data)))
     return v, (done & pd & jnp.isfinite(fv)).astype(dtype)
 
 
@@ -522,8 +619,9 @@ class Random:
     data to read it from)."""
 
     paths: tuple[tuple[str, ...], ...]
-    blocks: Blocks | None
+    blocks: Blocks | Bordered | None
     nagq: int = 1
+    profiled: int = 0
 
 
 def setup(loglik, init, random, constraints, fixed, traced: bool):
@@ -540,8 +638,8 @@ def setup(loglik, init, random, constraints, fixed, traced: bool):
                     raise ValueError(f"initial value of random effect '{'.'.join(path)}' is not finite")
     size = float_dtype(jax.tree_util.tree_leaves(init)).itemsize
     blocks = given.blocks if given is not None else None
-    nagq = given.nagq if given is not None else 1
-    return Laplace(loglik, paths, blocks, INNER_TOL.get(size, INNER_TOL[8]), nagq=nagq), _merge(fixed, start)
+    extra = {"nagq": given.nagq, "profiled": given.profiled} if given is not None else {}
+    return Laplace(loglik, paths, blocks, INNER_TOL.get(size, INNER_TOL[8]), **extra), _merge(fixed, start)
 
 
 def structure(problem, free_init, fixed_values, data, traced: bool):
@@ -556,6 +654,11 @@ def structure(problem, free_init, fixed_values, data, traced: bool):
         z = np.random.default_rng(1).standard_normal(u0.shape)
         trial = problem.to_params(jnp.asarray(u0 + 0.05 * (np.abs(u0) + 0.1) * z, u0.dtype), fixed_values)
         blocks = detect_blocks(lm, trial, data)
+    if isinstance(blocks, Bordered) and blocks.rest > DENSE_MAX:
+        raise ValueError(
+            f"the random effects beyond the largest grouping need a dense {blocks.rest} x {blocks.rest} matrix, "
+            f"more than the {DENSE_MAX} this fit handles densely"
+        )
     if blocks is None and q > DENSE_MAX:
         why = (
             "under jit/vmap the structure cannot be read from concrete data; fit eagerly"

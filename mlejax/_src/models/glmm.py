@@ -34,7 +34,7 @@ import numpy as np
 from ..constraints import positive
 from ..engine.linalg import symmetrize
 from ..fit import fit
-from ..laplace import Blocks, Laplace, Random
+from ..laplace import Blocks, Bordered, Laplace, Random
 from ..result import FitResult
 from ..status import SingularFitWarning
 from ._glm_families import GLMLoglik, get_family
@@ -172,6 +172,13 @@ def _column_or_array(value, frame, rows, what):
     if arr.shape[0] != frame.shape[0]:
         raise ValueError(f"{what} has {arr.shape[0]} values; data has {frame.shape[0]} rows")
     return arr[rows]
+
+
+def _split_columns(expr: str) -> int:
+    """How many columns a random term's expression makes, for the check of ``nagq`` (``x`` is ``1 + x``)."""
+    from ._mixed_formula import _expr_columns
+
+    return len(_expr_columns(expr)) if "*" not in expr and ":" not in expr else 2
 
 
 def _response(lhs: str) -> str:
@@ -453,26 +460,18 @@ def _lme4_name(name: str) -> str:
 # -- conditional covariance of the fixed effects ----------------------------------------------------------
 
 
-def _conditional_fixef_cov(joint: GLMMJoint, blocks: Blocks | None, params, data):
-    """``[H^-1]_beta,beta`` of the joint over ``(beta, u)`` at ``params``: ``(A - B' D^-1 B)^-1`` with ``A``,
-    ``B``, ``D`` the ``beta-beta``, ``u-beta``, ``u-u`` blocks of ``-d^2 joint``; the ``u`` block by the fit's
-    layout (one block per group for a single term)."""
-    lm = Laplace(joint, (("u",),), blocks)
+def _inner_fixef_cov(lm: Laplace, params, data, p: int):
+    """``[H^-1]_beta,beta`` of the joint over ``(u, beta)`` at the modes in ``params`` (``beta`` the last ``p``
+    entries of the inner vector): lme4's ``vcov`` of a linear mixed model, ``(X' V^-1 X)^-1``."""
     v = lm.flat(params)
-    beta = params["beta"]
-    _, d_blocks = lm.grad_and_blocks(params, v, data)
-
-    def joint_beta(b):
-        return lm.joint({**params, "beta": b}, v, data)
-
-    a = -jax.hessian(joint_beta)(beta)
-    cross = -jax.jacfwd(lambda b: jax.grad(lm.joint, argnums=1)({**params, "beta": b}, v, data))(beta)  # (q, p)
-    solved = jax.vmap(lambda col: lm.solve(d_blocks, col), in_axes=1, out_axes=1)(cross)
-    schur = symmetrize(a - cross.T @ solved)
-    return jnp.linalg.inv(schur)
+    _, parts = lm.grad_and_blocks(params, v, data)
+    q = v.shape[0]
+    units = jnp.zeros((p, q), v.dtype).at[jnp.arange(p), q - p + jnp.arange(p)].set(1.0)
+    cols = jax.vmap(lambda e: lm.solve(parts, e))(units)
+    return symmetrize(cols[:, q - p :])
 
 
-_conditional_fixef_cov_jit = jax.jit(_conditional_fixef_cov, static_argnums=(0, 1))
+_inner_fixef_cov_jit = jax.jit(_inner_fixef_cov, static_argnums=(0, 3))
 
 
 # -- the entry point ------------------------------------------------------------------------------------
@@ -527,8 +526,9 @@ def glmm(
     if fam.name not in GLMM_FAMILIES:
         raise ValueError(f"glmm families are {GLMM_FAMILIES}; got {family!r}")
     link_obj = get_link(fam.default_link if link is None else link)
-    if link_obj.name not in fam.links:
-        raise ValueError(f"link {link_obj.name!r} is not available for the {fam.name} family; use one of {fam.links}")
+    links = ("identity",) if fam.name == "gaussian" else fam.links
+    if link_obj.name not in links:
+        raise ValueError(f"link {link_obj.name!r} is not available for a {fam.name} glmm; use one of {links}")
     if reml and fam.name != "gaussian":
         raise ValueError("reml=True is for the gaussian family (linear mixed models)")
     if not isinstance(nagq, (int, np.integer)) or nagq < 1:
@@ -538,6 +538,11 @@ def glmm(
             raise ValueError("nagq > 1 is for non-gaussian families (the Laplace approximation is exact for gaussian)")
         if len(mf.random) != 1:
             raise ValueError(f"nagq > 1 needs a single random term (1 | g); the formula has {len(mf.random)}")
+        if _split_columns(mf.random[0].expr) > 1:
+            raise ValueError(
+                f"nagq > 1 needs a single scalar random effect per group, as lme4's nAGQ: ({mf.random[0].expr} | "
+                f"{mf.random[0].group}) has several columns"
+            )
     for bad in ("fixed", "random", "constraints"):
         if bad in fit_options:
             raise TypeError(f"glmm does not take {bad}= (it builds them from the formula)")
@@ -571,13 +576,18 @@ def glmm(
     data_tree = make_data(fam.name, y, X, off, w)
     terms: list[TermInfo] = []
     Z, G = {}, {}
-    for i, rt in enumerate(mf.random):
-        key = f"t{i:02d}"
+    built = []
+    for rt in mf.random:
         zmm = model_matrix(rt.expr, sub, na_action="raise")
         cols = [str(c) for c in zmm.columns]
         if not cols:
             raise ValueError(f"the random term ({rt.expr} | {rt.group}) has no columns")
         codes, levels, level_keys = _grouping(sub, rt.factors)
+        built.append((rt, zmm, cols, codes, levels, level_keys))
+    # keys by size: the largest term comes first in the random vector (eliminated group by group)
+    rank = sorted(range(len(built)), key=lambda i: (-len(built[i][4]) * len(built[i][2]), i))
+    for i, (rt, zmm, cols, codes, levels, level_keys) in enumerate(built):
+        key = f"t{rank.index(i):02d}"
         terms.append(TermInfo(key, rt.group, rt.factors, cols, levels, zmm.model_spec, level_keys))
         Z[key] = np.asarray(zmm.to_numpy(), float)
         G[key] = codes.astype(np.int32)
@@ -598,21 +608,33 @@ def glmm(
         tuple((t.key, len(t.levels), t.m) for t in terms),
         per_group=nagq > 1,
     )
-    single = Blocks(len(terms[0].levels), (terms[0].m,)) if len(terms) == 1 and len(terms[0].levels) > 1 else None
-    paths = (("beta",), ("u",)) if reml else (("u",),)
+    # The inner vector: the random effects, then (gaussian) the fixed effects -- maximised over for ML (exact:
+    # the joint is Gaussian in them; lme4's profiled deviance), integrated out for REML.
+    gaussian = fam.name == "gaussian"
+    paths = (("u",), ("beta",)) if gaussian else (("u",),)
+    largest = min(terms, key=lambda t: t.key)
+    q = sum(len(t.levels) * t.m for t in terms)
+    rest = q - len(largest.levels) * largest.m + (p if gaussian else 0)
+    layout = Blocks(len(largest.levels), (largest.m,)) if rest == 0 else Bordered(len(largest.levels), largest.m, rest)
+    profiled = p if gaussian and not reml else 0
     with warnings.catch_warnings():  # said below with the groupings' names
         warnings.simplefilter("ignore", SingularFitWarning)
         res = fit(
             joint,
             init,
             data_tree,
-            random=Random(paths, None if reml else single, nagq=int(nagq)),
+            random=Random(paths, layout, nagq=int(nagq), profiled=profiled),
             constraints=constraints or None,
             nobs=n,
             **fit_options,
         )
-    if fam.name == "gaussian" or reml:
-        fixef_cov = np.asarray(_conditional_fixef_cov_jit(joint, single, res.params, data_tree), float)
+    if gaussian:
+        inner = Laplace(joint, paths, layout)
+        fixef_cov = np.asarray(_inner_fixef_cov_jit(inner, res.params, data_tree, p), float)
+        # lme4 counts the fixed effects among the estimated parameters
+        k = len(res.param_names) + p
+        ll = float(res.loglik)
+        res = res.replace(aic=jnp.asarray(-2 * ll + 2 * k), bic=jnp.asarray(-2 * ll + math.log(n) * k))
     else:
         idx = [j for j, nm in enumerate(res.param_names) if nm.startswith("beta[") or nm == "beta"]
         fixef_cov = np.asarray(res.cov, float)[np.ix_(idx, idx)]
