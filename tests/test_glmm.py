@@ -86,8 +86,8 @@ def test_lmm_matches_statsmodels(slopes, reml):
     assert res.converged and isinstance(res, mj.FitResult)
     model = smf.mixedlm("y ~ x", slopes, groups=slopes["subject"], re_formula="~x")
     # statsmodels' log-likelihood (profiled over its scale) at mlejax's estimates
-    lam = np.asarray(lower_factor(res.params["theta"]["t00"], 2))
-    at_ours = MixedLMParams.from_components(res.fixef.to_numpy(), cov_re=lam @ lam.T / res.sigma**2)
+    lam = np.asarray(lower_factor(res.params["theta"]["t00"], 2))  # relative to sigma, as lme4's theta
+    at_ours = MixedLMParams.from_components(res.fixef.to_numpy(), cov_re=lam @ lam.T)
     model.reml, model.cov_pen, model.fe_pen = reml, None, None
     assert model.loglike(at_ours, profile_fe=False) == pytest.approx(float(res.loglik), rel=1e-10)
     sm = model.fit(reml=reml, method="lbfgs")
@@ -101,7 +101,7 @@ def test_lmm_matches_statsmodels(slopes, reml):
     assert res.corr["subject"].loc["Intercept", "x"] == pytest.approx(sm_corr, abs=2e-4)
     # lme4's vcov for an LMM: (X' V^-1 X)^-1 at the estimates, from the marginal covariance of the data
     Zg = np.column_stack([np.ones(10), np.linspace(0, 1, 10)])
-    V = Zg @ (lam @ lam.T) @ Zg.T + res.sigma**2 * np.eye(10)
+    V = res.sigma**2 * (Zg @ (lam @ lam.T) @ Zg.T + np.eye(10))
     X = np.column_stack([np.ones(240), slopes["x"]])
     info = sum(X[i * 10 : i * 10 + 10].T @ np.linalg.solve(V, X[i * 10 : i * 10 + 10]) for i in range(24))
     np.testing.assert_allclose(res.vcov.to_numpy(), np.linalg.inv(info), rtol=1e-9)
@@ -279,3 +279,76 @@ def test_results_are_fit_results_through_jax_trees():
     leaves, tree = jax.tree_util.tree_flatten(res)
     back = jax.tree_util.tree_unflatten(tree, leaves)
     assert isinstance(back, mj.GLMMResult) and back.fixef.equals(res.fixef)
+
+
+# -- crossed designs ---------------------------------------------------------------------------------------
+
+
+def exact_lmm_loglik(beta, sd_a, sd_b, sigma, df, reml=False):
+    """The marginal log-likelihood of ``y ~ x + (1 | a) + (1 | b)`` from ``y ~ N(X beta, V)``, ``V`` dense."""
+    y, X = df["y"].to_numpy(), np.column_stack([np.ones(len(df)), df["x"]])
+    Za = (df["a"].to_numpy()[:, None] == np.unique(df["a"])[None, :]).astype(float)
+    Zb = (df["b"].to_numpy()[:, None] == np.unique(df["b"])[None, :]).astype(float)
+    V = sd_a**2 * Za @ Za.T + sd_b**2 * Zb @ Zb.T + sigma**2 * np.eye(len(y))
+    r = y - X @ beta
+    _, logdet = np.linalg.slogdet(V)
+    ll = -0.5 * (len(y) * np.log(2 * np.pi) + logdet + r @ np.linalg.solve(V, r))
+    if reml:
+        _, logdet_x = np.linalg.slogdet(X.T @ np.linalg.solve(V, X))
+        ll += 0.5 * X.shape[1] * np.log(2 * np.pi) - 0.5 * logdet_x
+    return ll
+
+
+@pytest.mark.parametrize("reml", [False, True])
+def test_crossed_lmm_is_the_exact_marginal_maximum(reml):
+    rng = np.random.default_rng(8)
+    n = 240
+    a, b = rng.integers(0, 30, n), rng.integers(0, 12, n)
+    x = rng.normal(size=n)
+    y = 1.0 + 0.5 * x + rng.normal(0, 0.7, 30)[a] + rng.normal(0, 0.4, 12)[b] + rng.normal(0, 0.6, n)
+    df = pd.DataFrame({"y": y, "x": x, "a": a, "b": b})
+    res = mj.glmm("y ~ x + (1 | a) + (1 | b)", df, reml=reml)
+    assert res.converged and res.ngroups == {"a": 30, "b": 12}
+    est = (res.fixef.to_numpy(), res.sd["a"].iloc[0], res.sd["b"].iloc[0], res.sigma)
+    assert float(res.loglik) == pytest.approx(exact_lmm_loglik(*est, df, reml), rel=1e-10)
+
+    def neg(t):  # the exact marginal over (log SDs), beta by GLS: the profiled likelihood, maximised by SciPy
+        sa, sb, s = np.exp(t)
+        Xm = np.column_stack([np.ones(n), x])
+        Za, Zb = np.eye(30)[a], np.eye(12)[b]
+        V = sa**2 * Za @ Za.T + sb**2 * Zb @ Zb.T + s**2 * np.eye(n)
+        beta = np.linalg.solve(Xm.T @ np.linalg.solve(V, Xm), Xm.T @ np.linalg.solve(V, y))
+        return -exact_lmm_loglik(beta, sa, sb, s, df, reml)
+
+    opt = scipy.optimize.minimize(neg, np.log(est[1:]) + 0.05, method="BFGS", options={"gtol": 1e-8})
+    np.testing.assert_allclose(np.exp(opt.x), est[1:], rtol=1e-4)
+    assert float(res.loglik) >= -opt.fun - 1e-8
+    # the conditional modes: E[b | y] = Sigma Z' V^-1 (y - X beta)
+    Za = np.eye(30)[a]
+    V = est[1] ** 2 * Za @ Za.T + est[2] ** 2 * np.eye(12)[b] @ np.eye(12)[b].T + est[3] ** 2 * np.eye(n)
+    modes = est[1] ** 2 * Za.T @ np.linalg.solve(V, y - np.column_stack([np.ones(n), x]) @ est[0])
+    np.testing.assert_allclose(res.ranef["a"]["Intercept"].to_numpy(), modes, rtol=1e-7, atol=1e-10)
+
+
+def test_crossed_poisson_glmm_equals_the_dense_laplace_by_hand():
+    rng = np.random.default_rng(12)
+    n = 300
+    a, b = rng.integers(0, 25, n), rng.integers(0, 8, n)
+    x = rng.normal(size=n)
+    y = rng.poisson(np.exp(0.3 + 0.4 * x + rng.normal(0, 0.5, 25)[a] + rng.normal(0, 0.3, 8)[b])).astype(float)
+    res = mj.glmm("y ~ x + (1 | a) + (1 | b)", pd.DataFrame({"y": y, "x": x, "a": a, "b": b}), "poisson")
+    const = -scipy.special.gammaln(y + 1)
+
+    def joint(p, d):  # u_a and u_b have different lengths: the dense Laplace layout
+        eta = p["beta"][0] + p["beta"][1] * d["x"] + p["sa"] * p["ua"][d["a"]] + p["sb"] * p["ub"][d["b"]]
+        prior = norm.logpdf(p["ua"]).sum() + norm.logpdf(p["ub"]).sum()
+        return (d["y"] * eta - jnp.exp(eta) + d["const"]).sum() + prior
+
+    init = {"beta": jnp.zeros(2), "sa": 1.0, "sb": 1.0, "ua": jnp.zeros(25), "ub": jnp.zeros(8)}
+    hand = mj.fit(joint, init, {"y": y, "x": x, "a": a, "b": b, "const": const}, random=["ua", "ub"])
+    assert res.converged and hand.converged
+    assert float(res.loglik) == pytest.approx(float(hand.loglik), rel=1e-10)
+    np.testing.assert_allclose(res.fixef.to_numpy(), hand.params["beta"], rtol=1e-6)
+    np.testing.assert_allclose(res.fixef_se.to_numpy(), hand.se["beta"], rtol=1e-5)
+    sds = [res.sd["a"].iloc[0], res.sd["b"].iloc[0]]
+    np.testing.assert_allclose(sds, np.abs([hand.params["sa"], hand.params["sb"]]), rtol=1e-5)

@@ -228,7 +228,6 @@ class Laplace:
     tol: float = INNER_TOL[8]
     maxiter: int = INNER_MAXITER
     nagq: int = 1  # > 1: adaptive Gauss-Hermite quadrature with this many nodes per group (see :meth:`aghq`)
-    profiled: int = 0  # trailing entries of the flat random vector maximised over, not integrated out
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -338,25 +337,18 @@ class Laplace:
         Newton converged to a point where ``H`` is positive definite (1.0 or 0.0)."""
         return _mode(self, p, data)
 
-    def logdet(self, blocks, profiled: int = 0):
-        """``log det`` of ``H`` (NaN where it is not positive definite), or with ``profiled`` of its trailing
-        rows and columns left out (those of the entries maximised over)."""
+    def logdet(self, blocks):
+        """``log det H`` (NaN where it is not positive definite)."""
         if isinstance(self.blocks, Bordered):
             s, _ = _schur(blocks)
-            keep = s.shape[0] - profiled
-            return _logdet(blocks[0]) + (logdet_spd(s[:keep, :keep]) if keep else 0.0)
-        if profiled:
-            if blocks.shape[0] != 1:
-                raise ValueError("profiled random entries need a dense or bordered layout")
-            keep = blocks.shape[-1] - profiled
-            return logdet_spd(blocks[0, :keep, :keep])
+            return _logdet(blocks[0]) + logdet_spd(s)
         return _logdet(blocks)
 
     def __call__(self, p, data):
         v, ok = self.mode(p, data)
         blocks = self.hessian_blocks(p, v, data)
-        logdet = self.logdet(blocks, self.profiled)
-        q = v.shape[0] - self.profiled
+        logdet = self.logdet(blocks)
+        q = v.shape[0]
         if self.nagq > 1:
             value = self.aghq(p, v, blocks, data)
         else:
@@ -621,7 +613,6 @@ class Random:
     paths: tuple[tuple[str, ...], ...]
     blocks: Blocks | Bordered | None
     nagq: int = 1
-    profiled: int = 0
 
 
 def setup(loglik, init, random, constraints, fixed, traced: bool):
@@ -638,7 +629,7 @@ def setup(loglik, init, random, constraints, fixed, traced: bool):
                     raise ValueError(f"initial value of random effect '{'.'.join(path)}' is not finite")
     size = float_dtype(jax.tree_util.tree_leaves(init)).itemsize
     blocks = given.blocks if given is not None else None
-    extra = {"nagq": given.nagq, "profiled": given.profiled} if given is not None else {}
+    extra = {"nagq": given.nagq} if given is not None else {}
     return Laplace(loglik, paths, blocks, INNER_TOL.get(size, INNER_TOL[8]), **extra), _merge(fixed, start)
 
 

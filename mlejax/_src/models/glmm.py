@@ -1,24 +1,25 @@
 """Generalized linear mixed models with lme4's formulas: ``mj.glmm("y ~ x + (x | g)", data, "binomial")``.
 
-``glmm`` is a user of ``mj.fit(..., random=)``, as ``glm`` is of ``fit``: it builds the joint log-density of
-the data and the random effects from the formula and hands it to the same Laplace marginal, trust-region
-Newton and covariance as any other fit.
+``glmm`` is a user of ``mj.fit``, as ``glm`` is: it builds the model from the formula and hands it to the same
+trust-region Newton, covariance and inference as any other fit.
 
 **Parametrisation** (lme4's): the random effects of a term with ``m`` columns and ``G`` levels are
 ``b_g = Lambda u_g`` with spherical ``u_g ~ N(0, I_m)`` and ``Lambda`` lower triangular (its entries are the
-free parameters ``theta``; the covariance of ``b_g`` is ``Lambda Lambda'``). The random effects integrated
-out are the ``u``: a variance at zero (a singular fit) is an interior point of ``theta`` (``Lambda = 0``),
-where the marginal is smooth and the inner problem stays well conditioned, not a boundary at ``-inf`` of a
-log-SD. The SDs and correlations are read from ``Lambda Lambda'``.
+free parameters ``theta``; the covariance of ``b_g`` is ``Lambda Lambda'``). A variance at zero (a singular
+fit) is then an interior point of ``theta`` (``Lambda = 0``), where the likelihood is smooth, not a boundary
+at ``-inf`` of a log-SD. The SDs and correlations are read from ``Lambda Lambda'``.
 
-**REML** (gaussian): the restricted likelihood integrates the fixed effects out too, under a flat prior,
-which is what ``random=["beta", "u"]`` does with the Laplace approximation (exact here, the joint density
-being Gaussian in ``(beta, u)``): the fixed effects reported are the conditional modes (the GLS estimates at
-the REML variance parameters).
+**GLMMs** (binomial, poisson, NB2) use ``fit(random="u")``: the joint log-density of the data and ``u``
+(:class:`GLMMJoint`) is integrated over ``u`` by the Laplace approximation, with one Hessian block per level
+of the largest grouping and a dense Schur complement for the other groupings (crossed designs), or by
+adaptive Gauss-Hermite quadrature (``nagq > 1``, lme4's ``nAGQ``: one value per group, see
+:meth:`mlejax._src.laplace.Laplace.aghq`).
 
-**Adaptive Gauss-Hermite quadrature** (``nagq > 1``, lme4's ``nAGQ``): for a single scalar random term, the
-joint returns one value per group and the marginal integrates each group's random effect over ``nagq``
-nodes (:meth:`mlejax._src.laplace.Laplace.aghq`).
+**Linear mixed models** (gaussian) are Gaussian in ``(u, beta)``: the Laplace approximation is exact, and the
+fixed effects and residual SD have closed forms at each ``theta``. They are fitted by the exact profiled
+likelihood of ``theta`` (ML) or the restricted likelihood (REML), as lme4's ``lmer`` does
+(:mod:`mlejax._src.models._lmm`): the same maximum as ``fit(random=)`` on the joint density, computed from
+cross-products formed once, which is what makes crossed designs with thousands of levels fast.
 """
 
 from __future__ import annotations
@@ -32,13 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..constraints import positive
-from ..engine.linalg import symmetrize
 from ..fit import fit
-from ..laplace import Blocks, Bordered, Laplace, Random
+from ..laplace import Blocks, Bordered, Random
 from ..result import FitResult
 from ..status import SingularFitWarning
+from . import _lmm
 from ._glm_families import GLMLoglik, get_family
 from ._links import get_link
+from ._lmm import lower_factor
 from ._mixed_formula import parse_mixed_formula
 from .glm import check_rank, link_mu, make_data, start_values
 
@@ -46,14 +48,6 @@ from .glm import check_rank, link_mu, make_data, start_values
 GLMM_FAMILIES = ("gaussian", "binomial", "poisson", "negative_binomial")
 
 # -- the joint log-density ------------------------------------------------------------------------------
-
-
-def lower_factor(theta, m: int):
-    """``Lambda`` (``m x m`` lower triangular) from its ``m (m + 1) / 2`` entries in ``np.tril_indices`` order."""
-    if m == 1:
-        return jnp.reshape(theta, (1, 1))
-    rows, cols = np.tril_indices(m)
-    return jnp.zeros((m, m), jnp.result_type(theta)).at[rows, cols].set(theta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +202,7 @@ class GLMMModel:
     fixed_spec: object
     n: int
     fixef_cov: np.ndarray
+    relative: bool = False  # gaussian: Cov b = sigma^2 Lambda Lambda' (b = Lambda u, u ~ N(0, sigma^2 I), lme4's)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -272,8 +267,14 @@ class GLMMResult(FitResult):
         out = []
         for t in self.model.terms:
             lam = np.asarray(lower_factor(jnp.asarray(self.params["theta"][t.key]), t.m), float)
+            if self.model.relative:
+                lam = lam * self.sigma
             out.append((t, lam @ lam.T))
         return out
+
+    def _effects(self) -> dict:
+        """``{key: b}``: each term's random effects at the modes, ``(G, m)``."""
+        return {k: np.asarray(v, float) for k, v in self.model.joint.effects(self.params).items()}
 
     @property
     def sd(self) -> dict:
@@ -312,7 +313,7 @@ class GLMMResult(FitResult):
         grouping's levels, one column per random-effect column."""
         import pandas as pd
 
-        b = {k: np.asarray(v, float) for k, v in self.model.joint.effects(self.params).items()}
+        b = self._effects()
         out: dict = {}
         for t in self.model.terms:
             df = pd.DataFrame(b[t.key], index=pd.Index(t.levels, name=t.group), columns=t.columns)
@@ -345,7 +346,7 @@ class GLMMResult(FitResult):
             raise ValueError(f"type must be 'response' or 'link', got {type!r}")
         m = self.model
         beta = np.asarray(self.params["beta"], float)
-        b = {k: np.asarray(v, float) for k, v in m.joint.effects(self.params).items()}
+        b = self._effects()
         if newdata is None:
             d = m.data
             eta = np.asarray(d["X"]) @ beta + np.asarray(d["offset"])
@@ -455,23 +456,6 @@ class GLMMSummary:
 
 def _lme4_name(name: str) -> str:
     return "(Intercept)" if name == "Intercept" else name
-
-
-# -- conditional covariance of the fixed effects ----------------------------------------------------------
-
-
-def _inner_fixef_cov(lm: Laplace, params, data, p: int):
-    """``[H^-1]_beta,beta`` of the joint over ``(u, beta)`` at the modes in ``params`` (``beta`` the last ``p``
-    entries of the inner vector): lme4's ``vcov`` of a linear mixed model, ``(X' V^-1 X)^-1``."""
-    v = lm.flat(params)
-    _, parts = lm.grad_and_blocks(params, v, data)
-    q = v.shape[0]
-    units = jnp.zeros((p, q), v.dtype).at[jnp.arange(p), q - p + jnp.arange(p)].set(1.0)
-    cols = jax.vmap(lambda e: lm.solve(parts, e))(units)
-    return symmetrize(cols[:, q - p :])
-
-
-_inner_fixef_cov_jit = jax.jit(_inner_fixef_cov, static_argnums=(0, 3))
 
 
 # -- the entry point ------------------------------------------------------------------------------------
@@ -592,52 +576,18 @@ def glmm(
         Z[key] = np.asarray(zmm.to_numpy(), float)
         G[key] = codes.astype(np.int32)
     data_tree["Z"], data_tree["g"] = Z, G
-    start = start_values(fam, link_obj, data_tree)
-    lam0 = 0.5 * float(start.get("scale", 2.0)) if fam.name == "gaussian" else 1.0
-    init = {
-        "beta": np.asarray(start["beta"], float),
-        "theta": {t.key: (lam0 if t.m == 1 else lam0 * np.eye(t.m)[np.tril_indices(t.m)]) for t in terms},
-        "u": {t.key: np.zeros((len(t.levels), t.m)) for t in terms},
-    }
-    constraints = {}
-    if fam.dispersion is not None:
-        init[fam.dispersion] = float(start[fam.dispersion])
-        constraints[fam.dispersion] = positive
     joint = GLMMJoint(
         GLMLoglik(fam.name, link_obj),
         tuple((t.key, len(t.levels), t.m) for t in terms),
         per_group=nagq > 1,
     )
-    # The inner vector: the random effects, then (gaussian) the fixed effects -- maximised over for ML (exact:
-    # the joint is Gaussian in them; lme4's profiled deviance), integrated out for REML.
-    gaussian = fam.name == "gaussian"
-    paths = (("u",), ("beta",)) if gaussian else (("u",),)
-    largest = min(terms, key=lambda t: t.key)
-    q = sum(len(t.levels) * t.m for t in terms)
-    rest = q - len(largest.levels) * largest.m + (p if gaussian else 0)
-    layout = Blocks(len(largest.levels), (largest.m,)) if rest == 0 else Bordered(len(largest.levels), largest.m, rest)
-    profiled = p if gaussian and not reml else 0
+    in_order = sorted(terms, key=lambda t: t.key)  # the random vector's order: the largest grouping first
     with warnings.catch_warnings():  # said below with the groupings' names
         warnings.simplefilter("ignore", SingularFitWarning)
-        res = fit(
-            joint,
-            init,
-            data_tree,
-            random=Random(paths, layout, nagq=int(nagq), profiled=profiled),
-            constraints=constraints or None,
-            nobs=n,
-            **fit_options,
-        )
-    if gaussian:
-        inner = Laplace(joint, paths, layout)
-        fixef_cov = np.asarray(_inner_fixef_cov_jit(inner, res.params, data_tree, p), float)
-        # lme4 counts the fixed effects among the estimated parameters
-        k = len(res.param_names) + p
-        ll = float(res.loglik)
-        res = res.replace(aic=jnp.asarray(-2 * ll + 2 * k), bic=jnp.asarray(-2 * ll + math.log(n) * k))
-    else:
-        idx = [j for j, nm in enumerate(res.param_names) if nm.startswith("beta[") or nm == "beta"]
-        fixef_cov = np.asarray(res.cov, float)[np.ix_(idx, idx)]
+        if fam.name == "gaussian":
+            res, fixef_cov = _fit_lmm(in_order, X, data_tree, p, n, bool(reml), fit_options)
+        else:
+            res, fixef_cov = _fit_glmm(joint, fam, link_obj, in_order, data_tree, n, int(nagq), fit_options)
     model = GLMMModel(
         formula=formula,
         family=fam.name,
@@ -651,11 +601,71 @@ def glmm(
         fixed_spec=X_df.model_spec,
         n=n,
         fixef_cov=fixef_cov,
+        relative=fam.name == "gaussian",
     )
     out = GLMMResult.of(res, model)
     if out.singular:
         warnings.warn(SingularFitWarning(_singular_words(out.singular)), stacklevel=2)
     return out
+
+
+def _fit_glmm(joint, fam, link_obj, terms, data_tree, n, nagq, fit_options):
+    """A GLMM by ``fit(random=)``: the Laplace marginal (or AGHQ) over the spherical random effects ``u``, one
+    block per level of the largest grouping and a dense Schur complement for the others."""
+    start = start_values(fam, link_obj, data_tree)
+    init = {
+        "beta": np.asarray(start["beta"], float),
+        "theta": {t.key: (1.0 if t.m == 1 else np.eye(t.m)[np.tril_indices(t.m)]) for t in terms},
+        "u": {t.key: np.zeros((len(t.levels), t.m)) for t in terms},
+    }
+    constraints = None
+    if fam.dispersion is not None:
+        init[fam.dispersion] = float(start[fam.dispersion])
+        constraints = {fam.dispersion: positive}
+    largest = terms[0]
+    rest = sum(len(t.levels) * t.m for t in terms[1:])
+    layout = Blocks(len(largest.levels), (largest.m,)) if rest == 0 else Bordered(len(largest.levels), largest.m, rest)
+    res = fit(
+        joint,
+        init,
+        data_tree,
+        random=Random((("u",),), layout, nagq=nagq),
+        constraints=constraints,
+        nobs=n,
+        **fit_options,
+    )
+    idx = [j for j, nm in enumerate(res.param_names) if nm.startswith("beta[") or nm == "beta"]
+    return res, np.asarray(res.cov, float)[np.ix_(idx, idx)]
+
+
+def _fit_lmm(terms, X, data_tree, p, n, reml, fit_options):
+    """A linear mixed model by its exact profiled (or restricted) likelihood of ``theta`` (``_lmm``), then the
+    fixed effects, residual SD and modes in closed form at the estimate; ``theta`` is relative to ``sigma``
+    (lme4's), and AIC/BIC count ``beta`` and ``sigma`` as lme4 does."""
+    w = np.asarray(data_tree["weights"], float)
+    y = np.asarray(data_tree["y"], float) - np.asarray(data_tree["offset"], float)
+    cross = _lmm.system(X, y, w, [(data_tree["Z"][t.key], data_tree["g"][t.key], len(t.levels)) for t in terms])
+    loglik = _lmm.LMMLoglik(tuple((t.key, len(t.levels), t.m) for t in terms), p, reml)
+    init = {"theta": {t.key: (1.0 if t.m == 1 else np.eye(t.m)[np.tril_indices(t.m)]) for t in terms}}
+    res = fit(loglik, init, cross, nobs=n, **fit_options)
+    beta, sigma, u, cov = _lmm_solution(loglik, res.params, cross)
+    nan = jnp.full((), jnp.nan, beta.dtype)
+    params = {"beta": beta, "scale": sigma, "theta": res.params["theta"], "u": u}
+    se = {
+        "beta": jnp.sqrt(jnp.diagonal(cov)),
+        "scale": nan,
+        "theta": res.se["theta"],
+        "u": jax.tree_util.tree_map(lambda x: jnp.full_like(x, jnp.nan), u),
+    }
+    k = len(res.param_names) + p + 1
+    ll = float(res.loglik)
+    res = res.replace(
+        params=params, se=se, aic=jnp.asarray(-2 * ll + 2 * k), bic=jnp.asarray(-2 * ll + math.log(n) * k)
+    )
+    return res, np.asarray(cov, float)
+
+
+_lmm_solution = jax.jit(lambda loglik, params, data: loglik.solution(params, data), static_argnums=0)
 
 
 def _singular_words(groups) -> str:
