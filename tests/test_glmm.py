@@ -180,9 +180,8 @@ def test_binomial_glmm_laplace_and_adaptive_quadrature(nagq):
     np.testing.assert_allclose(theta, _reference_mle(df, nodes, theta), rtol=2e-5)
     if nagq == 1:  # the approximation is what is computed: the integral (40 nodes) differs
         assert abs(reference_marginal(theta, df, 40) - float(res.loglik)) > 1e-4
-        # cbind(successes, failures) is the same model
-        df2 = df.assign(fail=df["size"] - df["inc"])
-        same = mj.glmm("cbind(inc, fail) ~ late + (1 | herd)", df2, "binomial")
+        # cbind(successes, failures) is the same model, its arguments expressions as in R
+        same = mj.glmm("cbind(inc, size - inc) ~ late + (1 | herd)", df, "binomial")
         assert float(same.loglik) == pytest.approx(float(res.loglik), rel=1e-12)
     assert "nAGQ = 7" in str(res.summary()) if nagq == 7 else "Laplace Approximation" in str(res.summary())
 
@@ -273,9 +272,19 @@ def test_bad_glmm_arguments_are_named(kwargs, words):
         mj.glmm(formula, df, **kwargs)
 
 
-def test_results_are_fit_results_through_jax_trees():
+def test_results_are_fit_results_through_jax_trees_and_a_factor_response_is_binomial():
     df = _herds(seed=1, herds=8)
     res = mj.glmm("inc ~ 1 + (1 | herd)", df, "binomial", trials="size")
+    # a factor response (R's rule: the first level is failure): one row per trial, "no"/"yes"
+    long = df.loc[df.index.repeat(df["size"])]
+    long = long.assign(answer=np.where(long.groupby(level=0).cumcount() < long["inc"], "yes", "no"))
+    long = long.reset_index(drop=True)
+    by_row = mj.glmm("answer ~ 1 + (1 | herd)", long, "binomial")
+    # the same likelihood up to the binomial coefficients of the grouped form
+    lchoose = np.sum(scipy.special.gammaln(df["size"] + 1) - scipy.special.gammaln(df["inc"] + 1))
+    lchoose -= np.sum(scipy.special.gammaln(df["size"] - df["inc"] + 1))
+    assert float(by_row.loglik) == pytest.approx(float(res.loglik) - lchoose, rel=1e-9)
+    np.testing.assert_allclose(by_row.fixef.to_numpy(), res.fixef.to_numpy(), rtol=1e-6)
     leaves, tree = jax.tree_util.tree_flatten(res)
     back = jax.tree_util.tree_unflatten(tree, leaves)
     assert isinstance(back, mj.GLMMResult) and back.fixef.equals(res.fixef)

@@ -175,11 +175,34 @@ def _split_columns(expr: str) -> int:
     return len(_expr_columns(expr)) if "*" not in expr and ":" not in expr else 2
 
 
-def _response(lhs: str) -> str:
+def _response(lhs: str, frame) -> tuple[str, bool]:
+    """The response for formulaic, and whether it is a non-numeric column (a factor: R's binomial rule,
+    the first level failure and the others success). ``cbind(a, b)``'s arguments may be expressions
+    (``cbind(incidence, size - incidence)``): each is evaluated as Python on the columns."""
+    from ._mixed_formula import _split_top
+
     s = lhs.strip()
     if s.startswith("cbind(") and s.endswith(")"):
-        return s[len("cbind(") : -1].replace(",", " + ")
-    return s
+        args = [a.strip() for a in _split_top(s[len("cbind(") : -1], ",")]
+        if len(args) != 2 or not all(args):
+            raise ValueError(f"cbind takes two arguments, successes and failures: {lhs!r}")
+        return " + ".join(f"{{{a}}}" for a in args), False
+    if s in frame.columns:
+        col = frame[s]
+        numeric = np.issubdtype(col.dtype, np.number) and not np.issubdtype(col.dtype, np.bool_)
+        if not numeric:
+            return s, True
+    return s, False
+
+
+def _factor_response(col) -> np.ndarray:
+    """A factor (string, categorical or boolean) response as 0/1: the first level 0, the others 1."""
+    if np.issubdtype(col.dtype, np.bool_):
+        return col.to_numpy().astype(float)
+    _, levels = _factor_codes(col)
+    if len(levels) > 2:
+        raise ValueError(f"a binomial factor response must have two levels; {col.name!r} has {levels}")
+    return np.asarray([_level_name(v) != levels[0] for v in col], float)
 
 
 # -- the result -----------------------------------------------------------------------------------------
@@ -532,8 +555,15 @@ def glmm(
             raise TypeError(f"glmm does not take {bad}= (it builds them from the formula)")
 
     frame = _frame(data)
-    mm = model_matrix(f"{_response(mf.response)} ~ {mf.fixed}", frame)
-    X_df = mm.rhs
+    response, is_factor = _response(mf.response, frame)
+    if is_factor:
+        if fam.name != "binomial":
+            raise ValueError(f"the response {response!r} is not numeric (a factor is a binomial response)")
+        mm = None
+        X_df = model_matrix(mf.fixed, frame)
+    else:
+        mm = model_matrix(f"{response} ~ {mf.fixed}", frame)
+        X_df = mm.rhs
     kept = frame.index.get_indexer(X_df.index)
     if np.any(kept < 0):
         raise ValueError("data must have a unique index (reset it with data.reset_index(drop=True))")
@@ -541,7 +571,12 @@ def glmm(
     X = np.asarray(X_df.to_numpy(), float)
     names = list(X_df.columns)
     n, p = X.shape
-    y = np.asarray(mm.lhs.to_numpy(), float)
+    if is_factor:
+        if frame[response].iloc[kept].isna().any():
+            raise ValueError(f"the response {response!r} has missing values")
+        y = _factor_response(frame[response].iloc[kept])
+    else:
+        y = np.asarray(mm.lhs.to_numpy(), float)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     nt = _column_or_array(trials, frame, kept, "trials")
