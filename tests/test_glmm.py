@@ -46,6 +46,8 @@ def test_formula_terms_follow_lme4():
     double = parse_mixed_formula("y ~ x + (x + z || g)").random
     assert double == (RandomTerm("1", ("g",)), RandomTerm("0 + x", ("g",)), RandomTerm("0 + z", ("g",)))
     assert parse_mixed_formula("cbind(s, f) ~ p + (1 | herd)").response == "cbind(s, f)"
+    with_offset = parse_mixed_formula("y ~ x + offset(log(e)) + (1 | g)")
+    assert with_offset.fixed == "x" and with_offset.offsets == ("log(e)",)
 
 
 @pytest.mark.parametrize(
@@ -183,6 +185,9 @@ def test_binomial_glmm_laplace_and_adaptive_quadrature(nagq):
         # cbind(successes, failures) is the same model, its arguments expressions as in R
         same = mj.glmm("cbind(inc, size - inc) ~ late + (1 | herd)", df, "binomial")
         assert float(same.loglik) == pytest.approx(float(res.loglik), rel=1e-12)
+        # and R's proportions with the numbers of trials as weights
+        same = mj.glmm("prop ~ late + (1 | herd)", df.assign(prop=df["inc"] / df["size"]), "binomial", weights="size")
+        assert float(same.loglik) == pytest.approx(float(res.loglik), rel=1e-12)
     assert "nAGQ = 7" in str(res.summary()) if nagq == 7 else "Laplace Approximation" in str(res.summary())
 
 
@@ -220,8 +225,8 @@ def test_nested_groupings_levels_and_predictions():
     x = rng.normal(size=n)
     lev = {s: rng.normal(0, 0.5) for s in np.unique(site)}
     y = rng.poisson(np.exp(0.4 + 0.3 * x + np.array([lev[s] for s in site]) + rng.normal(0, 0.3, 5 * 4)[plot - 1]))
-    df = pd.DataFrame({"y": y, "x": x, "site": site, "plot": plot})
-    res = mj.glmm("y ~ x + (1 | site/plot)", df, "poisson")
+    df = pd.DataFrame({"y": y, "x": x, "site": site, "plot": plot, "expo": np.ones(n)})
+    res = mj.glmm("y ~ x + offset(log(expo)) + (1 | site/plot)", df, "poisson")
     assert res.converged
     assert list(res.ranef) == ["site", "site:plot"] and res.ngroups == {
         "site": 5,
@@ -235,7 +240,11 @@ def test_nested_groupings_levels_and_predictions():
     eta = res.fixef["Intercept"] + res.fixef["x"] * df["x"].to_numpy() + b_site + b_plot
     np.testing.assert_allclose(res.predict(type="link"), eta, rtol=1e-12)
     np.testing.assert_allclose(res.predict(df.head(5)), np.exp(eta[:5]), rtol=1e-12)
-    new = pd.DataFrame({"x": [0.5], "site": ["nowhere"], "plot": [1]})  # an unseen level adds zero
+    doubled = res.predict(df.head(5).assign(expo=2.0))  # the formula's offset is evaluated on new data
+    np.testing.assert_allclose(doubled, 2 * np.exp(eta[:5]), rtol=1e-12)
+    shifted = mj.glmm("y ~ x + (1 | site/plot)", df, "poisson", offset=np.full(n, 0.7))
+    assert float(shifted.fixef["Intercept"]) == pytest.approx(float(res.fixef["Intercept"]) - 0.7, abs=1e-6)
+    new = pd.DataFrame({"x": [0.5], "site": ["nowhere"], "plot": [1], "expo": [1.0]})  # an unseen level adds 0
     assert res.predict(new)[0] == pytest.approx(np.exp(res.fixef["Intercept"] + 0.5 * res.fixef["x"]), rel=1e-12)
     assert res.predict(df.head(3), re=False) == pytest.approx(np.exp(res.fixef["Intercept"] + res.fixef["x"] * x[:3]))
 

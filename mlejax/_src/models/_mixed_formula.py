@@ -33,6 +33,7 @@ class MixedFormula:
     response: str
     fixed: str  # the right-hand side of the fixed part ("1" when there is none)
     random: tuple[RandomTerm, ...]
+    offsets: tuple[str, ...] = ()  # the expressions of offset(...) terms
 
     @property
     def fixed_formula(self) -> str:
@@ -154,7 +155,13 @@ def parse_mixed_formula(formula: str) -> MixedFormula:
     response, rhs = sides[0].strip(), sides[1]
     fixed: list[str] = []
     random: list[RandomTerm] = []
+    offsets: list[str] = []
     for sign, term in _split_terms(rhs):
+        if term.startswith("offset(") and _strip_parens(term[len("offset") :]) is not None:
+            if sign == "-":
+                raise ValueError(f"an offset cannot be removed: {term!r}")
+            offsets.append(_strip_parens(term[len("offset") :]).strip())
+            continue
         inner = _strip_parens(term)
         bars = None if inner is None else _split_top(inner, "|")
         if bars is None or len(bars) == 1:
@@ -183,7 +190,7 @@ def parse_mixed_formula(formula: str) -> MixedFormula:
             "use mj.glm"
         )
     fixed_rhs = " + ".join(fixed).replace("+ -", "-") if fixed else "1"
-    return MixedFormula(response, fixed_rhs, tuple(random))
+    return MixedFormula(response, fixed_rhs, tuple(random), tuple(offsets))
 
 
 __all__ = ["MixedFormula", "RandomTerm", "parse_mixed_formula"]

@@ -225,6 +225,7 @@ class GLMMModel:
     fixed_spec: object
     n: int
     fixef_cov: np.ndarray
+    offsets: tuple = ()  # offset(...) expressions of the formula, evaluated on new data too
     relative: bool = False  # gaussian: Cov b = sigma^2 Lambda Lambda' (b = Lambda u, u ~ N(0, sigma^2 I), lme4's)
 
 
@@ -380,6 +381,11 @@ class GLMMResult(FitResult):
             frame = _frame(newdata)
             X = np.asarray(m.fixed_spec.get_model_matrix(frame).to_numpy(), float)
             eta = X @ beta
+            if m.offsets:
+                from formulaic import model_matrix
+
+                for expr in m.offsets:
+                    eta = eta + np.asarray(model_matrix(f"0 + {expr}", frame).to_numpy(), float)[:, 0]
             if re:
                 for t in m.terms:
                     Z = np.asarray(t.spec.get_model_matrix(frame).to_numpy(), float)
@@ -586,10 +592,27 @@ def glmm(
         if y.ndim != 1 or np.any(y < 0) or np.any(y > nt):
             raise ValueError("with trials=, the response counts successes: 0 <= y <= trials")
         y = np.column_stack([y, nt - y])
-    if fam.name == "binomial" and y.ndim == 1 and np.any((y != 0) & (y != 1)):
-        raise ValueError("a binomial response must be 0/1, cbind(successes, failures), or counts with trials=")
     off = _column_or_array(offset, frame, kept, "offset")
+    for expr in mf.offsets:  # offset(log(exposure)) in the formula, as in R
+        term = np.asarray(model_matrix(f"0 + {expr}", sub, na_action="raise").to_numpy(), float)
+        if term.ndim != 2 or term.shape[1] != 1:
+            raise ValueError(f"offset({expr}) must give one number per row")
+        off = term[:, 0] if off is None else off + term[:, 0]
     w = _column_or_array(weights, frame, kept, "weights")
+    proportions = fam.name == "binomial" and y.ndim == 1 and np.any((y != 0) & (y != 1))
+    if proportions and w is not None and nt is None:
+        # R's binomial convention: a proportion response with the numbers of trials as weights
+        if np.any(y < 0) or np.any(y > 1):
+            raise ValueError("a binomial proportion response must lie in [0, 1]")
+        successes = np.round(y * w)
+        if np.any(np.abs(successes - y * w) > 1e-8 * np.maximum(w, 1.0)):
+            raise ValueError("with a proportion response, weights are numbers of trials: y * weights must be counts")
+        y, w = np.column_stack([successes, w - successes]), None
+    if fam.name == "binomial" and y.ndim == 1 and np.any((y != 0) & (y != 1)):
+        raise ValueError(
+            "a binomial response must be 0/1, cbind(successes, failures), counts with trials=, or proportions "
+            "with the numbers of trials as weights="
+        )
     check_rank(X if w is None else X[w > 0], names)
 
     data_tree = make_data(fam.name, y, X, off, w)
@@ -637,6 +660,7 @@ def glmm(
         n=n,
         fixef_cov=fixef_cov,
         relative=fam.name == "gaussian",
+        offsets=mf.offsets,
     )
     out = GLMMResult.of(res, model)
     if out.singular:
