@@ -370,3 +370,45 @@ def test_crossed_poisson_glmm_equals_the_dense_laplace_by_hand():
     np.testing.assert_allclose(res.fixef_se.to_numpy(), hand.se["beta"], rtol=1e-5)
     sds = [res.sd["a"].iloc[0], res.sd["b"].iloc[0]]
     np.testing.assert_allclose(sds, np.abs([hand.params["sa"], hand.params["sb"]]), rtol=1e-5)
+
+
+def test_negative_binomial_glmm_is_the_laplace_marginal():
+    rng = np.random.default_rng(21)
+    g = np.repeat(np.arange(15), 12)
+    x = rng.normal(size=g.size)
+    mu = np.exp(1.0 + 0.4 * x + rng.normal(0, 0.6, 15)[g])
+    y = rng.negative_binomial(1 / 0.5, 1 / (1 + 0.5 * mu))  # NB2 with alpha = 0.5
+    df = pd.DataFrame({"y": y, "x": x, "g": g})
+    res = mj.glmm("y ~ x + (1 | g)", df, "negative_binomial")
+    assert res.converged
+
+    def marginal(b0, b1, sd, alpha):  # NumPy: NB2 log-density, inner Newton per group, Laplace
+        r = 1 / alpha
+        total = 0.0
+        for k in range(15):
+            yk, eta0 = y[g == k], b0 + b1 * x[g == k]
+
+            def h(u, yk=yk, eta0=eta0):
+                m = np.exp(eta0 + u)
+                ll = scipy.special.gammaln(yk + r) - scipy.special.gammaln(r) - scipy.special.gammaln(yk + 1)
+                ll += yk * np.log(alpha * m) - (yk + r) * np.log1p(alpha * m)
+                return ll.sum() - 0.5 * u * u / sd**2 - np.log(sd * np.sqrt(2 * np.pi))
+
+            u = 0.0
+            for _ in range(60):
+                m = np.exp(eta0 + u)
+                grad = np.sum((yk - m) / (1 + alpha * m)) - u / sd**2
+                curv = np.sum(m * (1 + alpha * yk) / (1 + alpha * m) ** 2) + 1 / sd**2
+                u += grad / curv
+            m = np.exp(eta0 + u)
+            curv = np.sum(m * (1 + alpha * yk) / (1 + alpha * m) ** 2) + 1 / sd**2
+            total += h(u) + 0.5 * np.log(2 * np.pi) - 0.5 * np.log(curv)
+        return total
+
+    est = np.array([*res.fixef.to_numpy(), float(res.sd["g"].iloc[0]), float(res.params["alpha"])])
+    assert float(res.loglik) == pytest.approx(marginal(*est), rel=1e-10)
+    for i in range(4):  # the estimate maximises the independent marginal
+        step = np.zeros(4)
+        step[i] = 1e-5 * max(abs(est[i]), 0.1)
+        slope = (marginal(*(est + step)) - marginal(*(est - step))) / (2 * step[i])
+        assert abs(slope) < 1e-3

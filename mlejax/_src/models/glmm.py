@@ -457,7 +457,8 @@ class GLMMSummary:
         lines = head + ["", "Random effects:"]
         gw = max([6] + [len(g) for g in self.random["Groups"]])
         nw = max([4] + [len(_lme4_name(n)) for n in self.random["Name"]])
-        lines.append(f" {'Groups':<{gw}} {'Name':<{nw}} {'Variance':>10} {'Std.Dev.':>10} Corr")
+        corr_head = " Corr" if any(len(c) for c in self.random["Corr"]) else ""
+        lines.append(f" {'Groups':<{gw}} {'Name':<{nw}} {'Variance':>10} {'Std.Dev.':>10}{corr_head}")
         last = None
         for _, r in self.random.iterrows():
             g = r["Groups"] if r["Groups"] != last else ""
