@@ -40,49 +40,42 @@ class MixedFormula:
         return f"{self.response} ~ {self.fixed}"
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """``text`` split at ``sep`` outside parentheses."""
-    parts, depth, start = [], 0, 0
-    i = 0
-    while i < len(text):
-        c = text[i]
+def _top_level(text: str):
+    """The positions and characters of ``text`` outside parentheses (brackets and braces count too)."""
+    depth = 0
+    for i, c in enumerate(text):
         if c in "([{":
             depth += 1
         elif c in ")]}":
             depth -= 1
             if depth < 0:
                 raise ValueError(f"unbalanced parentheses in {text!r}")
-        elif depth == 0 and text.startswith(sep, i):
-            parts.append(text[start:i])
-            start = i + len(sep)
-            i += len(sep)
-            continue
-        i += 1
+        elif depth == 0:
+            yield i, c
     if depth != 0:
         raise ValueError(f"unbalanced parentheses in {text!r}")
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """``text`` split at ``sep`` outside parentheses."""
+    parts, start = [], 0
+    for i, _ in _top_level(text):
+        if i >= start and text.startswith(sep, i):
+            parts.append(text[start:i])
+            start = i + len(sep)
     parts.append(text[start:])
     return parts
 
 
 def _split_terms(rhs: str) -> list[tuple[str, str]]:
     """Top-level terms of a right-hand side as ``(sign, term)``, split at ``+`` and ``-`` outside parentheses."""
-    out, depth, sign, start = [], 0, "+", 0
-    for i, c in enumerate(rhs):
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-            if depth < 0:
-                raise ValueError(f"unbalanced parentheses in {rhs!r}")
-        elif depth == 0 and c in "+-":
+    out, sign, start = [], "+", 0
+    for i, c in _top_level(rhs):
+        if c in "+-":
             term = rhs[start:i].strip()
             if term:
                 out.append((sign, term))
-            elif i > start and sign == "-":
-                raise ValueError(f"empty term in {rhs!r}")
             sign, start = c, i + 1
-    if depth != 0:
-        raise ValueError(f"unbalanced parentheses in {rhs!r}")
     term = rhs[start:].strip()
     if term:
         out.append((sign, term))
