@@ -56,7 +56,24 @@ def test_normal_mixture_matches_em_and_is_ordered():
     np.testing.assert_allclose(res.params["weights"], w[order], rtol=1e-6)
     assert float(res.params["0.loc"]) < float(res.params["1.loc"])
     assert res.param_names[:2] == ("0.loc", "0.scale")
-    assert np.all(np.isfinite(np.asarray(res.se["0.loc"])))
+    # standard errors: a finite-difference Hessian of the NumPy log-likelihood in (loc0, scale0, loc1, scale1,
+    # w0), w1 = 1 - w0, at the estimate (Richardson-extrapolated central differences)
+    theta = np.array([float(res.params[k]) for k in ("0.loc", "0.scale", "1.loc", "1.scale")] + [w[order][0]])
+
+    def nll(t):
+        dens = t[4] * ss.norm.pdf(x, t[0], t[1]) + (1 - t[4]) * ss.norm.pdf(x, t[2], t[3])
+        return -np.log(dens).sum()
+
+    def second(i, j, h):
+        e_i, e_j = np.eye(5)[i] * h, np.eye(5)[j] * h
+        return (nll(theta + e_i + e_j) - nll(theta + e_i - e_j) - nll(theta - e_i + e_j) + nll(theta - e_i - e_j)) / (
+            4 * h * h
+        )
+
+    hess = np.array([[(4 * second(i, j, 5e-5) - second(i, j, 1e-4)) / 3 for j in range(5)] for i in range(5)])
+    se = np.sqrt(np.diag(np.linalg.inv(hess)))
+    ours = [float(res.se[k]) for k in ("0.loc", "0.scale", "1.loc", "1.scale")]
+    np.testing.assert_allclose(ours + list(np.asarray(res.se["weights"])), [*se, se[4]], rtol=1e-5)
     assert "ordered by increasing mean" in str(res.summary())
     assert "my title" in str(res.summary(title="my title"))
 
