@@ -45,3 +45,45 @@ def _release_compiled_programs():
     LLVM aborts the process in the middle of a compile."""
     yield
     jax.clear_caches()
+
+
+# -- fixtures shared by the inference tests (delta method, hypothesis tests, profiles) ----------------------
+
+
+@pytest.fixture(scope="module")
+def xdata():
+    """25 normal draws (mean 2, SD 1.5)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    return jnp.asarray(np.random.default_rng(3).normal(2.0, 1.5, 25))
+
+
+@pytest.fixture(scope="module")
+def normal_fit(xdata):
+    from helpers import fit_normal
+
+    return fit_normal(xdata)
+
+
+@pytest.fixture(scope="module")
+def logit_data():
+    """400 rows of a logistic regression with an intercept and two covariates."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(4)
+    n = 400
+    X = np.column_stack([np.ones(n), rng.normal(size=n), rng.normal(size=n)])
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-(X @ np.array([0.3, 0.8, -0.5]))))).astype(float)
+    return jnp.asarray(X), jnp.asarray(y)
+
+
+@pytest.fixture(scope="module")
+def logit_fit(logit_data):
+    import jax.numpy as jnp
+    from helpers import logit
+
+    import mlejax as mj
+
+    return mj.fit(logit, {"beta": jnp.zeros(3)}, logit_data)

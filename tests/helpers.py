@@ -1,7 +1,9 @@
 """Log-likelihoods that several test modules share (written once here)."""
 
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy import stats
+from scipy import stats as sps
 
 import mlejax as mj
 
@@ -34,3 +36,16 @@ def logit(p, d):
 
 def fit_normal(x, **options):
     return mj.fit(normal, NORMAL_INIT, x, constraints=NORMAL_CONS, **options)
+
+
+#: Shared by the inference tests (delta method, hypothesis tests, profiles).
+CONS = NORMAL_CONS
+CRIT95 = sps.chi2.ppf(0.95, 1)
+
+
+def normal_mean_ends(x, level=0.95):
+    """n log(1 + (mu - xbar)^2 / s^2) = chi2_1(level) with s^2 the MLE of the variance."""
+    x = np.asarray(x)
+    n = x.size
+    half = np.sqrt(x.var() * np.expm1(sps.chi2.ppf(level, 1) / n))
+    return x.mean() - half, x.mean() + half

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import exponential, fit_normal, logit, normal
+from helpers import CONS, CRIT95, exponential, fit_normal, logit, normal, normal_mean_ends
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -17,39 +17,6 @@ from scipy import stats as sps
 import mlejax as mj
 
 RNG = np.random.default_rng(3)
-CONS = {"sigma": mj.positive}
-CRIT95 = sps.chi2.ppf(0.95, 1)
-
-
-def normal_mean_ends(x, level=0.95):
-    """n log(1 + (mu - xbar)^2 / s^2) = chi2_1(level) with s^2 the MLE of the variance."""
-    x = np.asarray(x)
-    n = x.size
-    half = np.sqrt(x.var() * np.expm1(sps.chi2.ppf(level, 1) / n))
-    return x.mean() - half, x.mean() + half
-
-
-@pytest.fixture(scope="module")
-def xdata():
-    return jnp.asarray(RNG.normal(2.0, 1.5, 25))
-
-
-@pytest.fixture(scope="module")
-def normal_fit(xdata):
-    return fit_normal(xdata)
-
-
-@pytest.fixture(scope="module")
-def logit_data():
-    n = 400
-    X = np.column_stack([np.ones(n), RNG.normal(size=n), RNG.normal(size=n)])
-    y = (RNG.uniform(size=n) < 1 / (1 + np.exp(-(X @ np.array([0.3, 0.8, -0.5]))))).astype(float)
-    return jnp.asarray(X), jnp.asarray(y)
-
-
-@pytest.fixture(scope="module")
-def logit_fit(logit_data):
-    return mj.fit(logit, {"beta": jnp.zeros(3)}, logit_data)
 
 
 # -- profile intervals: closed forms ----------------------------------------------------------------------
