@@ -7,7 +7,6 @@ import pytest
 from scipy import stats
 
 import mlejax as mj
-from mlejax._src import extensions
 
 
 def exp_loglik(p, x):
@@ -72,10 +71,7 @@ def test_lr_toys_match_the_exact_null_distribution():
     null = mj.fit(f, {"mu": 0.0, "sigma": 1.0}, x, constraints=c, fixed={"mu": 0.0})
     sim = lambda p, key: p["mu"] + p["sigma"] * jax.random.normal(key, (n,))  # noqa: E731
     toys = 600
-    try:
-        t = mj.lr_test(null, full, toys=toys, simulate=sim, key=jax.random.key(5))
-    except TypeError:  # the core's lr_test without the toys keyword: call the registered implementation
-        t = extensions.call("lr_test_toys", null, full, toys=toys, simulate=sim, key=jax.random.key(5))
+    t = mj.lr_test_toys(null, full, toys=toys, simulate=sim, key=jax.random.key(5))
     exact = stats.ttest_1samp(x, 0.0).pvalue
     assert t.n_failed == 0 and t.df == 1 and t.toys.shape == (toys,)
     np.testing.assert_allclose(t.statistic, n * np.log1p(stats.ttest_1samp(x, 0.0).statistic ** 2 / (n - 1)), rtol=1e-8)
