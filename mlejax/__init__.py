@@ -33,6 +33,7 @@ _LAZY = {
     "curve_fit": ("._src.models.curve_fit", "curve_fit"),
     "fit_dist": ("._src.models.fit_dist", "fit_dist"),
     "glm": ("._src.models.glm", "glm"),
+    "GLMResult": ("._src.models.glm", "GLMResult"),
     "glmm": ("._src.models.glmm", "glmm"),
     "GLMMResult": ("._src.models.glmm", "GLMMResult"),
     **{
@@ -76,7 +77,7 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API docs) read
     from ._src.models.censoring import CensoredData
     from ._src.models.curve_fit import curve_fit
     from ._src.models.fit_dist import fit_dist
-    from ._src.models.glm import glm
+    from ._src.models.glm import GLMResult, glm
     from ._src.models.glmm import GLMMResult, glmm
 
 
@@ -120,6 +121,7 @@ __all__ = [
     "ordered",
     # models
     "glm",
+    "GLMResult",
     "glmm",
     "GLMMResult",
     "curve_fit",

@@ -381,4 +381,8 @@ def test_no_recompilation_on_second_fit():
         jax.monitoring.unregister_event_duration_listener(listener)
     assert bool(res.converged)
     assert "/jax/core/compile/backend_compile_duration" not in seen
-    assert isinstance(res.fit, mj.FitResult)
+    assert isinstance(res, mj.FitResult) and isinstance(res, mj.GLMResult)
+    # a registered pytree like any fit: its leaves and the model survive a round trip
+    back = jax.tree_util.tree_unflatten(*reversed(jax.tree_util.tree_flatten(res)))
+    assert isinstance(back, mj.GLMResult) and back.exog_names == res.exog_names
+    np.testing.assert_array_equal(back.params["beta"], res.params["beta"])

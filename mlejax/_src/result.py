@@ -111,7 +111,7 @@ class FitResult:
         self._profiles = {} if profiles is None else dict(profiles)
 
     def replace(self, **changes) -> FitResult:
-        children, aux = self.tree_flatten()
+        children, aux = FitResult.tree_flatten(self)
         new = FitResult.tree_unflatten(aux, children)
         for k, v in changes.items():
             if k not in _DATA_FIELDS + _META_FIELDS:
@@ -154,7 +154,7 @@ class FitResult:
         """One fit out of a batched result: ``res[i]``."""
         if not self.batch_shape:
             raise TypeError("this FitResult is not batched; index a result returned by vmap or fit_batch")
-        children, aux = self.tree_flatten()
+        children, aux = FitResult.tree_flatten(self)
         children = jax.tree_util.tree_map(lambda x: x[index], children)
         return FitResult.tree_unflatten(aux, children)
 
@@ -354,3 +354,47 @@ class FitResult:
         if not self.batch_shape:
             return self.summary()._repr_html_()
         return f"<pre>{html.escape(repr(self))}</pre>"
+
+
+class ModelResult(FitResult):
+    """A :class:`FitResult` of a model built on ``fit`` (``glm``, ``glmm``): every field and method of the
+    fit, plus ``model``, a typed description of what the model adds (design names, family, link,
+    formula, ...), read by the subclass's own views, summary and ``predict``. Still a registered pytree (the
+    ``model`` travels as static data), so ``isinstance(r, mj.FitResult)`` holds and ``jax`` transformations
+    carry it like a plain fit."""
+
+    model: Any
+
+    @classmethod
+    def of(cls, res: FitResult, model):
+        """``res`` (a plain fit) as this kind of result, with ``model``."""
+        children, aux = FitResult.tree_flatten(res)
+        obj = FitResult.tree_unflatten.__func__(cls, aux, children)
+        obj.model = model
+        obj._set_eager_state(res._problem, res._profiles)
+        return obj
+
+    def tree_flatten(self):
+        children, aux = super().tree_flatten()
+        return children, (aux, self.model)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        base, model = aux
+        obj = FitResult.tree_unflatten.__func__(cls, base, children)
+        obj.model = model
+        return obj
+
+    def replace(self, **changes):
+        return type(self).of(FitResult.replace(self, **changes), self.model)
+
+    def __getitem__(self, index):
+        return type(self).of(FitResult.__getitem__(self, index), self.model)
+
+    @property
+    def fit(self) -> FitResult:
+        """The fit as a plain :class:`FitResult` (the same fields)."""
+        children, aux = FitResult.tree_flatten(self)
+        out = FitResult.tree_unflatten(aux, children)
+        out._set_eager_state(self._problem, self._profiles)
+        return out

@@ -21,12 +21,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
 
 from ..constraints import positive
 from ..fit import fit
+from ..result import ModelResult
 from ._glm_families import FAMILIES, LGAMMA_TABLE_MAX, GLMLoglik, _Family, get_family
 from ._links import Link, get_link
 
@@ -366,11 +368,23 @@ class Prediction:
         )
 
 
-class GLMResult:
-    """The result of :func:`mlejax.glm`: a :class:`mlejax.FitResult` (every field and method of it is
-    available here, by delegation) plus the model's description.
+@dataclasses.dataclass(eq=False)
+class GLMModel:
+    """What a fitted ``glm`` adds to its :class:`~mlejax.FitResult`: the log-likelihood (family and link),
+    the data handed to ``fit``, the design's column names, the formula and its formulaic spec."""
 
-    * ``fit`` -- the underlying ``FitResult`` (``params["beta"]``, ``params["alpha"]`` / ``["scale"]``);
+    loglik: GLMLoglik
+    data: dict
+    exog_names: list
+    formula: str | None = None
+    model_spec: object = None
+
+
+@jax.tree_util.register_pytree_node_class
+class GLMResult(ModelResult):
+    """The result of :func:`mlejax.glm`: a :class:`mlejax.FitResult` (every field and method) plus the
+    model's description (``model``, a :class:`GLMModel`):
+
     * ``family``, ``link`` -- names; ``exog_names`` -- the columns of the design (from the formula or the
       DataFrame; ``x0, x1, ...`` for a bare array), ``formula`` (or ``None``);
     * ``labels`` -- readable names matching ``param_names`` (``beta[2]`` -> its column name);
@@ -380,18 +394,23 @@ class GLMResult:
     ``param_names`` keep the core's ``beta[j]`` form (the names ``wald_test`` and ``profile_ci`` accept).
     """
 
-    def __init__(self, fit_result, *, loglik: GLMLoglik, data: dict, exog_names, formula=None, model_spec=None):
-        self.__dict__["fit"] = fit_result
-        self.loglik_fn = loglik
-        self.data = data
-        self.exog_names = list(exog_names)
-        self.formula = formula
-        self._model_spec = model_spec
+    model: GLMModel
 
-    def __getattr__(self, name):
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return getattr(self.__dict__["fit"], name)
+    @property
+    def loglik_fn(self) -> GLMLoglik:
+        return self.model.loglik
+
+    @property
+    def data(self) -> dict:
+        return self.model.data
+
+    @property
+    def exog_names(self) -> list:
+        return list(self.model.exog_names)
+
+    @property
+    def formula(self):
+        return self.model.formula
 
     @property
     def family(self) -> str:
@@ -404,7 +423,7 @@ class GLMResult:
     @property
     def labels(self) -> list[str]:
         out = []
-        for n in self.fit.param_names:
+        for n in self.param_names:
             if n.startswith("beta[") and n.endswith("]"):
                 out.append(self.exog_names[int(n[5:-1])])
             else:
@@ -412,31 +431,23 @@ class GLMResult:
         return out
 
     def _beta_index(self):
-        names = self.fit.param_names
+        names = self.param_names
         idx = [i for i, n in enumerate(names) if n.startswith("beta[")]
         return np.asarray(idx, int)
 
     def with_cov(self, cov) -> GLMResult:
         """This fit with its covariance recomputed (``"expected"`` or any ``cov`` of ``FitResult.with_cov``)."""
-        new = self.fit.with_cov(cov)
-        return GLMResult(
-            new,
-            loglik=self.loglik_fn,
-            data=self.data,
-            exog_names=self.exog_names,
-            formula=self.formula,
-            model_spec=self._model_spec,
-        )
+        return super().with_cov(cov)
 
-    def summary(self, level: float = 0.95):
+    def summary(self, level: float = 0.95, title: str | None = None):
         """The ``FitResult`` summary with the design's column names, coefficients first."""
         fam = FAMILIES[self.family]
-        title = f"Generalized linear model: {self.family}, {self.link} link"
-        s = self.fit.summary(level=level, title=title)
+        title = title or f"Generalized linear model: {self.family}, {self.link} link"
+        s = super().summary(level=level, title=title)
         rows = getattr(s, "rows", None)
         if rows is None:
             return s
-        rename = dict(zip(self.fit.param_names, self.labels))
+        rename = dict(zip(self.param_names, self.labels))
         beta_rows = [(rename.get(n, n), v) for n, v in rows if n.startswith("beta[")]
         other = [(rename.get(n, n), v) for n, v in rows if not n.startswith("beta[")]
         header = list(getattr(s, "header", []))
@@ -456,12 +467,12 @@ class GLMResult:
         DataFrame of the original variables; ``None`` predicts the rows the model was fitted to (with their
         offset). For new rows, ``offset``/``exposure`` default to none (as in statsmodels).
         """
-        self.fit._require_single("predict()")
+        self._require_single("predict()")
         if exog is None:
             X = self.data["X"]
             off = self.data["offset"] if offset is None and exposure is None else None
-        elif self._model_spec is not None and hasattr(exog, "columns"):
-            X = np.asarray(self._model_spec.get_model_matrix(exog).to_numpy(), float)
+        elif self.model.model_spec is not None and hasattr(exog, "columns"):
+            X = np.asarray(self.model.model_spec.get_model_matrix(exog).to_numpy(), float)
             off = None
         else:
             if hasattr(exog, "columns") and all(c in exog.columns for c in self.exog_names):
@@ -477,9 +488,9 @@ class GLMResult:
                 off = off + _row_vector(offset, n, "offset")
             if exposure is not None:
                 off = off + np.log(_row_vector(exposure, n, "exposure", positive_only=True))
-        beta = np.asarray(self.fit.params["beta"], float)
+        beta = np.asarray(self.params["beta"], float)
         idx = self._beta_index()
-        cov = np.asarray(self.fit.cov, float)[np.ix_(idx, idx)]
+        cov = np.asarray(self.cov, float)[np.ix_(idx, idx)]
         eta = X @ beta + off
         se_eta = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", X, cov, X), 0.0))
         link = self.loglik_fn.link
@@ -615,7 +626,7 @@ def glm(
         for k, v in fixed.items():
             init[k] = np.asarray(v, float) if k == "beta" else float(v)
     res = fit(loglik, init, data_tree, constraints=constraints, cov=cov, **fit_options)
-    return GLMResult(res, loglik=loglik, data=data_tree, exog_names=names, formula=formula, model_spec=model_spec)
+    return GLMResult.of(res, GLMModel(loglik, data_tree, names, formula, model_spec))
 
 
-__all__ = ["glm", "GLMResult", "GLMLoglik", "Prediction", "check_rank", "make_data"]
+__all__ = ["glm", "GLMModel", "GLMResult", "GLMLoglik", "Prediction", "check_rank", "make_data"]

@@ -35,7 +35,7 @@ import numpy as np
 from ..constraints import positive
 from ..fit import fit
 from ..laplace import Blocks, Bordered, Random
-from ..result import FitResult
+from ..result import ModelResult
 from ..status import SingularFitWarning
 from . import _lmm
 from ._glm_families import GLMLoglik, get_family
@@ -230,34 +230,13 @@ class GLMMModel:
 
 
 @jax.tree_util.register_pytree_node_class
-class GLMMResult(FitResult):
+class GLMMResult(ModelResult):
     """The result of :func:`mlejax.glmm`: a :class:`mlejax.FitResult` (every field and method) with lme4's
     views of it: :attr:`fixef`, :attr:`fixef_se`, :attr:`vcov`, :attr:`sd`, :attr:`corr`, :attr:`sigma`,
-    :attr:`ranef`, :attr:`ngroups`, :meth:`predict` and an lme4-style :meth:`summary`."""
+    :attr:`ranef`, :attr:`ngroups`, :meth:`predict` and an lme4-style :meth:`summary`; ``model`` holds the
+    formula, family, design and random terms (:class:`GLMMModel`)."""
 
     model: GLMMModel
-
-    @classmethod
-    def of(cls, res: FitResult, model: GLMMModel) -> GLMMResult:
-        children, aux = res.tree_flatten()
-        obj = FitResult.tree_unflatten.__func__(cls, aux, children)
-        obj.model = model
-        obj._set_eager_state(res._problem, res._profiles)
-        return obj
-
-    def tree_flatten(self):
-        children, aux = super().tree_flatten()
-        return children, (aux, self.model)
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        base, model = aux
-        obj = FitResult.tree_unflatten.__func__(cls, base, children)
-        obj.model = model
-        return obj
-
-    def replace(self, **changes) -> GLMMResult:
-        return GLMMResult.of(FitResult.replace(self, **changes), self.model)
 
     # -- lme4's views ---------------------------------------------------------------------------------
     @property
