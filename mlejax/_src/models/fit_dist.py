@@ -14,6 +14,7 @@ import numpy as np
 
 from ..families import get_family, log_prob_between
 from ..fit import fit
+from ..result import ModelResult
 from .censoring import CensoredData
 
 # Row codes of the data pytree (one per observation).
@@ -297,7 +298,7 @@ def fit_dist(
         res = run(start_from(ordered))
         note = getattr(fam, "summary_title", None)
         if note is not None and not traced:
-            _retitle(res, note())
+            return DistResult.of(res, DistModel(fam, note()))
         return res
     return run(start_from(_init_params(fam, x_init, w_init)))
 
@@ -314,20 +315,23 @@ def _candidates(fam, x, w):
     return fam.init_candidates(x, w)
 
 
-def _retitle(res, title):
-    """Give an eager result's ``summary()`` a default title (the mixture's label-switching note)."""
-    summary = res.summary
+@dataclasses.dataclass(eq=False)
+class DistModel:
+    """What a ``fit_dist`` result adds to its fit: the family and the title its summary carries (a
+    mixture's note on the order of its components)."""
 
-    @functools.wraps(summary)
-    def titled(*args, **kwargs):
-        if len(args) < 2:
-            kwargs.setdefault("title", title)
-        return summary(*args, **kwargs)
+    family: object
+    title: str
 
-    try:
-        res.summary = titled
-    except AttributeError:  # a result type that takes no attributes keeps its own title
-        pass
+
+@jax.tree_util.register_pytree_node_class
+class DistResult(ModelResult):
+    """A :class:`mlejax.FitResult` of ``fit_dist`` whose family titles its summary (mixtures)."""
+
+    model: DistModel
+
+    def summary(self, level: float = 0.95, title: str | None = None):
+        return super().summary(level=level, title=title or self.model.title)
 
 
 def _better(res, best, traced):
