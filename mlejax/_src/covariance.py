@@ -48,6 +48,7 @@ from jax import lax
 from .engine.linalg import symmetrize
 from .engine.rows import DEPENDENT, INDEPENDENT, row_blocks
 from .information import delta_cov, invert_information
+from .params import is_traced
 
 COV_KINDS = ("observed", "expected", "opg", "robust", "cluster")
 SCORE_KINDS = ("opg", "robust", "cluster")
@@ -77,10 +78,6 @@ class CovSpec:
         if self.kind == "cluster" and self.n_groups is not None:
             out += (("n_groups", int(self.n_groups)),)
         return out
-
-
-def _is_traced(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
 
 
 def parse_cov(cov, *, n_rows: int | None) -> tuple[CovSpec, Any]:
@@ -204,7 +201,7 @@ def _cluster_codes(groups, n_rows, n_groups):
         raise ValueError(
             f"cluster labels have length {shape[0]} but loglik returns {n_rows} values (one per observation)"
         )
-    if _is_traced(groups):
+    if is_traced(groups):
         if not jnp.issubdtype(groups.dtype, jnp.integer):
             raise TypeError(
                 "under jit/vmap cluster labels must be integer codes 0..G-1 (recode them outside, e.g. with "

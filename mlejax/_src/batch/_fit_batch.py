@@ -20,6 +20,7 @@ from ..engine.functions import canonical_function
 from ..engine.plan import calls_lapack
 from ..fit import fit
 from ..laplace import batch_random
+from ..problem import DEFAULT_MAXITER
 from ..result import FitResult
 from ._checks import (
     _batch_size_of,
@@ -32,9 +33,6 @@ from ._checks import (
 )
 from ._families import _as_family, _FamilyLoglik, _FamilyStart, _outside_family_support
 from ._rounds import DEFAULT_ROUND_ITERS, _default_batch_size, _default_block, _Key, _round_up, _Runner, _Start, _take
-
-_DEFAULT_MAXITER = {"newton": 500, "bfgs": 2000, "lbfgs": 5000}
-
 
 # -- fit_batch --------------------------------------------------------------------------------------
 
@@ -178,7 +176,7 @@ def fit_batch(
 
     method = fit_options.get("method", "newton")
     method_name = method if isinstance(method, str) else "custom"
-    maxiter = int(fit_options.pop("maxiter", _DEFAULT_MAXITER.get(method_name, 5000)))
+    maxiter = int(fit_options.pop("maxiter", DEFAULT_MAXITER.get(method_name, 5000)))
     if maxiter < 1:
         raise ValueError(f"maxiter must be a positive integer, got {maxiter}")
     rounds_on = method_name == "newton" and not fit_options.get("multistart")

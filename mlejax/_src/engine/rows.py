@@ -20,38 +20,6 @@ def row_leaf_mask(data, n: int) -> list[bool]:
     return [jnp.ndim(leaf) >= 1 and jnp.shape(leaf)[0] == n for leaf in jax.tree_util.tree_leaves(data)]
 
 
-def split_rows(data, n: int, chunk: int):
-    """Pad the row leaves of ``data`` to a multiple of ``chunk`` and give them a leading block axis.
-
-    Returns ``(blocks, whole, weights)``: ``blocks`` holds the row leaves (``None`` elsewhere),
-    ``whole`` the other leaves (``None`` at row leaves), ``weights`` an array ``(n_blocks, chunk)``.
-    (Used by the per-observation score passes; the objective itself slices in place, see
-    :func:`row_block`.)
-    """
-    leaves, treedef = jax.tree_util.tree_flatten(data)
-    mask = row_leaf_mask(data, n)
-    n_blocks = max(1, math.ceil(n / chunk))
-    pad = n_blocks * chunk - n
-    blocks, whole = [], []
-    for leaf, is_row in zip(leaves, mask):
-        if is_row:
-            arr = jnp.asarray(leaf)
-            if pad:
-                arr = jnp.concatenate([arr, jnp.repeat(arr[-1:], pad, axis=0)], axis=0)
-            blocks.append(arr.reshape((n_blocks, chunk) + arr.shape[1:]))
-            whole.append(None)
-        else:
-            blocks.append(None)
-            whole.append(leaf)
-    ones = jnp.ones((n,), bool)
-    weights = jnp.concatenate([ones, jnp.zeros((pad,), bool)]).reshape(n_blocks, chunk)
-    return blocks, whole, weights, treedef
-
-
-def merge_rows(block_leaves, whole, treedef):
-    return treedef.unflatten([b if w is None else w for b, w in zip(block_leaves, whole)])
-
-
 def row_blocks(data, n: int, chunk: int, *, first_row=None, mask=None):
     """In-place row blocks of ``data``: returns ``(n_blocks, block)``.
 
