@@ -24,6 +24,7 @@ import numpy as np
 from . import extensions
 from .constraints import Constraint
 from .fit import fit
+from .inference import check_level
 
 _KINDS = ("hist", "cdf", "pp", "qq", "km", "all", "profile", "contour")
 
@@ -45,8 +46,7 @@ def _new_axes(ax):
 
 def _chi2_quantile(level: float, df: int) -> float:
     """Quantile of the chi-squared distribution with 1 or 2 degrees of freedom (closed forms)."""
-    if not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+    check_level(level)
     if df == 1:
         return statistics.NormalDist().inv_cdf(0.5 + 0.5 * float(level)) ** 2
     if df == 2:

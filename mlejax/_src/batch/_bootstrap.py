@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from .. import extensions
+from ..inference import check_level
 from ..result import FitResult
 from ._fit_batch import fit_batch
 
@@ -72,8 +73,7 @@ class BootstrapResult:
 
     def confint(self, level: float = 0.95):
         """Percentile intervals ``(lower, upper)`` of the converged replicates, keyed like ``params``."""
-        if not 0.0 < float(level) < 1.0:
-            raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+        check_level(level)
         a = (1.0 - float(level)) / 2.0
         return jax.tree_util.tree_map(
             lambda x: np.stack([np.quantile(x, a, axis=0), np.quantile(x, 1.0 - a, axis=0)], axis=-1),

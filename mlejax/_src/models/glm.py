@@ -28,6 +28,7 @@ from jax.scipy.special import gammaln
 
 from ..constraints import positive
 from ..fit import fit
+from ..inference import check_level
 from ..result import ModelResult
 from ._glm_families import FAMILIES, LGAMMA_TABLE_MAX, GLMLoglik, _Family, get_family
 from ._links import Link, get_link
@@ -345,8 +346,7 @@ class Prediction:
     def conf_int(self, level: float = 0.95) -> np.ndarray:
         from statistics import NormalDist
 
-        if not 0 < level < 1:
-            raise ValueError(f"level must lie strictly between 0 and 1, got {level}")
+        check_level(level)
         z = NormalDist().inv_cdf(0.5 + level / 2)
         lo = link_mu(self.link, self.linear - z * self.se_linear)
         hi = link_mu(self.link, self.linear + z * self.se_linear)
