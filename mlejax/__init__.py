@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 # ``import mlejax`` changes nothing in the process: no JAX configuration, no environment variable, no thread
 # setting. Several CPU devices (one per core) are an explicit opt-in: ``mlejax.use_cpu_devices()``.
 from . import constraints
-from ._src.constraints import interval, ordered, positive, real, simplex, unit_interval
+from ._src.constraints import corr_cholesky, interval, ordered, positive, real, simplex, unit_interval
 from ._src.engine.cache import use_compilation_cache
 from ._src.engine.devices import use_cpu_devices
 from ._src.fit import fit
@@ -119,6 +119,7 @@ __all__ = [
     "unit_interval",
     "simplex",
     "ordered",
+    "corr_cholesky",
     # models
     "glm",
     "GLMResult",

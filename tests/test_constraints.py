@@ -22,7 +22,7 @@ CASES = [
     (mj.simplex, np.array([0.2, 0.3, 0.5]), (2,)),
     (mj.ordered, np.array([-1.0, 0.5, 4.0]), (3,)),
     (
-        mj.constraints.corr_cholesky,
+        mj.corr_cholesky,
         np.linalg.cholesky(np.array([[1.0, 0.3, -0.2], [0.3, 1.0, 0.4], [-0.2, 0.4, 1.0]])),
         (3,),
     ),
