@@ -135,6 +135,18 @@ def glmm(
       A :class:`GLMMResult`: a ``FitResult`` with ``fixef``, ``fixef_se``, ``vcov``, ``sd``, ``corr``,
       ``sigma``, ``ranef``, ``ngroups``, ``predict`` and an lme4-style ``summary()``; ``params`` holds
       ``beta``, ``theta`` (each term's ``Lambda`` entries), ``u`` (the spherical modes) and ``scale``/``alpha``.
+
+    Example:
+      >>> import jax, numpy as np, pandas as pd, mlejax as mj
+      >>> jax.config.update("jax_enable_x64", True)
+      >>> rng = np.random.default_rng(1)
+      >>> g = np.repeat(np.arange(12), 8)
+      >>> y = 1.0 + rng.normal(0, 0.8, 12)[g] + rng.normal(0, 0.5, g.size)
+      >>> res = mj.glmm("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g}))
+      >>> bool(res.converged), res.ngroups
+      (True, {'g': 12})
+      >>> bool(0.3 < res.sd["g"].iloc[0] < 1.5), bool(0.3 < res.sigma < 0.8)
+      (True, True)
     """
     try:
         import pandas as pd  # noqa: F401
