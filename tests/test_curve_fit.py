@@ -139,3 +139,45 @@ def test_bad_inputs(decay_data):
         curve_fit(decay, x[:3], y[:3], init)
     with pytest.raises(ValueError, match="y must be 1-D"):
         curve_fit(decay, x, y[:, None], init)
+
+
+def test_the_result_is_a_fit_result(decay_data):
+    """The result is a ``mj.FitResult`` of the least-squares parameters: indexing a batch keeps the type, the
+    likelihood's scale counts in AIC, the profile interval crosses where ``n log(RSS_k / RSS) = chi2_1(0.95)``
+    (the Gaussian profile likelihood; ``RSS_k`` from a refit with ``k`` held at the end point), and the
+    robust covariance is the nonlinear least-squares sandwich with the observed Hessian,
+    ``(J'J - sum r_i d2r_i)^-1 (sum r_i^2 J_i J_i') (J'J - sum r_i d2r_i)^-1`` (the cross term of ``p`` and
+    the scale vanishes at the optimum)."""
+    x, y, sigma = decay_data
+    init = {"a": 1.0, "c": 0.0, "k": 1.0}
+    res = curve_fit(decay, x, y, init, sigma=sigma)
+    assert isinstance(res, mj.FitResult)
+    assert res.df_model == 4
+    np.testing.assert_allclose(float(res.aic), -2.0 * float(res.loglik) + 8.0, rtol=1e-12)
+    n = x.size
+    lo, hi = res.profile_ci("k")
+    for end in (lo, hi):
+        refit = curve_fit(lambda p, x, end=end: decay({**p, "k": end}, x), x, y, {"a": 1.0, "c": 0.0}, sigma=sigma)
+        np.testing.assert_allclose(n * np.log(float(refit.rss) / float(res.rss)), 3.841458820694124, rtol=1e-6)
+
+    flat, unravel = jax.flatten_util.ravel_pytree(res.params)
+
+    def resid(v):
+        return (y - decay(unravel(v), x)) / sigma
+
+    r = np.asarray(resid(flat))
+    J = np.asarray(jax.jacfwd(resid)(flat))
+    d2 = np.asarray(jax.jacfwd(jax.jacfwd(resid))(flat))
+    bread = np.linalg.inv(J.T @ J + np.einsum("i,ijk->jk", r, d2))
+    sandwich = bread @ (J.T * r**2) @ J @ bread
+    rob = res.with_cov("robust")
+    assert isinstance(rob, type(res)) and rob.cov_type == "robust"
+    np.testing.assert_allclose(np.asarray(rob.cov), sandwich, rtol=1e-6)
+    np.testing.assert_allclose(rob.se["k"], np.sqrt(sandwich[2, 2]), rtol=1e-6)
+
+    ys = jnp.stack([jnp.asarray(y), jnp.asarray(y[::-1])])
+    batched = jax.vmap(lambda y: curve_fit(decay, x, y, init, sigma=sigma))(ys)
+    first = batched[0]
+    assert type(first) is type(res) and first.param_names == res.param_names
+    np.testing.assert_allclose(np.asarray(first.cov), np.asarray(res.cov), rtol=1e-7)
+    np.testing.assert_allclose(float(first.rss), float(res.rss), rtol=1e-9)

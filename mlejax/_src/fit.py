@@ -25,13 +25,13 @@ from .engine.functions import canonical_function
 from .engine.linalg import solve as linear_solve
 from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, score_rows
 from .information import invert_information
+from .params import is_traced
 from .problem import (
     BoundProblem,
     Problem,
     SolveOptions,
     build_problem,
     convert_data,
-    is_traced,
     solve_options,
     validate_derivatives,
     validate_start,

@@ -14,8 +14,10 @@ import numpy as np
 from .constraints import Constraint, real
 
 
-def is_traced(tree) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+def is_traced(*trees) -> bool:
+    """Whether any leaf of ``trees`` is a tracer (a value of an enclosing ``jit``/``vmap``/``grad``): the one
+    test of "is this call traced" in the package."""
+    return any(isinstance(leaf, jax.core.Tracer) for tree in trees for leaf in jax.tree_util.tree_leaves(tree))
 
 
 def path_name(path) -> str:

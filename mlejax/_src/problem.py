@@ -474,10 +474,6 @@ def validate_derivatives(problem: Problem, free_init, fixed_values, data) -> Non
         )
 
 
-def is_traced(*trees) -> bool:
-    return any(params.is_traced(t) for t in trees)
-
-
 __all__ = [
     "Problem",
     "SolveOptions",

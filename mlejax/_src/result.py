@@ -11,7 +11,7 @@ import numpy as np
 
 from . import extensions, inference
 from .inference import check_level
-from .params import is_fixed_path
+from .params import is_fixed_path, is_traced
 from .status import Status
 from .summary import Summary, fit_warnings, summarize
 
@@ -303,7 +303,7 @@ class FitResult:
         return pd.DataFrame(ci[order], index=names, columns=["lower", "upper"])
 
     def _is_traced(self) -> bool:
-        return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(self))
+        return is_traced(self)
 
     def __repr__(self) -> str:
         """One line of facts and one line per parameter (estimate and standard error); a batched result
@@ -357,39 +357,55 @@ class FitResult:
 
 
 class ModelResult(FitResult):
-    """A :class:`FitResult` of a model built on ``fit`` (``glm``, ``glmm``): every field and method of the
-    fit, plus ``model``, a typed description of what the model adds (design names, family, link,
-    formula, ...), read by the subclass's own views, summary and ``predict``. Still a registered pytree (the
-    ``model`` travels as static data), so ``isinstance(r, mj.FitResult)`` holds and ``jax`` transformations
-    carry it like a plain fit."""
+    """A :class:`FitResult` of a model built on ``fit`` (``glm``, ``glmm``, ``curve_fit``, ``fit_dist``): every
+    field and method of the fit, plus ``model``, a typed description of what the model adds (design names,
+    family, link, formula, ...), read by the subclass's own views, summary and ``predict``. Still a registered
+    pytree (the ``model`` travels as static data, the array fields a subclass names in ``_extra_fields`` as
+    leaves), so ``isinstance(r, mj.FitResult)`` holds and ``jax`` transformations carry it like a plain fit."""
 
     model: Any
+    _extra_fields: tuple[str, ...] = ()
 
     @classmethod
-    def of(cls, res: FitResult, model):
-        """``res`` (a plain fit) as this kind of result, with ``model``."""
+    def of(cls, res: FitResult, model, **extra):
+        """``res`` (a plain fit) as this kind of result, with ``model`` and the subclass's extra fields."""
         children, aux = FitResult.tree_flatten(res)
         obj = FitResult.tree_unflatten.__func__(cls, aux, children)
         obj.model = model
+        if set(extra) != set(cls._extra_fields):
+            raise TypeError(f"{cls.__name__} needs the fields {list(cls._extra_fields)}, got {sorted(extra)}")
+        for name, value in extra.items():
+            setattr(obj, name, value)
         obj._set_eager_state(res._problem, res._profiles)
         return obj
 
+    def _extras(self) -> dict:
+        return {name: getattr(self, name) for name in self._extra_fields}
+
     def tree_flatten(self):
         children, aux = super().tree_flatten()
-        return children, (aux, self.model)
+        return children + tuple(getattr(self, n) for n in self._extra_fields), (aux, self.model)
 
     @classmethod
     def tree_unflatten(cls, aux, children):
         base, model = aux
-        obj = FitResult.tree_unflatten.__func__(cls, base, children)
+        n_base = len(children) - len(cls._extra_fields)
+        obj = FitResult.tree_unflatten.__func__(cls, base, children[:n_base])
+        for name, value in zip(cls._extra_fields, children[n_base:]):
+            setattr(obj, name, value)
         obj.model = model
         return obj
 
     def replace(self, **changes):
-        return type(self).of(FitResult.replace(self, **changes), self.model)
+        extra = self._extras()
+        for name in self._extra_fields:
+            if name in changes:
+                extra[name] = changes.pop(name)
+        return type(self).of(FitResult.replace(self, **changes), self.model, **extra)
 
     def __getitem__(self, index):
-        return type(self).of(FitResult.__getitem__(self, index), self.model)
+        extra = jax.tree_util.tree_map(lambda x: x[index], self._extras())
+        return type(self).of(FitResult.__getitem__(self, index), self.model, **extra)
 
     @property
     def fit(self) -> FitResult:

@@ -20,6 +20,7 @@ from ..engine.functions import canonical_function
 from ..engine.plan import calls_lapack
 from ..fit import fit
 from ..laplace import batch_random
+from ..params import is_traced
 from ..problem import DEFAULT_MAXITER
 from ..result import FitResult
 from ._checks import (
@@ -106,7 +107,7 @@ def fit_batch(
     """
     family = _as_family(loglik)
     if family is not None:
-        if not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(data)):
+        if not is_traced(data):
             family = family.bind(np.asarray(data))  # e.g. Categorical learns its number of categories
         loglik = _FamilyLoglik(family)
         constraints = dict(family.param_constraints)
@@ -139,7 +140,7 @@ def fit_batch(
     if round_iters is not None and (not isinstance(round_iters, (int, np.integer)) or round_iters < 0):
         raise ValueError(f"round_iters must be a non-negative integer, got {round_iters!r}")
 
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((init, data, fixed_values)))
+    traced = is_traced(init, data, fixed_values)
     if traced:
         if start is not None:
             init, init_b = jax.vmap(start.fn)(data), True

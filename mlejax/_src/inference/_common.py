@@ -19,8 +19,8 @@ import numpy as np
 from ..engine.cache import store_any_compile
 from ..laplace import Laplace, parse_random
 from ..params import FixedLayout, make_spec, restrict_constraints
+from ..params import is_traced as _is_traced
 from ..problem import Problem, n_rows_of
-from ..problem import is_traced as _is_traced
 
 
 def chi2_sf(x, df):

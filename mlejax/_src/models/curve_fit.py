@@ -34,10 +34,8 @@ from jax.flatten_util import ravel_pytree
 
 from ..constraints import positive
 from ..fit import fit
-
-
-def is_traced(tree) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
+from ..params import is_traced
+from ..result import FitResult, ModelResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,57 +53,81 @@ class _LSQLoglik:
         return -0.5 * z * z - jnp.log(s) - 0.5 * math.log(2.0 * math.pi)
 
 
+@dataclasses.dataclass(frozen=True)
+class CurveFitModel:
+    """What ``curve_fit`` adds to a fit (static): the model function and the meaning of ``sigma``."""
+
+    f: Callable
+    absolute_sigma: bool
+
+
 @jax.tree_util.register_pytree_node_class
-class CurveFitResult:
-    """The result of :func:`mlejax.curve_fit`, a pytree (it crosses ``jit`` and ``vmap``).
+class CurveFitResult(ModelResult):
+    """The result of :func:`mlejax.curve_fit`: a :class:`mlejax.FitResult` of the least-squares parameters (a
+    registered pytree: it crosses ``jit`` and ``vmap``).
 
     * ``params`` -- the least-squares estimates, a pytree like ``init``; ``se`` -- their standard errors
       (same structure); ``cov`` -- ``(k, k)`` covariance in ``ravel_pytree(params)`` order (scipy's
-      ``pcov``); ``param_names``;
+      ``pcov``); ``param_names``; ``status``, ``converged``, ``n_iter``, ``confint``, ``wald_test``,
+      ``delta``, ``summary()`` as for any fit, with this covariance;
     * ``rss`` -- residual sum of squares of the weighted residuals; ``residual_variance`` -- ``RSS/(n - k)``
-      (the factor in ``cov`` unless ``absolute_sigma``); ``dof`` -- ``n - k``; ``jacobian`` -- ``J``;
-    * ``fit`` -- the :class:`mlejax.FitResult` of the Gaussian likelihood (parameters ``p`` and the scale
-      ``s``), with its covariance replaced by the least-squares one for ``p`` (so its ``confint``,
-      ``wald_test``, ``delta`` and ``summary`` use it); ``status``, ``converged``, ``n_iter``, ``loglik``,
-      ``aic``, ``bic``, ``summary()`` ... are read from it.
+      (the factor in ``cov`` unless ``absolute_sigma``); ``dof`` -- ``n - k``; ``jac`` -- the Jacobian of
+      the weighted residuals ``(y - f(params, x)) / sigma`` at the estimate, ``(n, k)`` (scipy
+      ``least_squares``' name; ``jacobian`` is, as for every fit, ``d params / d u``, here the identity);
+    * ``loglik``, ``aic``, ``bic`` -- of the Gaussian likelihood, whose scale ``s`` counts as a parameter
+      (``df_model = k + 1``, R's ``nls`` convention); ``likelihood`` -- the :class:`mlejax.FitResult` of that
+      likelihood (parameters ``p`` and ``s``), which :meth:`profile_ci`, :meth:`profile`, :meth:`with_cov`,
+      :meth:`score_test` and :meth:`information_matrix_test` use.
     """
 
-    _children = ("params", "se", "cov", "rss", "residual_variance", "dof", "jacobian", "fit")
-
-    def __init__(self, params, se, cov, rss, residual_variance, dof, jacobian, fit, param_names=()):
-        self.params = params
-        self.se = se
-        self.cov = cov
-        self.rss = rss
-        self.residual_variance = residual_variance
-        self.dof = dof
-        self.jacobian = jacobian
-        self.fit = fit
-        self.param_names = param_names
-
-    def tree_flatten(self):
-        return tuple(getattr(self, n) for n in self._children), (self.param_names,)
-
-    @classmethod
-    def tree_unflatten(cls, aux, children):
-        return cls(*children, param_names=aux[0])
-
-    def __getattr__(self, name):
-        if name.startswith("__") or name == "fit":
-            raise AttributeError(name)
-        return getattr(self.fit, name)
+    _extra_fields = ("rss", "residual_variance", "dof", "jac", "likelihood")
 
     @property
-    def bse(self):
-        """Standard errors as one flat vector (``param_names`` order)."""
-        return jnp.sqrt(jnp.diagonal(self.cov, axis1=-2, axis2=-1))
+    def df_model(self) -> int:
+        """``k + 1``: the least-squares parameters and the scale of the Gaussian likelihood (AIC, BIC)."""
+        return int(np.shape(self.unconstrained)[-1]) + 1
 
-    def summary(self, level: float = 0.95):
-        """The table of estimates with the least-squares standard errors (and the MLE of the scale ``s``)."""
-        return self.fit.summary(level=level, title="Nonlinear least squares (curve_fit)")
+    def _likelihood_names(self, names):
+        if names is None:
+            return ["p." + n if n != "s" else n for n in self.param_names] if self.param_names else None
+        if isinstance(names, str):
+            return names if names.startswith("p.") else "p." + names if names in self.param_names else names
+        return [self._likelihood_names(n) for n in names]
+
+    def profile_ci(self, name, level: float = 0.95, **options):
+        """Profile-likelihood interval of the Gaussian likelihood (the scale ``s`` profiled out too)."""
+        names = self._likelihood_names(name if name is not None else list(self.param_names))
+        return self.likelihood.profile_ci(names, level, **options)
+
+    def profile(self, name: str, grid=None, **options):
+        """The profile log-likelihood of one parameter element (the Gaussian likelihood's)."""
+        return self.likelihood.profile(self._likelihood_names(name), grid, **options)
+
+    def with_cov(self, cov) -> CurveFitResult:
+        """The least-squares parameters' block of the Gaussian likelihood's covariance of kind ``cov``
+        (``"robust"`` is White's HC0 sandwich of nonlinear least squares, ``("cluster", groups)``, ...)."""
+        lik = self.likelihood.with_cov(cov)
+        k = len(self.param_names)
+        new_cov = lik.cov[:k, :k]
+        se = ravel_pytree(self.params)[1](jnp.sqrt(jnp.diagonal(new_cov)))
+        return self.replace(cov=new_cov, se=se, cov_type=lik.cov_type, cov_options=lik.cov_options, likelihood=lik)
+
+    def score_test(self, **options):
+        """Score test of the Gaussian likelihood (``mj.score_test``)."""
+        return self.likelihood.score_test(**options)
+
+    def information_matrix_test(self, **options):
+        """White's information-matrix test of the Gaussian likelihood (``mj.information_matrix_test``)."""
+        return self.likelihood.information_matrix_test(**options)
+
+    def summary(self, level: float = 0.95, title: str = "Nonlinear least squares (curve_fit)"):
+        """The table of estimates with the least-squares standard errors."""
+        return super().summary(level=level, title=title)
 
     def __repr__(self):
-        return f"CurveFitResult(params={self.params!r}, rss={self.rss!r}, status={self.fit.status!r})"
+        if self._is_traced():
+            return f"CurveFitResult(<traced>, param_names={list(self.param_names)})"
+        return "CurveFitResult" + super().__repr__()[len("FitResult") :]
 
 
 def curve_fit(
@@ -151,7 +173,7 @@ def curve_fit(
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
     if "fixed" in fit_options or "constraints" in fit_options:
         raise TypeError("curve_fit takes no fixed= or constraints=: close over fixed values in f, or reparametrise f")
-    traced = is_traced(init) or is_traced(x) or is_traced(y) or is_traced(sigma)
+    traced = is_traced(init, x, y, sigma)
     y_arr = y if isinstance(y, jax.Array) else np.asarray(y)
     if not (jnp.issubdtype(y_arr.dtype, jnp.floating) or jnp.issubdtype(y_arr.dtype, jnp.integer)):
         raise TypeError(f"y must be numeric, got dtype {y_arr.dtype}")
@@ -231,12 +253,37 @@ def _least_squares_result(res, f, x, y, sig, absolute_sigma, n, k, traced) -> Cu
     params = res.params["p"]
     numbers = _least_squares_numbers if traced else _least_squares_numbers_jit
     cov, rss, s2, J, cov_full = numbers(f, bool(absolute_sigma), params, x, y, sig, res.cov)
-    _, unravel = ravel_pytree(params)
+    flat, unravel = ravel_pytree(params)
     se = unravel(jnp.sqrt(jnp.diagonal(cov)))
-    se_full = {"p": se, "s": res.se["s"]}
-    fit_res = res.replace(cov=cov_full, se=se_full, cov_type="least squares (scipy curve_fit, NIST)")
+    lik = res.replace(cov=cov_full, se={"p": se, "s": res.se["s"]}, cov_type=_COV_TYPE)
     names = tuple(name[2:] if name.startswith("p.") else name for name in res.param_names[:k])
-    return CurveFitResult(params, se, cov, rss, s2, jnp.asarray(n - k), J, fit_res, param_names=names)
+    order = None if res.param_order is None else tuple(i for i in res.param_order if i < k)
+    dtype = flat.dtype
+    view = FitResult(
+        params=params,
+        se=se,
+        cov=cov,
+        loglik=res.loglik,
+        nobs=res.nobs,
+        aic=res.aic,
+        bic=res.bic,
+        status=res.status,
+        n_iter=res.n_iter,
+        grad_norm=res.grad_norm,
+        information=(J.T @ J) / s2,
+        jacobian=jnp.eye(k, dtype=dtype),
+        unconstrained=flat,
+        param_names=names,
+        unconstrained_names=names,
+        fixed_names=(),
+        method=res.method,
+        cov_type=_COV_TYPE,
+        param_order=order,
+    )
+    model = CurveFitModel(f=f, absolute_sigma=bool(absolute_sigma))
+    return CurveFitResult.of(view, model, rss=rss, residual_variance=s2, dof=jnp.asarray(n - k), jac=J, likelihood=lik)
 
+
+_COV_TYPE = "least squares (scipy curve_fit, NIST)"
 
 __all__ = ["curve_fit", "CurveFitResult"]

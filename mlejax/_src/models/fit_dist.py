@@ -14,15 +14,12 @@ import numpy as np
 
 from ..families import get_family, log_prob_between
 from ..fit import fit
+from ..params import is_traced
 from ..result import ModelResult
 from .censoring import CensoredData
 
 # Row codes of the data pytree (one per observation).
 EXACT, RIGHT, LEFT, INTERVAL = 0, 1, 2, 3
-
-
-def _traced(*trees) -> bool:
-    return any(isinstance(leaf, jax.core.Tracer) for t in trees for leaf in jax.tree_util.tree_leaves(t))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +203,7 @@ def fit_dist(
         censoring = CensoredData.from_scipy(censoring)
     if censoring is None and data is None:
         raise ValueError("fit_dist needs data")
-    traced = _traced(data, event, censoring, truncation, weights, fixed, init)
+    traced = is_traced(data, event, censoring, truncation, weights, fixed, init)
 
     # -- rows: values, bounds and codes -----------------------------------------------------------
     if censoring is not None:
