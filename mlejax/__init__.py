@@ -31,7 +31,9 @@ _LAZY = {
     "shard_rows": ("._src.batch", "shard_rows"),
     "CensoredData": ("._src.models.censoring", "CensoredData"),
     "curve_fit": ("._src.models.curve_fit", "curve_fit"),
+    "CurveFitResult": ("._src.models.curve_fit", "CurveFitResult"),
     "fit_dist": ("._src.models.fit_dist", "fit_dist"),
+    "DistResult": ("._src.models.fit_dist", "DistResult"),
     "glm": ("._src.models.glm", "glm"),
     "GLMResult": ("._src.models.glm", "GLMResult"),
     "glmm": ("._src.models.glmm", "glmm"),
@@ -75,8 +77,8 @@ if TYPE_CHECKING:  # what static tools (type checkers, the API docs) read
         with_cov,
     )
     from ._src.models.censoring import CensoredData
-    from ._src.models.curve_fit import curve_fit
-    from ._src.models.fit_dist import fit_dist
+    from ._src.models.curve_fit import CurveFitResult, curve_fit
+    from ._src.models.fit_dist import DistResult, fit_dist
     from ._src.models.glm import GLMResult, glm
     from ._src.models.glmm import GLMMResult, glmm
 
@@ -112,6 +114,7 @@ __all__ = [
     "plots",
     "families",
     "fit_dist",
+    "DistResult",
     "CensoredData",
     "real",
     "positive",
@@ -126,6 +129,7 @@ __all__ = [
     "glmm",
     "GLMMResult",
     "curve_fit",
+    "CurveFitResult",
     # inference
     "lr_test",
     "wald_test",

@@ -22,7 +22,7 @@ def test_exponential_rate_against_the_exact_bootstrap_distribution():
     x = np.random.default_rng(0).exponential(0.5, size=50)
     res = mj.fit(exp_loglik, {"rate": 1.0}, x, constraints={"rate": mj.positive})
     r, n, b = float(res.params["rate"]), 50, 1000
-    boot = res.bootstrap(exp_sim, b, jax.random.key(1), progress=False)
+    boot = res.bootstrap(exp_sim, b, key=jax.random.key(1), progress=False)
     assert isinstance(boot, mj.BootstrapResult) and boot.n == b and boot.n_failed == 0
     sd_exact = r * n / ((n - 1) * np.sqrt(n - 2))
     # Monte Carlo error of a standard deviation from b draws: about sd / sqrt(2 b) (4 of them allowed).
@@ -42,7 +42,7 @@ def test_bootstrap_se_agrees_with_observed_information_on_a_large_regular_model(
     f = lambda p, x: jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])  # noqa: E731
     res = mj.fit(f, {"mu": 0.0, "sigma": 1.0}, x, constraints={"sigma": mj.positive})
     sim = lambda p, key: p["mu"] + p["sigma"] * jax.random.normal(key, (2000,))  # noqa: E731
-    boot = mj.parametric_bootstrap(res, sim, 400, jax.random.key(3), progress=False)
+    boot = mj.parametric_bootstrap(res, sim, 400, key=jax.random.key(3), progress=False)
     for k in ("mu", "sigma"):
         assert abs(boot.se[k] / res.se[k] - 1) < 0.15, (k, boot.se[k], res.se[k])
     assert "n=400" in repr(boot)
@@ -51,13 +51,13 @@ def test_bootstrap_se_agrees_with_observed_information_on_a_large_regular_model(
 def test_bootstrap_errors():
     x = np.random.default_rng(0).exponential(0.5, size=50)
     res = mj.fit(exp_loglik, {"rate": 1.0}, x, constraints={"rate": mj.positive})
-    with pytest.raises(ValueError, match="n must be"):
-        res.bootstrap(exp_sim, 1, jax.random.key(0))
+    with pytest.raises(ValueError, match="n_samples must be"):
+        res.bootstrap(exp_sim, 1, key=jax.random.key(0))
     with pytest.raises(TypeError, match="simulate"):
-        res.bootstrap(None, 10, jax.random.key(0))
+        res.bootstrap(None, 10, key=jax.random.key(0))
     traced = jax.jit(lambda x: mj.fit(exp_loglik, {"rate": 1.0}, x, constraints={"rate": mj.positive}))(x)
     with pytest.raises(TypeError, match="eager"):
-        mj.parametric_bootstrap(traced, exp_sim, 10, jax.random.key(0))
+        mj.parametric_bootstrap(traced, exp_sim, 10, key=jax.random.key(0))
 
 
 def test_lr_toys_match_the_exact_null_distribution():
@@ -71,7 +71,7 @@ def test_lr_toys_match_the_exact_null_distribution():
     null = mj.fit(f, {"mu": 0.0, "sigma": 1.0}, x, constraints=c, fixed={"mu": 0.0})
     sim = lambda p, key: p["mu"] + p["sigma"] * jax.random.normal(key, (n,))  # noqa: E731
     toys = 600
-    t = mj.lr_test_toys(null, full, toys=toys, simulate=sim, key=jax.random.key(5))
+    t = mj.lr_test_toys(null, full, n_samples=toys, simulate=sim, key=jax.random.key(5))
     exact = stats.ttest_1samp(x, 0.0).pvalue
     assert t.n_failed == 0 and t.df == 1 and t.toys.shape == (toys,)
     np.testing.assert_allclose(t.statistic, n * np.log1p(stats.ttest_1samp(x, 0.0).statistic ** 2 / (n - 1)), rtol=1e-8)

@@ -249,7 +249,7 @@ def test_import_loads_only_what_a_fit_needs_and_the_rest_on_first_use():
         print(",".join(str(m in sys.modules) for m in lazy))
         from mlejax import fit_dist
         sim = lambda p, key: p["mu"] + p["sigma"] * jax.random.normal(key, (200,))
-        boot = res.bootstrap(sim, 8, jax.random.key(0))
+        boot = res.bootstrap(sim, 8, key=jax.random.key(0))
         print(fit_dist.__name__, boot.fits.params["mu"].shape, "mlejax._src.batch" in sys.modules, mj.glm.__name__)
         print(sorted(set(mj.__all__) - set(dir(mj))))
         """

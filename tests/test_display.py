@@ -107,10 +107,10 @@ def test_confint_table_names_the_intervals(res):
     assert isinstance(table, pd.DataFrame)
     assert list(table.index) == ["mu", "sigma"] and list(table.columns) == ["lower", "upper"]
     np.testing.assert_allclose(table.to_numpy(), np.asarray(res.confint()), rtol=1e-12)
-    prof = res.confint_table(method="profile", level=0.9)
+    prof = res.confint_table(kind="profile", level=0.9)
     np.testing.assert_allclose(prof.loc["mu"].to_numpy(), res.profile_ci("mu", 0.9), rtol=1e-10)
-    with pytest.raises(ValueError, match="method"):
-        res.confint_table(method="bootstrap")
+    with pytest.raises(ValueError, match="kind must be"):
+        res.confint_table(kind="bootstrap")
     # confint stays the (k, 2) array that works under jit
     assert res.confint().shape == (2, 2)
 

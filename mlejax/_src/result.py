@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import extensions, inference
+from .deprecation import positional_key, renamed
 from .inference import check_level
 from .params import is_fixed_path, is_traced
 from .status import Status
@@ -248,10 +249,11 @@ class FitResult:
         return inference.information_matrix_test(self, **options)
 
     # -- implemented by the top layers (batch, plots), registered by name ---------------------------
-    def bootstrap(self, simulate, n: int, key, **options):
-        """Parametric bootstrap: refit ``n`` datasets drawn by ``simulate(params, key)`` as one batch
+    def bootstrap(self, simulate, n_samples: int | None = None, *args, key=None, **options):
+        """Parametric bootstrap: refit ``n_samples`` datasets drawn by ``simulate(params, key)`` as one batch
         (``mj.parametric_bootstrap``). Eager results only."""
-        return extensions.call("bootstrap", self, simulate, n, key, **options)
+        key = positional_key("bootstrap", args, key)
+        return extensions.call("bootstrap", self, simulate, n_samples, key=key, **options)
 
     def plot(self, *args, **options):
         """Plot the fit (``mlejax.plots``; needs matplotlib). Eager results only."""
@@ -273,10 +275,10 @@ class FitResult:
         self._require_single("warnings()")
         return fit_warnings(self)
 
-    def confint_table(self, level: float = 0.95, method: str = "wald"):
+    def confint_table(self, level: float = 0.95, kind: str | None = None, *, method: str | None = None):
         """Confidence intervals named by parameter: a ``pandas.DataFrame`` with columns ``lower`` and
         ``upper`` indexed by the parameter names (in the order of ``init``) when pandas is installed,
-        else a dict ``{name: (lower, upper)}``. ``method="wald"`` (default, :meth:`confint`) or
+        else a dict ``{name: (lower, upper)}``. ``kind="wald"`` (default, :meth:`confint`) or
         ``"profile"`` (:meth:`profile_ci`, eager results only). :meth:`confint` stays the ``(k, 2)``
         array that works under ``jit``/``vmap``.
 
@@ -288,12 +290,13 @@ class FitResult:
         mu   1.52   3.48
         """
         self._require_single("confint_table()")
-        if method == "wald":
+        kind = renamed("confint_table", "method", "kind", method, kind, default="wald")
+        if kind == "wald":
             ci = np.asarray(self.confint(level), dtype=float)
-        elif method == "profile":
+        elif kind == "profile":
             ci = np.asarray(self.profile_ci(None, level), dtype=float).reshape(-1, 2)
         else:
-            raise ValueError(f"method must be 'wald' or 'profile', got {method!r}")
+            raise ValueError(f"kind must be 'wald' or 'profile', got {kind!r}")
         order = list(self.param_order) if self.param_order is not None else list(range(len(self.param_names)))
         names = [self.param_names[i] for i in order]
         try:

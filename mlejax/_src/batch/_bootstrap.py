@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from .. import extensions
+from ..deprecation import positional_key, renamed
 from ..inference import check_level
 from ..result import FitResult
 from ._fit_batch import fit_batch
@@ -85,16 +86,20 @@ class BootstrapResult:
 
 
 @extensions.register("bootstrap")
-def parametric_bootstrap(res: FitResult, simulate: Callable, n: int, key, **options) -> BootstrapResult:
+def parametric_bootstrap(
+    res: FitResult, simulate: Callable, n_samples: int | None = None, *args, key=None, n=None, **options
+) -> BootstrapResult:
     """Parametric bootstrap of an eager fit: draw ``n`` datasets from the fitted model and refit them all
     as one batch (:func:`fit_batch`).
 
     ``simulate(params, key)`` draws one dataset (a pytree like the fit's data) from the model at
-    ``params``; it is vmapped over ``n`` keys split from ``key``. Each replicate is refitted with the
+    ``params``; it is vmapped over ``n_samples`` keys split from ``key`` (``None``: ``jax.random.key(0)``, so
+    that a script gives the same result each time it runs). Each replicate is refitted with the
     original fit's options, started at the estimate. ``options`` go to :func:`fit_batch` (``batch_size``,
     ``progress``, and ``fit`` keywords overriding the original ones).
 
-    Also available as ``res.bootstrap(simulate, n, key)``.
+    Also available as ``res.bootstrap(simulate, n_samples, key=key)``. (``n=`` and a positional ``key`` are
+    the deprecated spellings.)
 
     Example:
       >>> import jax, jax.numpy as jnp, numpy as np, mlejax as mj
@@ -103,7 +108,7 @@ def parametric_bootstrap(res: FitResult, simulate: Callable, n: int, key, **opti
       >>> f = lambda p, x: jnp.log(p["rate"]) - p["rate"] * x
       >>> res = mj.fit(f, {"rate": 1.0}, x, constraints={"rate": mj.positive})
       >>> sim = lambda p, key: jax.random.exponential(key, (400,)) / p["rate"]
-      >>> boot = res.bootstrap(sim, 500, jax.random.key(0))
+      >>> boot = res.bootstrap(sim, 500, key=jax.random.key(0))
       >>> boot.n_failed, bool(abs(boot.se["rate"] / res.se["rate"] - 1) < 0.15)
       (0, True)
     """
@@ -113,8 +118,10 @@ def parametric_bootstrap(res: FitResult, simulate: Callable, n: int, key, **opti
         raise TypeError("parametric_bootstrap needs a single fit; index a batched result first")
     if not callable(simulate):
         raise TypeError("simulate must be a function simulate(params, key) -> dataset")
-    if not isinstance(n, (int, np.integer)) or n < 2:
-        raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    n = renamed("parametric_bootstrap", "n", "n_samples", n, n_samples)
+    key = positional_key("parametric_bootstrap", args, key)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n_samples must be an integer >= 2, got {n!r}")
     prob = _problem_of(res, "parametric_bootstrap")
     data = _simulate(simulate, res.params, n, key)
     fit_opts = {**_refit_options(prob), **options}
@@ -133,7 +140,9 @@ def parametric_bootstrap(res: FitResult, simulate: Callable, n: int, key, **opti
 
 
 def _simulate(simulate, params, n: int, key):
-    if isinstance(key, int):
+    if key is None:
+        key = jax.random.key(0)
+    elif isinstance(key, int):
         key = jax.random.key(key)
     keys = jax.random.split(key, int(n))
     data = jax.vmap(lambda k: simulate(params, k))(keys)
@@ -142,7 +151,7 @@ def _simulate(simulate, params, n: int, key):
 
 @dataclasses.dataclass(frozen=True)
 class ToyLRTest:
-    """Likelihood-ratio test with the null distribution from toys (``mj.lr_test(..., toys=n)``).
+    """Likelihood-ratio test with the null distribution from toys (``mj.lr_test_toys``).
 
     ``statistic`` (observed), ``df``, ``pvalue = (1 + #{toys >= observed}) / (1 + n_valid)``,
     ``toys`` (the toy statistics; NaN where a refit failed), ``n_failed``, and ``pvalue_chi2`` (the
@@ -161,10 +170,13 @@ class ToyLRTest:
 
 
 @extensions.register("lr_test_toys")
-def lr_test_toys(restricted: FitResult, full: FitResult, *, toys: int, simulate: Callable, key=None) -> ToyLRTest:
-    """LR test whose null distribution comes from ``toys`` datasets simulated under the restricted fit.
+def lr_test_toys(
+    restricted: FitResult, full: FitResult, *, n_samples: int | None = None, simulate: Callable, key=None, toys=None
+) -> ToyLRTest:
+    """LR test whose null distribution comes from ``n_samples`` datasets simulated under the restricted fit.
 
-    Each toy (``simulate(restricted.params, key)``) is refitted by both models as one batch each
+    Each toy (``simulate(restricted.params, key)``, keys split from ``key``; ``None``: ``jax.random.key(0)``)
+    is refitted by both models as one batch each
     (:func:`fit_batch`); the p-value is the fraction of toy statistics at least the observed one, with
     the +1 correction of Davison & Hinkley (1997, eq. 4.11). Toys where either refit failed are dropped
     (counted in ``n_failed``).
@@ -178,25 +190,25 @@ def lr_test_toys(restricted: FitResult, full: FitResult, *, toys: int, simulate:
       >>> full = mj.fit(f, {"mu": 0.0, "sigma": 1.0}, x, constraints=c)
       >>> null = mj.fit(f, {"mu": 0.0, "sigma": 1.0}, x, constraints=c, fixed={"mu": 0.0})
       >>> sim = lambda p, key: p["mu"] + p["sigma"] * jax.random.normal(key, (30,))
-      >>> t = mj.lr_test_toys(null, full, toys=200, simulate=sim, key=jax.random.key(0))
+      >>> t = mj.lr_test_toys(null, full, n_samples=200, simulate=sim, key=jax.random.key(0))
       >>> t.n_failed, bool(abs(t.pvalue - t.pvalue_chi2) < 0.1)
       (0, True)
     """
     if not isinstance(restricted, FitResult) or not isinstance(full, FitResult):
         raise TypeError("lr_test_toys expects two FitResults (restricted, full)")
-    if not isinstance(toys, (int, np.integer)) or toys < 1:
-        raise ValueError(f"toys must be a positive integer, got {toys!r}")
+    toys = renamed("lr_test_toys", "toys", "n_samples", toys, n_samples)
+    if isinstance(toys, bool) or not isinstance(toys, (int, np.integer)) or toys < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {toys!r}")
     if not callable(simulate):
-        raise TypeError("lr_test with toys needs simulate(params, key) -> dataset")
+        raise TypeError("lr_test_toys needs simulate(params, key) -> dataset")
     df = full.df_model - restricted.df_model
     if df <= 0:
         raise ValueError(
             f"lr_test(restricted, full): the restricted model must come first and have fewer free parameters "
             f"(got {restricted.df_model} and {full.df_model})"
         )
-    p_r = _problem_of(restricted, "lr_test(toys=...)")
-    p_f = _problem_of(full, "lr_test(toys=...)")
-    key = jax.random.key(0) if key is None else key
+    p_r = _problem_of(restricted, "lr_test_toys")
+    p_f = _problem_of(full, "lr_test_toys")
     data = _simulate(simulate, restricted.params, int(toys), key)
     opts = {"progress": False}
     fit_r = fit_batch(p_r["loglik"], restricted.params, data, **_refit_options(p_r), **opts)

@@ -20,6 +20,7 @@ from jax.flatten_util import ravel_pytree
 from .. import extensions
 from ..constraints import Constraint, real
 from ..covariance import check_score_rows, parse_cov, score_moments
+from ..deprecation import warn_renamed
 from ..engine.linalg import eigh, solve, symmetrize
 from ..engine.plan import score_rows
 from ..engine.rows import row_blocks
@@ -44,10 +45,9 @@ def lr_test(restricted, full, *, boundary: bool = False, toys: int | None = None
     observations; they warn when a fit has not converged or the parameter names suggest the models are not
     nested. Works under ``jit``/``vmap`` (without the checks).
 
-    With ``toys=n`` (eager results only) the null distribution comes from ``n`` parametric-bootstrap
-    datasets drawn by ``simulate(params, key)`` at the restricted estimate and refitted with both models as
-    one batch (``mj.fit_batch``), for boundary and small-sample cases where the chi-squared approximation
-    is wrong; the p-value is the fraction of toy statistics at least as large as the observed one.
+    The null distribution from parametric-bootstrap toys, for boundary and small-sample cases where the
+    chi-squared approximation is wrong, is ``mj.lr_test_toys`` (``toys=``, ``simulate=`` and ``key=`` here
+    are its deprecated spelling: they warn and forward to it).
 
     Example:
       >>> import jax, jax.numpy as jnp, mlejax as mj
@@ -62,7 +62,8 @@ def lr_test(restricted, full, *, boundary: bool = False, toys: int | None = None
     check_result(restricted, "lr_test")
     check_result(full, "lr_test")
     if toys is not None:
-        return extensions.call("lr_test_toys", restricted, full, toys=toys, simulate=simulate, key=key)
+        warn_renamed("lr_test", "toys=", "mj.lr_test_toys(restricted, full, n_samples=, simulate=, key=)")
+        return extensions.call("lr_test_toys", restricted, full, n_samples=toys, simulate=simulate, key=key)
     df = full.df_model - restricted.df_model
     if df <= 0:
         raise ValueError(

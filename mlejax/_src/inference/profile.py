@@ -26,7 +26,7 @@ from jax import lax
 from .. import extensions
 from ..constraints import CAP_ATANH, CAP_LOG, CAP_LOGIT, Held
 from ..information import invert_information
-from ..problem import DEFAULT_MAXITER, Problem
+from ..problem import DEFAULT_MAXITER, Problem, default_tol
 from ..solvers import get_solver, run
 from ..status import Status, usable
 from ._common import bound_problem, check_level, check_result, chi2_1_quantile, is_concrete, problem_of, run_compiled
@@ -251,6 +251,8 @@ class ProfileInterval(NamedTuple):
 def _profile_options(res, method, tol, maxiter):
     if method is None:
         method = res.method if res.method in ("newton", "bfgs", "lbfgs") else "newton"
+    if tol is None:
+        tol = default_tol(jnp.result_type(res.unconstrained))
     get_solver(method, tol)
     name = method if isinstance(method, str) else "other"
     if maxiter is None:
@@ -268,7 +270,7 @@ def profile_ci(
     constraints=None,
     chunk_size=None,
     method=None,
-    tol: float = 1e-8,
+    tol: float | None = None,
     maxiter: int | None = None,
 ) -> ProfileInterval:
     """Profile-likelihood interval(s) for one parameter element or several (functional form).
@@ -283,7 +285,8 @@ def profile_ci(
 
     ``names`` is one element name such as ``"sigma"`` or ``"beta[3]"`` (scalars returned) or a sequence of
     them (arrays returned). ``loglik``, ``data``, ``constraints`` and ``chunk_size`` must be those of the
-    fit; ``method``, ``tol`` and ``maxiter`` configure the constrained fits (default: the fit's method).
+    fit; ``method``, ``tol`` and ``maxiter`` configure the constrained fits (default: the fit's method; ``tol=None``
+    is the default of the parameters' dtype, as in ``mj.fit``).
     Eager results have :meth:`FitResult.profile_ci`, which warns about open sides and non-monotone
     profiles.
 
@@ -403,7 +406,7 @@ def profile(
     constraints=None,
     chunk_size=None,
     method=None,
-    tol: float = 1e-8,
+    tol: float | None = None,
     maxiter: int | None = None,
 ) -> Profile:
     """The profile log-likelihood of one parameter element on a grid of values (functional form).
@@ -453,7 +456,7 @@ def _profile(problem, res, name, grid, data, fixed_values, method, tol, maxiter)
     return Profile(grid, ll, lr, root, ok, tg.value(t_hat), res.loglik)
 
 
-def profile_ci_eager(res, names, level, method=None, tol=1e-8, maxiter=None):
+def profile_ci_eager(res, names, level, method=None, tol=None, maxiter=None):
     """``FitResult.profile_ci``: the functional form with the fit's problem, plus warnings; the intervals
     are remembered on the result for its summary."""
     res._require_single("profile_ci()")
@@ -508,7 +511,7 @@ def profile_ci_eager(res, names, level, method=None, tol=1e-8, maxiter=None):
     return np.stack([arr[0], arr[1]], axis=-1)
 
 
-def profile_eager(res, name, grid=None, method=None, tol=1e-8, maxiter=None, level=0.95, points=41) -> Profile:
+def profile_eager(res, name, grid=None, method=None, tol=None, maxiter=None, level=0.95, points=41) -> Profile:
     """``FitResult.profile``: the functional form with the fit's problem, plus warnings. Without a
     ``grid``, ``points`` values span the profile interval at ``level`` with a margin of a quarter of its
     width on each side (inside the parameter's support)."""

@@ -210,8 +210,6 @@ def curve_fit(
     s0 = jnp.std(ys) if traced else np.std(ys)
     s0 = jnp.where(s0 > 0, s0, 1.0) if traced else (float(s0) if s0 > 0 else 1.0)
     fit_options.setdefault("multistart", True)
-    if jnp.dtype(dtype) == jnp.float32:
-        fit_options.setdefault("tol", 1e-5)  # a relative Newton step of 1e-8 is below float32's resolution
     if fit_options.get("method", "newton") != "newton":
         fit_options.pop("multistart")
     loglik = _LSQLoglik(f)
