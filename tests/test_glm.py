@@ -30,8 +30,8 @@ import pytest
 from jax.scipy.special import gammaln
 
 import mlejax as mj
-from mlejax._src.models._glm_families import _nb2_alpha_information
 from mlejax._src.models.glm import glm
+from mlejax._src.models.glm._families import _nb2_alpha_information
 
 sm = pytest.importorskip("statsmodels.api")
 
