@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +21,7 @@ from ._links import Link, link_mu
 class Prediction:
     """Predicted linear predictor and mean with delta-method standard errors (``GLMResult.predict``).
 
-    ``np.asarray(pred)`` is the predicted mean. ``conf_int(level)`` gives intervals for the mean from the
+    ``np.asarray(pred)`` is the predicted mean. ``confint(level)`` gives intervals for the mean from the
     Wald interval of the linear predictor mapped through the inverse link (statsmodels' default, which
     keeps a mean inside its support); ``summary_frame()`` a pandas DataFrame.
     """
@@ -37,7 +38,9 @@ class Prediction:
     def __len__(self):
         return len(self.mean)
 
-    def conf_int(self, level: float = 0.95) -> np.ndarray:
+    def confint(self, level: float = 0.95) -> np.ndarray:
+        """``(n, 2)`` intervals for the mean at ``level``: the Wald interval of the linear predictor mapped
+        through the inverse link."""
         from statistics import NormalDist
 
         check_level(level)
@@ -46,10 +49,15 @@ class Prediction:
         hi = link_mu(self.link, self.linear + z * self.se_linear)
         return np.column_stack([np.minimum(lo, hi), np.maximum(lo, hi)])
 
+    def conf_int(self, level: float = 0.95) -> np.ndarray:
+        """Deprecated name of :meth:`confint` (warns, then returns the same)."""
+        warnings.warn("Prediction.conf_int is deprecated; use Prediction.confint", DeprecationWarning, stacklevel=2)
+        return self.confint(level)
+
     def summary_frame(self, level: float = 0.95):
         import pandas as pd
 
-        ci = self.conf_int(level)
+        ci = self.confint(level)
         return pd.DataFrame(
             {
                 "mean": self.mean,
