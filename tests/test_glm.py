@@ -30,8 +30,8 @@ import pytest
 from jax.scipy.special import gammaln
 
 import mlejax as mj
-from mlejax._src.models._glm_families import _nb2_alpha_information
 from mlejax._src.models.glm import glm
+from mlejax._src.models.glm._families import _nb2_alpha_information
 
 sm = pytest.importorskip("statsmodels.api")
 
@@ -309,12 +309,23 @@ def test_formula_categorical_and_predict():
     frame = ref.get_prediction(Xn).summary_frame(alpha=0.05)
     assert rel(np.asarray(pred), frame["mean"]) < EST
     assert rel(pred.se_mean, frame["mean_se"]) < SE
-    ci = pred.conf_int(0.95)
+    ci = pred.confint(0.95)
     assert rel(ci[:, 0], frame["mean_ci_lower"]) < SE and rel(ci[:, 1], frame["mean_ci_upper"]) < SE
     # Linear predictor SE: sqrt(x' C x) by hand; in-sample prediction uses the fitted rows.
     C = np.asarray(res.cov)
     np.testing.assert_allclose(pred.se_linear, np.sqrt(np.einsum("ij,jk,ik->i", Xn, C, Xn)), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(res.predict()), ref.fittedvalues, rtol=EST)
+
+
+def test_prediction_conf_int_is_a_deprecated_alias_of_confint():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=80)
+    X = np.column_stack([np.ones(80), x])
+    y = rng.poisson(np.exp(0.2 + 0.4 * x))
+    pred = glm(y, X, family="poisson").predict(X[:5])
+    with pytest.warns(DeprecationWarning, match="confint"):
+        old = pred.conf_int(0.9)
+    np.testing.assert_array_equal(old, pred.confint(0.9))
 
 
 # -- errors ---------------------------------------------------------------------------------------

@@ -12,10 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..result import ModelResult
-from ._links import get_link
 from ._lmm import lower_factor
 from ._mixed_design import TermInfo, _frame, _level_name
-from .glm import link_mu
+from .glm import get_link, link_mu
 
 if TYPE_CHECKING:  # annotations only
     from .glmm import GLMMJoint

@@ -37,9 +37,7 @@ from ..fit import fit
 from ..laplace import Blocks, Bordered, Random
 from ..status import SingularFitWarning
 from . import _lmm
-from ._glm_families import GLMLoglik, get_family
 from ._glmm_result import GLMMModel, GLMMResult, GLMMSummary, _singular_words
-from ._links import get_link
 from ._lmm import lower_factor
 from ._mixed_design import (
     TermInfo,
@@ -51,7 +49,7 @@ from ._mixed_design import (
     _split_columns,
 )
 from ._mixed_formula import parse_mixed_formula
-from .glm import check_rank, make_data, start_values
+from .glm import GLMLoglik, check_rank, get_family, get_link, make_data, start_values
 
 #: Families of ``glmm`` (lme4's ``lmer``/``glmer``/``glmer.nb``).
 GLMM_FAMILIES = ("gaussian", "binomial", "poisson", "negative_binomial")

@@ -13,6 +13,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.scipy.special import gammaln, polygamma
 
@@ -72,8 +73,7 @@ class GLMLoglik:
     Example:
       >>> import jax, numpy as np, mlejax as mj
       >>> jax.config.update("jax_enable_x64", True)
-      >>> from mlejax._src.models.glm import GLMLoglik, make_data
-      >>> from mlejax._src.models._links import get_link
+      >>> from mlejax._src.models.glm import GLMLoglik, get_link, make_data
       >>> X = np.column_stack([np.ones(4), [0.0, 1.0, 2.0, 3.0]])
       >>> y = np.array([1.0, 0.0, 3.0, 5.0])
       >>> ll = GLMLoglik("poisson", get_link("log"))
@@ -234,3 +234,17 @@ def _nb2_alpha_information(mu, alpha, tol: float = 1e-18, max_terms: int = 10_00
     _, _, _, s = lax.while_loop(cond, body, init)
     info_r = s - mu / (r * (r + mu))
     return info_r / alpha**4
+
+
+def _variance(name, mu, n=None):
+    """The variance function ``V(mu)`` of the family ``name`` (NumPy, eagerly; the binomial's divided by the
+    trials ``n``; the NB2's at a provisional ``alpha = 1/2``) for the IRLS step of the starting values."""
+    if name == "binomial":
+        return mu * (1.0 - mu) / n
+    if name == "poisson":
+        return mu
+    if name == "gaussian":
+        return np.ones_like(mu)
+    if name == "gamma":
+        return mu * mu
+    return mu + 0.5 * mu * mu  # negative binomial with a provisional alpha of 1/2

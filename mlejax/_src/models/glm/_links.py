@@ -168,3 +168,21 @@ def get_link(name) -> Link:
     if key not in LINKS:
         raise ValueError(f"unknown link {name!r}; known links: {sorted(LINKS)}")
     return LINKS[key]
+
+
+_NP_INVERSE = {
+    "identity": lambda e: e,
+    "log": np.exp,
+    "inverse": lambda e: 1.0 / e,
+    "logit": lambda e: 0.5 * (1.0 + np.tanh(0.5 * e)),
+    "cloglog": lambda e: -np.expm1(-np.exp(e)),
+}
+
+
+def link_mu(link: Link, eta: np.ndarray) -> np.ndarray:
+    """The mean at ``eta`` computed with NumPy (eagerly)."""
+    with np.errstate(all="ignore"):
+        fn = _NP_INVERSE.get(link.name)
+        if fn is not None:
+            return np.asarray(fn(np.asarray(eta, float)), float)
+        return np.asarray(link.inverse(jnp.asarray(eta)), float)
