@@ -317,17 +317,6 @@ def test_formula_categorical_and_predict():
     np.testing.assert_allclose(np.asarray(res.predict()), ref.fittedvalues, rtol=EST)
 
 
-def test_prediction_conf_int_is_a_deprecated_alias_of_confint():
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=80)
-    X = np.column_stack([np.ones(80), x])
-    y = rng.poisson(np.exp(0.2 + 0.4 * x))
-    pred = glm(y, X, family="poisson").predict(X[:5])
-    with pytest.warns(DeprecationWarning, match="confint"):
-        old = pred.conf_int(0.9)
-    np.testing.assert_array_equal(old, pred.confint(0.9))
-
-
 # -- errors ---------------------------------------------------------------------------------------
 
 

@@ -127,3 +127,14 @@ def test_lr_test_with_toys_forwards_to_lr_test_toys(fresh_warnings):
     assert "n_samples=" in msg
     np.testing.assert_array_equal(old.toys, new.toys)
     assert type(mj.lr_test(null, full)) is mj.Chi2Test
+
+
+def test_prediction_conf_int_is_confint(fresh_warnings):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=80)
+    X = np.column_stack([np.ones(80), x])
+    y = rng.poisson(np.exp(0.2 + 0.4 * x))
+    pred = mj.glm(y, X, family="poisson").predict(X[:5])
+    old, msg = _one_warning(lambda: pred.conf_int(0.9))
+    assert "confint" in msg
+    np.testing.assert_array_equal(old, pred.confint(0.9))

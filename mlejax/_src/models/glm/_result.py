@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ...deprecation import warn_renamed
 from ...inference import check_level
 from ...result import ModelResult
 from ._design import _as_2d_design, _row_vector
@@ -51,7 +51,7 @@ class Prediction:
 
     def conf_int(self, level: float = 0.95) -> np.ndarray:
         """Deprecated name of :meth:`confint` (warns, then returns the same)."""
-        warnings.warn("Prediction.conf_int is deprecated; use Prediction.confint", DeprecationWarning, stacklevel=2)
+        warn_renamed("Prediction", "conf_int", "confint")
         return self.confint(level)
 
     def summary_frame(self, level: float = 0.95):
