@@ -181,3 +181,22 @@ def test_the_result_is_a_fit_result(decay_data):
     assert type(first) is type(res) and first.param_names == res.param_names
     np.testing.assert_allclose(np.asarray(first.cov), np.asarray(res.cov), rtol=1e-7)
     np.testing.assert_allclose(float(first.rss), float(res.rss), rtol=1e-9)
+
+
+def test_fresh_equivalent_model_functions_share_one_program(decay_data):
+    """A model written as a fresh lambda on each call (a loop, a notebook cell run again) reuses the compiled
+    programs of the first, as ``mj.fit`` does for log-likelihoods."""
+    from mlejax._src.engine import compat
+    from mlejax._src.fit import _fit_compiled_lean
+    from mlejax._src.models.curve_fit import _least_squares_numbers_jit
+
+    x, y, _ = decay_data
+    init = {"a": 1.0, "c": 0.0, "k": 1.0}
+    sizes = []
+    for _ in range(2):
+        res = curve_fit(lambda p, x: p["a"] * jnp.exp(-p["k"] * x) + p["c"], x, y, init)
+        sizes.append((compat.jit_cache_size(_least_squares_numbers_jit), compat.jit_cache_size(_fit_compiled_lean)))
+        assert bool(res.converged)
+    if sizes[0][0] == 0:
+        pytest.skip("this JAX does not report the size of a jit cache")
+    assert sizes[1] == sizes[0]

@@ -33,6 +33,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ..constraints import positive
+from ..engine.functions import canonical_function
 from ..fit import fit
 from ..params import is_traced
 from ..result import FitResult, ModelResult
@@ -171,6 +172,9 @@ def curve_fit(
     """
     if not callable(f):
         raise TypeError(f"f must be a function f(params, x), got {type(f).__name__}")
+    # Compiled programs are keyed by the model function as every fit's are: a fresh but equivalent ``f`` (a
+    # lambda written in a loop) reuses the program of the first.
+    f = canonical_function(f, stacklevel=2)
     if "fixed" in fit_options or "constraints" in fit_options:
         raise TypeError("curve_fit takes no fixed= or constraints=: close over fixed values in f, or reparametrise f")
     traced = is_traced(init, x, y, sigma)
