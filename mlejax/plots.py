@@ -3,10 +3,10 @@ ellipses, distribution diagnostics (density, CDF, P-P, Q-Q) and Kaplan-Meier aga
 function. See the plotting guide, ``docs/plots.md``.
 """
 
+from ._src.inference.regions import likelihood_grid, profile_interval, wald_ellipse
+from ._src.models.survival import kaplan_meier
 from ._src.plots import (
     contour,
-    kaplan_meier,
-    likelihood_grid,
     plot_cdf,
     plot_dist,
     plot_hist,
@@ -14,8 +14,6 @@ from ._src.plots import (
     plot_pp,
     plot_profile,
     plot_qq,
-    profile_interval,
-    wald_ellipse,
 )
 
 __all__ = [

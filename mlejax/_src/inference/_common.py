@@ -1,4 +1,4 @@
-"""What the inference functions share: chi-squared tails, the test result type, checks of their
+"""What the inference functions share: chi-squared tails and quantiles, the test result type, checks of their
 arguments, and the fit's :class:`~mlejax._src.problem.Problem` -- kept by eager results or rebuilt from
 a result and the keywords of the functional forms.
 
@@ -9,6 +9,8 @@ class here would close an import cycle (``result`` calls into this package).
 from __future__ import annotations
 
 import dataclasses
+import math
+import statistics
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -36,6 +38,16 @@ def chi2_sf(x, df):
 def chi2_1_quantile(level, dtype):
     z = jax.scipy.special.ndtri(0.5 + 0.5 * jnp.asarray(level, dtype))
     return z * z
+
+
+def chi2_quantile(level: float, df: int) -> float:
+    """Quantile of the chi-squared distribution with 1 or 2 degrees of freedom (closed forms; eager)."""
+    check_level(level)
+    if df == 1:
+        return statistics.NormalDist().inv_cdf(0.5 + 0.5 * float(level)) ** 2
+    if df == 2:
+        return -2.0 * math.log1p(-float(level))
+    raise ValueError(f"df must be 1 or 2, got {df}")
 
 
 def is_concrete(*xs) -> bool:

@@ -91,16 +91,20 @@ class _Eval(NamedTuple):
     ok: jax.Array
 
 
+def refit(cfg: _ProfileCfg, to_u: Callable, w0, data, fixed_values):
+    """Maximise the log-likelihood over the free coordinates ``w`` (``u = to_u(w)``, the held elements
+    inside ``to_u``) starting from ``w0``: ``(w, ok)``; with nothing left free, ``(w0, True)``."""
+    if w0.shape[0] == 0:
+        return w0, jnp.asarray(True)
+    obj = cfg.model.objective(data, fixed_values, to_u=to_u)
+    sol = run(get_solver(cfg.method, cfg.tol), obj, w0, cfg.maxiter)
+    return sol.x, usable(sol.status)
+
+
 def _evaluate(cfg: _ProfileCfg, t, w0, idx, data, fixed_values) -> _Eval:
     """Profile log-likelihood at ``t``: maximise over the other coordinates, starting from ``w0``."""
     slc, model = cfg.slice, cfg.model
-    if w0.shape[0] > 0:
-        obj = model.objective(data, fixed_values, to_u=lambda w: slc.embed(w, t, idx))
-        sol = run(get_solver(cfg.method, cfg.tol), obj, w0, cfg.maxiter)
-        w = sol.x
-        ok = usable(sol.status)
-    else:
-        w, ok = w0, jnp.asarray(True)
+    w, ok = refit(cfg, lambda w: slc.embed(w, t, idx), w0, data, fixed_values)
     obj_t = model.objective(data, fixed_values, to_u=lambda tv: slc.embed(w, tv[0], idx))
     f, g = obj_t.value_and_grad(jnp.reshape(jnp.asarray(t, w0.dtype), (1,)))
     return _Eval(-f, w, -g[0], ok & jnp.isfinite(f))
