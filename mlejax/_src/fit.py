@@ -150,8 +150,8 @@ def fit(
     plain functions it calls) and closure values. A global number, string or tuple changed between two
     fits gives the fit for the new value (compiled once per value); a global dict, list or array that
     changed is refitted and warned about (such values belong in ``data``). A new function object (a
-    ``lambda`` or nested ``def`` made afresh for each call) would compile again (about 10x the time of a
-    small fit); ``fit`` recognises a fresh function with the same code, globals, defaults and closure
+    ``lambda`` or nested ``def`` made afresh for each call) would compile again (far longer than a small
+    fit takes); ``fit`` recognises a fresh function with the same code, globals, defaults and closure
     values (numbers, strings, ``None``, tuples of them, or identical objects) as the one seen before and
     reuses its compiled program. A closure over an array or another mutable object still compiles again:
     define ``loglik`` once and pass arrays as ``data``.

@@ -29,7 +29,7 @@ def invert_information(info, pd=None) -> Inverse:
     solver decomposes the Jacobi-scaled Hessian of every point it accepts,
     :func:`~mlejax._src.engine.linalg.scaled_eigh`);
     the eigen-decomposition is then not computed again (a fit's program is that much smaller to compile:
-    0.1-0.35 s of a first fit measured on the 2-core AMD EPYC). A non-finite matrix is never positive definite.
+    docs/internals.md#compile-time). A non-finite matrix is never positive definite.
     """
     k = info.shape[0]
     info = symmetrize(info)

@@ -9,35 +9,34 @@ one of two forms:
   a linear predictor), each row's first and second derivatives are pushed forward (``k (k + 1) / 2`` nested
   ``jvp``, no cotangents) and all ``1 + k + k (k + 1) / 2`` sums are taken by one variadic ``lax.reduce``. XLA
   fuses the whole pass into one loop over the data: no per-row temporaries are stored, and a vmapped pass over
-  many small datasets stays as cheap as a value pass times a few (Weibull, 10,000 datasets x 200 draws: 13 ms
-  against 94 ms reverse-over-reverse and 58 ms forward-over-reverse; one dataset of a million rows, 3
-  parameters: 37 ms against 47 ms blocked). It is exact whatever the rows depend on (it differentiates the
+  many small datasets stays as cheap as a value pass times a few, several times cheaper than reverse over
+  reverse or forward over reverse; on one large dataset it is as fast as the blocked reverse pass or faster
+  (docs/internals.md#how-the-objective-is-built). It is exact whatever the rows depend on (it differentiates the
   vector of values, then sums). Rewrites of the traced program make it cheaper without changing what it
   computes (:mod:`mlejax._src.engine.rewrite`): each ``x ** y`` is evaluated as ``exp(y log|x|)`` with pow's
   special cases, so that its derivatives reuse the value instead of calling ``pow`` again; the nested ``jvp``
   is traced once with symbolic directions and evaluated along each pair of unit vectors by
   :class:`~mlejax._src.engine.rewrite.ConstantFolding`, which drops the products with the unit vectors' zeros
-  (XLA keeps them: ``x * 0.0`` is NaN at ``x = inf``) and evaluates repeated equations once. Measured on the
-  2-core Intel Xeon against the fifteen nested ``jvp`` traced one by one, for a 5-parameter Gaussian mixture
-  on 100,000 rows: the pass's optimised program 1,573 -> 780 lines, its tracing and lowering 0.39 -> 0.085 s
-  and XLA compile 0.37 -> 0.12 s; the whole ``mj.fit``'s first call 2.8 -> 1.7 s, its warm time 30 -> 21 ms;
-  warm fits on 1,000,000 rows: the mixture 221 -> 139 ms, a Weibull 112 -> 62 ms, a normal regression with
-  three coefficients 86 -> 63 ms. The values agree to a few ulp (XLA sums the remaining terms in another
-  order). * **Reverse over reverse** otherwise (``jacrev`` of the gradient, value and gradient carried along,
-  so one pass gives all three), whose last contraction XLA CPU runs as a ``(k, rows) @ (rows, k)`` matrix
-  product; the pushes forward would cost ``k^2`` passes.
+  (XLA keeps them: ``x * 0.0`` is NaN at ``x = inf``) and evaluates repeated equations once. Against the
+  nested ``jvp`` traced one by one, the folded pass is about half the program, traces, lowers and compiles
+  several times faster, and makes warm fits on large data faster too (measured in
+  docs/internals.md#how-the-objective-is-built). The values agree to a few ulp (XLA sums the remaining terms
+  in another order).
+* **Reverse over reverse** otherwise (``jacrev`` of the gradient, value and gradient carried along, so one
+  pass gives all three), whose last contraction XLA CPU runs as a ``(k, rows) @ (rows, k)`` matrix product;
+  the pushes forward would cost ``k^2`` passes.
 
-**Row blocks, automatically when they are provably exact.** For a per-observation ``loglik`` on many
-rows, one pass over all rows keeps ``rows x k`` temporaries that fall out of the CPU caches; summing
-(f, g, H) over blocks of a few thousand rows under ``lax.scan`` is 1.5-3x faster and bounds memory to
-O(block x k). Blocks are exact only when each observation's value depends on its own rows of the data
-alone, which is not true of an AR(1) likelihood (``y[1:] - phi * y[:-1]``), of one that standardises by a
-data mean, or of one that uses ``len(y)`` as a number. So the blocked pass is used only after
-:func:`mlejax._src.engine.rows.prove_row_separable` has proved that structure from the program itself (its
-jaxpr, traced once, nothing evaluated); otherwise the pass runs over all rows at once. With the default
-``chunk_size=None`` that choice is automatic (CPU backend, ``rows >= AUTO_MIN_ROWS``, block size from the
-bytes a row occupies); an explicit ``chunk_size`` on a loglik whose rows cannot be proved independent
-raises ``ValueError`` rather than return a wrong estimate.
+**Row blocks, automatically when they are provably exact.** For a per-observation ``loglik`` on many rows, one
+pass over all rows keeps ``rows x k`` temporaries that fall out of the CPU caches; summing (f, g, H) over
+blocks of a few thousand rows under ``lax.scan`` keeps each block's temporaries in the caches, which is faster
+(docs/internals.md#intel-and-amd), and bounds memory to O(block x k). Blocks are exact only when each
+observation's value depends on its own rows of the data alone, which is not true of an AR(1) likelihood
+(``y[1:] - phi * y[:-1]``), of one that standardises by a data mean, or of one that uses ``len(y)`` as a
+number. So the blocked pass is used only after :func:`mlejax._src.engine.rows.prove_row_separable` has proved
+that structure from the program itself (its jaxpr, traced once, nothing evaluated); otherwise the pass runs
+over all rows at once. With the default ``chunk_size=None`` that choice is automatic (CPU backend,
+``rows >= AUTO_MIN_ROWS``, block size from the bytes a row occupies); an explicit ``chunk_size`` on a loglik
+whose rows cannot be proved independent raises ``ValueError`` rather than return a wrong estimate.
 
 **Several devices.** When the data's row leaves already lie on a mesh of several devices (on CPU: the user
 set ``jax.config.update("jax_num_cpu_devices", n)`` before JAX started and placed the data with
@@ -189,7 +188,7 @@ def from_function(fun: Callable) -> Objective:
 def _traced_once(objective: Objective) -> Objective:
     """Under a trace, each function runs as its own nested ``jax.jit``: a solver calls the same function
     at several places of its loop (Newton: at the start and at each trial point), and a nested jit is
-    traced and lowered once and then reused, which saves 10-20% of a small fit's tracing and lowering.
+    traced and lowered once and then reused, which saves part of a small fit's tracing and lowering.
     XLA inlines the calls, so the compiled program is the same. Called eagerly (a concrete point), the
     plain function runs: a jit there would bake concrete data it closes over into the program."""
 

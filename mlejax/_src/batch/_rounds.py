@@ -27,26 +27,25 @@ from ..result import FitResult
 from ..status import Status
 
 #: Iterations per round of the smart-termination loop (Newton). Easy members of a well-posed batch stop
-#: in 4-9 Newton iterations; the stragglers are compacted and continued. Measured (10,000 Weibull members
-#: of 200 draws from a start of (1, 1): mean 5 iterations, max 8): rounds of 4-5 iterations 0.15 s, of 8
-#: 0.18 s, of 3 0.22 s (each restart costs its members one more derivative pass).
+#: in 4-9 Newton iterations; the stragglers are compacted and continued. Longer rounds make the easy members
+#: wait for the slow ones, shorter ones restart more members, and each restart costs its members one more
+#: derivative pass; 4-5 iterations measured best (docs/internals.md#batches-of-fits).
 DEFAULT_ROUND_ITERS = 5
 #: Rounds before the members still running are refitted from their own start in one run (below). A restart
 #: forgets the trust region and the scaling, so a member that needs them to stop (a variance running to
-#: zero, where the Hessian turns singular) would otherwise restart round after round until ``maxiter``:
-#: 1,000 small logistic GLMMs spent 0.45 s of 2.0 s in ~90 rounds of 8-16 such members, which the refit ends
-#: in 35 iterations.
+#: zero, where the Hessian turns singular) would otherwise restart round after round until ``maxiter``, which
+#: costs a batch of small logistic GLMMs a large part of its time; the refit ends them in one run
+#: (docs/internals.md#batches-of-fits).
 MAX_ROUNDS = 8
 #: Target bytes of data per chunk (the unit of compaction, progress and host transfers) on CPU.
 _CPU_CHUNK_BYTES = 32 * 2**20
 #: Target bytes of data per block inside a chunk on CPU. Each block's loop ends with its own slowest member,
 #: and a derivative pass that stores per-row temporaries (reverse mode, many parameters) keeps them in the
-#: caches. With the fused forward pass of few parameters, 10,000 Weibull members of 200 draws: blocks of
-#: 64 KiB 0.57 s, 512 KiB 0.35 s, 4 MiB 0.31 s, 64 MiB 0.32 s (before the solver's batched loops were
-#: trimmed; per-call overhead dominates small blocks).
+#: caches; per-call overhead dominates small blocks, and with the fused forward pass of few parameters
+#: blocks of a few MiB measured best (docs/internals.md#batches-of-fits).
 _CPU_BLOCK_BYTES = 4 * 2**20
 #: On accelerators, a chunk's data may take this fraction of the device memory (the derivative passes
-#: hold ~20-40x the data in temporaries).
+#: hold many times the data in temporaries: docs/internals.md#batches-of-fits).
 _ACCEL_MEMORY_FRACTION = 1 / 64
 _MIN_BUCKET = 8
 
@@ -113,9 +112,8 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, st
 
 _MEMBERS_STATIC = ("loglik", "options", "maxiter", "in_axes", "block", "start")
 _fit_members_compiled = jax.jit(_fit_members, static_argnames=_MEMBERS_STATIC)
-# On CPU the chunks are compiled lean, as eager fits are (engine.plan.LEAN_COMPILE): measured on the 2-core Intel Xeon,
-# 10,000 Weibull datasets x 200 draws, first call 5.2 -> 3.7 s, warm 0.148 -> 0.086 s (log-data form) and
-# 0.360 -> 0.195 s (the ``(t / lam) ** k`` form).
+# On CPU the chunks are compiled lean, as eager fits are (engine.plan.LEAN_COMPILE): the batch compiles and runs
+# faster so (docs/internals.md#batches-of-fits).
 _fit_members_lean = jax.jit(_fit_members, static_argnames=_MEMBERS_STATIC, compiler_options=LEAN_COMPILER_OPTIONS)
 
 
@@ -153,7 +151,7 @@ def _round_up(x: int, m: int) -> int:
 def _bucket(count: int, full: int, n_devices: int) -> int:
     """Compacted batch size for ``count`` running members: a power of two (a multiple of the device
     count), at most the chunk size."""
-    # Powers of four: each distinct size compiles the whole fit once (1-3 s on CPU), so a batch whose
+    # Powers of four: each distinct size compiles the whole fit once (seconds on CPU), so a batch whose
     # stragglers thin out over several rounds compiles half as many programs as with powers of two, for at
     # most 4x the lanes of a (small) straggler round.
     size = max(_MIN_BUCKET, 1 << (2 * max(0, math.ceil(math.log2(max(count, 1)) / 2))))

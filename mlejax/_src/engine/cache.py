@@ -1,10 +1,11 @@
 """JAX's persistent compilation cache for mlejax's compiled fits: an explicit opt-in.
 
-Compiling a fit (the solver loop, the objective's derivatives, the information matrix) takes 1-3 s on
-a laptop-class CPU, far more than the fit itself for everyday data, and a new Python process compiles
-again. JAX can keep compiled programs on disk (its persistent compilation cache; the compiled fit has
-no host callbacks, so it can be stored), but it is off unless a directory is configured, and that
-configuration is process-wide: it is the user's to make, never a side effect of a fit.
+Compiling a fit (the solver loop, the objective's derivatives, the information matrix) takes far longer
+than the fit itself for everyday data, and a new Python process compiles again (figures:
+docs/internals.md#the-persistent-compilation-cache-an-explicit-opt-in). JAX can keep compiled programs
+on disk (its persistent compilation cache; the compiled fit has no host callbacks, so it can be stored),
+but it is off unless a directory is configured, and that configuration is process-wide: it is the user's
+to make, never a side effect of a fit.
 
 Policy (see docs/internals.md):
 

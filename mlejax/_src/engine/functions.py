@@ -31,7 +31,8 @@ from collections import OrderedDict
 import jax
 import numpy as np
 
-#: NumPy arrays up to this size are fingerprinted by all their bytes (about 1 ms per MiB).
+#: NumPy arrays up to this size are fingerprinted by all their bytes, at a cost in proportion to their size at
+#: every fit (docs/design-notes.md); larger ones by their identity and sampled entries.
 FULL_HASH_BYTES = 1 << 20
 #: Entries of a larger array read for its fingerprint.
 SAMPLED = 4096

@@ -67,10 +67,11 @@ def scaled_eigh_numpy(a):
 # -- LAPACK-free small dense linear algebra ------------------------------------------------------------
 #
 # The first LAPACK operation a process lowers on CPU (eigh, cholesky, a triangular or LU solve) makes
-# jaxlib import SciPy to find LAPACK (``jaxlib.lapack.prepare_lapack_call`` -> ``_lapack.initialize``):
-# 0.15-0.2 s of a 1 s cold start for a two-parameter fit. For the small matrices of everyday fits these
-# functions compute the same results in plain JAX operations (no custom call), and hand larger matrices
-# to LAPACK, where its speed matters and a second or two of compilation dwarfs the import anyway.
+# jaxlib import SciPy to find LAPACK (``jaxlib.lapack.prepare_lapack_call`` -> ``_lapack.initialize``), a
+# sizeable part of a small fit's cold start (docs/internals.md#cold-start-where-a-fresh-process-spends-its-time).
+# For the small matrices of everyday fits these functions compute the same results in plain JAX operations
+# (no custom call), and hand larger matrices to LAPACK, where its speed matters and the compilation of such
+# a fit dwarfs the import anyway.
 
 #: Matrices up to this size use the plain-JAX algorithms below; larger ones LAPACK.
 SMALL_K = 16
@@ -204,9 +205,8 @@ def _eigh_2x2(a):
 # process hangs for ever (``fit_batch`` of 3,000 three-parameter fits on 2 cores did). So no program of
 # mlejax hands LAPACK a batch: every LAPACK call below sees one matrix, and under ``vmap`` the matrices go
 # through it one after another (``lax.map``; a kernel with one matrix runs on the calling thread and never
-# waits on the pool). For 10,000 matrices that is 1.3-1.8x the pooled batched call and faster than
-# vmapped Jacobi sweeps from three rows up (2-core Intel Xeon: k = 3 25 ms, k = 8 79 ms against
-# 14/66 ms pooled and 29/302 ms Jacobi; docs/solver.md).
+# waits on the pool). That is somewhat slower than the pooled batched call, and faster than vmapped Jacobi
+# sweeps from three rows up (docs/batch.md#performance).
 
 
 def _one_matrix_at_a_time(fn):

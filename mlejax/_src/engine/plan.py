@@ -32,38 +32,32 @@ from .rows import NotSeparableError, prove_row_separable, row_leaf_mask, sub_jax
 #: Rows per block are kept within these bounds; between them a block's row data and per-row derivative
 #: temporaries fill about one core's level-2 cache (:func:`.devices.l2_cache_bytes`). The
 #: temporaries of the reverse-over-reverse pass are counted as ``4 k`` bytes per row-valued intermediate of
-#: ``loglik`` (its ``k`` cotangent copies, about half of them alive at once): on the 2-core AMD EPYC
-#: machine (512 KiB L2) a 20-parameter logistic regression ran best at 512-1,024-row blocks (1.2x faster
-#: than the 9,600 rows of a fixed 3 MiB budget) and a 5-parameter Gaussian mixture at 512-1,024 rows (2x
-#: faster than 50,000); on a 2 MiB-L2 Intel Xeon, 500-1,000 rows were best for 200 parameters
-#: (docs/internals.md).
+#: ``loglik`` (its ``k`` cotangent copies, about half of them alive at once). Blocks that leave these
+#: temporaries out of the budget overflow the cache and run slower; the sweeps that set the rule and the
+#: bounds are in docs/internals.md#how-the-objective-is-built.
 MIN_BLOCK, MAX_BLOCK = 512, 65536
 #: Below this many rows one pass over all rows is as fast and compiles a simpler program.
 AUTO_MIN_ROWS = 32768
 #: Up to this many free parameters, a per-observation log-likelihood's Hessian is pushed forward row by
-#: row (:func:`mlejax._src.objective.rows_value_grad_hess`). Measured on XLA CPU (float64, one (f, g, H)
-#: pass): 2-4 parameters, elementwise rows: 1.0-6x faster than reverse over reverse (most in vmapped
-#: batches of small datasets); a linear predictor ``X @ beta`` with 4 parameters: 0.85x, 6 parameters: 0.75x.
+#: row (:func:`mlejax._src.objective.rows_value_grad_hess`). For elementwise rows that is faster than reverse
+#: over reverse (most of all in vmapped batches of small datasets); with a linear predictor ``X @ beta``
+#: every push forward multiplies ``X`` again, so the forward pass is already somewhat slower at 4 parameters
+#: and more so beyond, which sets the bound (docs/internals.md#how-the-objective-is-built).
 FORWARD_MAX_K = 4
 #: Up to this many, the Hessian of an *elementwise* row program (:func:`elementwise_rows`: every row-valued
-#: intermediate one value per row, no matrix product) is pushed forward too. Measured on the 2-core Intel Xeon
-#: (float64, one (f, g, H) pass of a Gaussian mixture written per row on 100,000 rows, compiled lean), forward
-#: against reverse: 5 parameters 1.9 against 12 ms (XLA compile 0.13 against 0.15 s), 8 parameters 3.7
-#: against 29 ms (0.28 against 0.26 s), 11 parameters 6.7 against 55 ms (0.66 against 0.39 s), 14 parameters
-#: 17 against 87 ms (1.2 against 0.56 s): up to 8 the forward pass compiles as fast and runs 6-8x faster
-#: (before its zero tangents were folded, 8 parameters compiled in 2.1 s against 0.4 s on the AMD EPYC, and
-#: the bound was 6); beyond, small data would pay the longer compilation. The same mixture written with a
-#: (rows, components) array and a ``logsumexp`` over components runs 1.7x slower forward, hence the
-#: elementwise condition.
+#: intermediate one value per row, no matrix product) is pushed forward too: up to this many parameters the
+#: forward pass compiles about as fast as reverse over reverse and runs several times faster; beyond it the
+#: forward program grows faster than the reverse one, and small data would pay the longer compilation. The
+#: same model written with a (rows, components) array and a ``logsumexp`` over components runs slower
+#: forward, hence the elementwise condition (docs/internals.md#how-the-objective-is-built).
 ELEMENTWISE_FORWARD_MAX_K = 8
 
 
 #: Primitives that make the forward row pass the larger program: loops, and special functions that XLA
 #: lowers to loops (incomplete beta and gamma functions). Nested ``jvp``s copy such a loop (with its
 #: tangents) once per pair of directions, where reverse over reverse keeps one primal loop and its
-#: transposes. A censored Student-t (its cdf an incomplete beta function, a continued fraction in a
-#: ``while_loop``) with 3 parameters: 611 loops and 175,000 lines of lowered program forward (208 s of XLA
-#: compilation) against 111 loops and 33,000 lines in reverse.
+#: transposes: with a loop the forward program is several times larger and compiles for far longer, even with
+#: 3 parameters (a censored Student-t, its cdf an incomplete beta function: docs/internals.md#compile-time).
 _LOOPS = frozenset(
     {"while", "scan", "regularized_incomplete_beta", "igamma", "igammac", "igamma_grad_a", "random_gamma_grad"}
 )
@@ -164,10 +158,9 @@ def hessian_dominates(loglik, to_params, data, u, n_rows: int) -> bool:
     True for a per-observation ``loglik`` on at least :data:`AUTO_MIN_ROWS` rows whose Hessian takes the
     reverse pass (more than :data:`FORWARD_MAX_K` parameters, or loops) and that has no linear predictor
     (no matrix product with one output per row): its Hessian is ``k`` pushes of the whole row program back,
-    where a gradient is one (a five-parameter Gaussian mixture on 100,000 rows: 20 ms against 3.5 ms).
-    A linear predictor ``X @ beta`` makes the Hessian one ``X' W X`` product that costs a few gradient
-    passes, and Newton's five or six iterations beat BFGS's more (a logistic regression: 0.70 s against
-    0.78 s)."""
+    where a gradient is one. A linear predictor ``X @ beta`` makes the Hessian one ``X' W X`` product that
+    costs a few gradient passes, and Newton's five or six iterations beat BFGS's more (measurements of both:
+    docs/solver.md#large-data-with-an-expensive-hessian-bfgs-first)."""
     if n_rows < AUTO_MIN_ROWS:
         return False
     k, jaxpr = row_program(loglik, to_params, data, u)
@@ -190,8 +183,7 @@ def block_rows(loglik, to_params, data, u, n_rows: int, local_rows: int, chunk_s
         n_values = row_values(loglik, to_params, data, u, n_rows)
         if n_values == 0:
             # The fused forward pass keeps no per-row temporaries, so blocks gain nothing, and under ``lax.scan``
-            # XLA CPU runs its variadic reduction far slower (a five-parameter mixture, 100,000 rows in blocks
-            # of 20,000: 20 ms against 3 ms in one pass).
+            # XLA CPU runs its variadic reduction several times slower (docs/internals.md#how-the-objective-is-built).
             return local_rows
         block = auto_block_rows(data, n_rows, int(np.prod(jnp.shape(u))), n_values)
         return local_rows if 2 * block > local_rows else block
@@ -277,13 +269,10 @@ def calls_lapack(fun, *args) -> bool:
 # -- compile options -----------------------------------------------------------------------------------
 
 #: Eager fits on CPU are compiled *lean*: without XLA CPU's MLIR fusion emitters
-#: (``xla_cpu_use_fusion_emitters=False``, its classic loop emitter instead). Measured on the 2-core AMD EPYC,
-#: first fit / warm fit / memory added by the first fit: logistic N = 1e6, p = 20: 5.1 -> 1.9 s / 0.254 ->
-#: 0.225 s / 237 -> 76 MB; N = 1e5, p = 200: 3.4 -> 3.0 s / 0.66 -> 0.64 s / 314 -> 116 MB; N = 1e7, p = 5:
-#: 2.9 -> 2.4 s / 0.64 -> 0.62 s / 286 -> 80 MB; a 5-parameter mixture on 4e6 rows 8.8 -> 4.3 s / 4.1 ->
-#: 0.98 s (the fusion emitters run its forward row pass 4x slower); on small data the compilation takes half
-#: the time. (An earlier version of the fit, on the 2-core Intel Xeon, ran ~8% slower lean on large data,
-#: when only small data were compiled lean: docs/internals.md.) ``False`` compiles with XLA's defaults.
+#: (``xla_cpu_use_fusion_emitters=False``, its classic loop emitter instead): the lean program compiles
+#: faster and in less memory, and on large data it ran as fast or faster than the default emitters' (which
+#: run the forward row pass several times slower); docs/internals.md#compile-time has the measurements.
+#: ``False`` compiles with XLA's defaults.
 LEAN_COMPILE = True
 LEAN_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
@@ -396,7 +385,7 @@ def abstract(tree):
 def planned(kind, problem, data, fixed_values, compute):
     """``compute()``, a decision that traces ``loglik`` on shapes (the Hessian's cost, the proof that rows are
     independent), remembered for the same ``problem`` and abstract data and fixed values: an eager fit repeated
-    on same-shaped data (bootstrap loops, benchmarks, a user's script) then skips 5-10 ms of tracing per call."""
+    on same-shaped data (bootstrap loops, benchmarks, a user's script) then skips that tracing."""
     try:
         key = (kind, problem, abstract(data), abstract(fixed_values))
         hash(key)

@@ -6,7 +6,7 @@ Three rewrites, each applied by evaluating the function's jaxpr equation by equa
   (the same value for every ``x`` and ``y``, signed zeros, infinities and NaNs included, to a few ulp)
   computed as ``exp(y log|x|)``, whose derivatives reuse the value: ``d/dy = log(x) x^y`` and
   ``d/dx = y x^y / x``. Differentiated by JAX's own rule, each derivative of ``x ** k`` is another
-  ``pow``, and XLA CPU evaluates a ``pow`` at about five times the cost of an ``exp``.
+  ``pow``, and XLA CPU evaluates a ``pow`` at several times the cost of an ``exp``.
 * :func:`constant_tangents` (and its evaluator :class:`ConstantFolding`): arithmetic on small NumPy
   constants is done while rewriting, products with constant zeros are zeros and sums with them the other
   operand, and equations that apply the same primitive with the same parameters to the same inputs are
@@ -14,8 +14,8 @@ Three rewrites, each applied by evaluating the function's jaxpr equation by equa
   parameter are zeros, which XLA has to multiply out (``x * 0.0`` is NaN at ``x = inf``, so it keeps the
   product), and it evaluates the log-likelihood once per pair of directions, whose repeats XLA's own
   common-subexpression pass partly misses once their shapes have been canonicalised differently (it then
-  computed a transcendental of every row twice). Folded, the 5-parameter mixture's pass has half the
-  program (780 lines of optimised HLO instead of 1,573) and compiles in a third of the time.
+  computed a transcendental of every row twice). Folded, the pass has a much smaller program, which
+  compiles and runs faster (docs/internals.md#how-the-objective-is-built).
 * :func:`identity_products`: a matrix product with an identity matrix is its other operand (transposed
   as the product's layout says). Reverse over reverse pushes the Hessian's basis, an identity built by
   ``jnp.eye``, through the linear predictor's transpose: ``I @ X'`` costs ``rows x k x k`` multiplications,

@@ -190,7 +190,7 @@ def _lgamma_ratio(y, r, data):
     from the cumulative sums of ``log(r + j)`` at ``data["y_index"]``: exact (no cancellation between two
     large ``lgamma`` values when ``r = 1/alpha`` is large), and its derivatives are sums of ``1/(r + j)`` and
     ``1/(r + j)^2`` instead of digamma and trigamma, which XLA evaluates slowly (the NB2 benchmark's
-    Newton pass is ~25% faster).
+    Newton pass is faster: docs/internals.md#how-the-objective-is-built).
     """
     if "lg_grid" not in data:
         return gammaln(y + r) - gammaln(r)
