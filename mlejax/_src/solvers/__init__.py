@@ -7,7 +7,8 @@ need it, and importing it costs a cold process 50-100 ms.
 from __future__ import annotations
 
 from ._base import Objective, Solution, Solver, run
-from ._newton import newton, trust_region_step
+from ._newton import newton
+from ._trust_region import trust_region_step
 
 __all__ = [
     "Objective",

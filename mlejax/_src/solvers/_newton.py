@@ -1,71 +1,104 @@
 """Trust-region Newton on the exact Hessian, with variable scaling.
 
-The subproblem ``min_p g'p + p'Hp/2  s.t. ||D p|| <= radius`` is solved exactly through an
-eigen-decomposition of the scaled Hessian (Moré & Sorensen 1983; Nocedal & Wright 2006, ch. 4),
-including the *hard case* where the gradient is orthogonal to the eigenvector of the lowest
-eigenvalue, so indefinite and singular Hessians are handled. Design choices, measured on the NIST
-StRD problems (see docs/solver.md):
+One iteration is a composition of named pure functions of arrays and NamedTuples (no closure over the
+objective): :func:`propose` (the trust-region step and its predicted decrease), :func:`judge` (accept or
+reject the trial point), :func:`wants_correction` / :func:`correct` (second-order correction),
+:func:`new_radius`, :func:`move` and :func:`model_step` (the next point) and :func:`stop` (convergence and
+the status). The solver communicates in reverse: :func:`ask` names the point to evaluate next, and
+:func:`tell` takes the objective's ``(f, g, H)`` there and returns the next state; :func:`step` is
+``tell(state, evaluate(objective, ask(state)))``. The subproblem's exact solution and the decompositions
+of a point are in :mod:`._trust_region`. Design choices, measured on the NIST StRD problems (see
+docs/solver.md):
 
 * variables are scaled by their magnitude, ``D = diag(1 / max(|x_k|, floor_k))``, refreshed at each
-  accepted point; the floor is fixed at the start (see :func:`_scale_floor`);
+  accepted point; the floor is fixed at the start (see :func:`._trust_region.scale_floor`);
 * positive definiteness and the Newton step are computed on the Jacobi-equilibrated Hessian
   ``E H E``, ``E = diag(|H_kk|^-1/2)``, whose small eigenvalues survive rounding where those of the
   magnitude-scaled Hessian do not (a log-scale parameter next to coefficients with curvature
   ``1/sigma^2``); when that Newton step is positive definite and inside the region it is the step,
-  otherwise the boundary solution in the magnitude-scaled eigenbasis is;
+  otherwise the boundary solution in the magnitude-scaled eigenbasis is (:func:`propose`);
 * convergence is declared on the Newton step, not on the gradient: the Hessian is positive definite
-  and the scaled Newton step is at most ``xtol`` (that last step is then taken);
-* step acceptance is noise aware: when the predicted decrease is below the rounding of ``f`` the
-  ratio test is meaningless, and a step is accepted when it shrinks the scaled gradient while ``f``
+  and the scaled Newton step is at most ``xtol`` (that last step is then taken; :func:`stop`);
+* step acceptance is noise aware (:func:`judge`): when the predicted decrease is below the rounding of ``f``
+  the ratio test is meaningless, and a step is accepted when it shrinks the scaled gradient while ``f``
   rises by no more than its rounding (taken as ``1e4 eps |f|``: sums of cancelling terms round far
-  worse than ``eps |f|``); such a step at the boundary also grows the radius;
+  worse than ``eps |f|``, :func:`rounding`); such a step at the boundary also grows the radius;
 * a radius that collapses below ``min_radius`` ends the run: ``precision_limited`` when the Hessian is
   positive definite and the Newton step is at most ``sqrt(xtol)`` (no further decrease of ``f`` can be
   resolved), ``line_search_failed`` otherwise;
 * the initial radius is 0.1 in scaled units (the first step changes no variable by more than ~10% of
   its magnitude); ``mlejax.fit(..., multistart=...)`` runs several radii as vmapped lanes;
 * non-finite trial points are rejected (the radius shrinks), never accepted;
-* the radius follows MINPACK's ``lmder`` (More 1978): at least twice the step after a very good one,
-  ``t`` times the step after a poor or rejected one, ``t`` in ``[shrink_min, 1/2]`` from a quadratic
-  interpolation of ``f`` along the step;
+* the radius follows MINPACK's ``lmder`` (More 1978; :func:`new_radius`): at least twice the step after a
+  very good one, ``t`` times the step after a poor or rejected one, ``t`` in ``[shrink_min, 1/2]`` from a
+  quadratic interpolation of ``f`` along the step;
 * second-order correction (``correction=True``): a boundary step accepted only with ``rho < 3/4`` (or
   rejected) is followed in the same iteration by the trial point's own Newton step, where its Hessian is
   positive definite; the pair replaces the trial when it decreases ``f`` more (curved valleys: Bennett5,
   MGH10);
 * the eigen-decompositions of a point (magnitude-scaled for the subproblem, Jacobi-scaled for the
-  Newton step) are computed once, when it is evaluated, and kept in the state: two per iteration;
-* the compiled loop has one evaluation site, one pass per ``step``: the first ``step`` evaluates the start
-  (``init`` evaluates nothing), later ones the trial point or, when the previous step's trial wants the
-  second-order correction (kept in the state as ``pending``), the correction's point; so the (f, g, H)
-  pass and the decompositions are compiled once instead of three times (XLA CPU inlines every call; the
-  fit's compile time is mostly these copies). ``n_step`` counts the iterations (``Solver.iterations``).
+  Newton step) are computed once, when it is evaluated (:func:`._trust_region.analyse`), and kept in the
+  state: two per iteration;
+* one evaluation per ``step``, so the compiled loop has one evaluation site: the first ``step`` evaluates the
+  start (``init`` evaluates nothing), later ones the trial point or, when the previous trial wants the
+  second-order correction (kept in the state as ``pending``, the state otherwise unchanged, so the proposal
+  is the same), the correction point; so the (f, g, H) pass and the decompositions are compiled once instead
+  of three times (XLA CPU inlines every call; the fit's compile time is mostly these copies). ``ask`` and
+  ``tell`` each :func:`propose` (a few matrix-vector products on the kept decompositions); ``step`` shares one
+  proposal between them. ``n_step`` counts the iterations (``Solver.iterations``).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from ..engine.linalg import eigh, pd_threshold, scaled_eigh, symmetrize
 from ..status import Status
 from ._base import Objective, Solver
+from ._trust_region import Evaluation, Point, all_finite, analyse, select, trust_region_step
+
+__all__ = ["newton", "trust_region_step"]
 
 
-class _Evaluation(NamedTuple):
-    """One pass at a point: ``(f, g, H)``, the point's scale and its two decompositions (see :func:`_decompose`)."""
+class Options(NamedTuple):
+    """The settings of :func:`newton` (see its arguments)."""
 
-    f: jax.Array
-    g: jax.Array
-    hess: jax.Array
-    scale: jax.Array
-    floor: jax.Array
-    lam: jax.Array
-    vec: jax.Array
-    pd: jax.Array
-    p: jax.Array
+    xtol: Any = 1e-8
+    initial_radius: Any = 0.1
+    first_radius: Any = 1.0
+    max_radius: Any = 1e10
+    min_radius: Any = 1e-13
+    eta: Any = 1e-4
+    memory: int = 1
+    correction: bool = True
+    shrink_min: Any = 0.25
+    grow: Any = 2.0
+
+
+class Proposal(NamedTuple):
+    """The trial step from the current point (:func:`propose`)."""
+
+    x: jax.Array  # the trial point
+    pred: jax.Array  # decrease of f predicted by the quadratic model
+    length: jax.Array  # length of the step in scaled units
+    slope: jax.Array  # directional derivative of f along the step (scaled units)
+    newton: jax.Array  # the step is the Newton step (not a boundary solution of the subproblem)
+    newton_norm: jax.Array  # max_k |p_k / s_k| of the Newton step p where H is positive definite, else inf
+    final: jax.Array  # newton_norm <= xtol: this Newton step is the last one
+
+
+class Verdict(NamedTuple):
+    """The judgement of a trial point (:func:`judge`, :func:`correct`)."""
+
+    accept: jax.Array
+    rho: jax.Array  # ratio of actual to predicted decrease (-inf for a non-finite trial)
+    actual: jax.Array  # actual decrease f - f_trial
+    finite: jax.Array  # f, g and H at the trial point are finite
+    in_noise: jax.Array  # the predicted decrease is below the rounding of f (ratio test meaningless)
+    slack: jax.Array  # the rise of f allowed as rounding (see :func:`rounding`)
 
 
 class NewtonState(NamedTuple):
@@ -81,7 +114,7 @@ class NewtonState(NamedTuple):
     n_reject: jax.Array
     n_step: jax.Array
     n_eval: jax.Array  # passes of (f, g, H), the start's included
-    # Decompositions of the current point, computed once when it is accepted:
+    # Decompositions of the current point, computed once when it is evaluated:
     lam: jax.Array  # eigenvalues of the magnitude-scaled Hessian S H S (trust-region subproblem)
     vec: jax.Array
     pd: jax.Array  # Jacobi-scaled Hessian positive definite
@@ -94,143 +127,352 @@ class NewtonState(NamedTuple):
     f0: jax.Array  # the value at the start
     # A trial point evaluated by the previous step whose second-order correction is evaluated by this one.
     pending: jax.Array
-    trial: _Evaluation
+    trial: Point
 
 
-def _select(pred, a, b):
-    return jax.tree_util.tree_map(lambda u, v: jnp.where(pred, u, v), a, b)
+# -- the pieces of an iteration -------------------------------------------------------------------
 
 
-def _scale(x, floor):
-    return jnp.maximum(jnp.abs(x), floor)
+def propose(state: NewtonState, xtol) -> Proposal:
+    """The trust-region step from ``state``'s point, on the decompositions kept with it.
 
-
-def _scale_floor(x0, f, hess):
-    """Lower bound of the scale of each variable, fixed at the start.
-
-    ``1e-3 |x0_k|`` (so a variable may cross zero without its scale collapsing), or 1 where ``x0_k`` is
-    exactly zero. A start that is tiny but not zero (``1e-47``) says nothing about the variable's unit,
-    and scaling by it makes every step too small to change ``f`` at all; so the floor is at least the
-    change of ``x_k`` that moves ``f`` by ``sqrt(eps) max(|f|, 1)`` through its curvature,
-    ``sqrt(sqrt(eps) max(|f|, 1) / |H_kk|)``, capped at ``max(|x0_k|, 1)``.
+    The Newton step when the Hessian is positive definite and the step is inside the region (or at most
+    ``xtol``, the last step); otherwise the exact boundary solution of the subproblem in the magnitude-scaled
+    eigenbasis (:func:`trust_region_step`, the hard case included). The predicted decrease is the quadratic
+    model's; for the Newton step ``-g'p / 2``.
     """
+    s = state.scale
+    lam, vec = state.lam, state.vec
+    gh = vec.T @ (state.g * s)
+    newton_scaled = state.p_newton / s
+    newton_norm = jnp.where(state.pd, jnp.max(jnp.abs(newton_scaled)), jnp.inf)
+    final = newton_norm <= xtol
+    interior = state.pd & (jnp.linalg.norm(newton_scaled) <= state.radius)
+    use_newton = interior | final
+    fresh = state.n_eval == 0  # nothing to propose before the start is evaluated
+    z_boundary, _, _ = trust_region_step(lam, gh, state.radius, needed=~use_newton & ~fresh)
+    z = jnp.where(use_newton, vec.T @ newton_scaled, z_boundary)
+    step_scaled = jnp.where(use_newton, newton_scaled, vec @ z_boundary)
+    slope = jnp.dot(gh, z)
+    pred_model = -(slope + 0.5 * jnp.dot(lam * z, z))
+    pred = jnp.where(use_newton, -0.5 * jnp.dot(state.g, state.p_newton), pred_model)
+    return Proposal(state.x + s * step_scaled, pred, jnp.linalg.norm(z), slope, use_newton, newton_norm, final)
+
+
+def rounding(f):
+    """``(noise, slack)`` of a value ``f``: below ``noise`` (``100 eps max(|f|, 1)``) a predicted decrease is
+    lost in the rounding of ``f``; ``slack`` (``1e4 eps max(|f|, 1)``) is the rise of ``f`` allowed as rounding
+    (rounding of ``f`` can exceed ``eps |f|`` many times over when ``f`` sums terms that cancel)."""
+    eps = jnp.finfo(f.dtype).eps
+    return 100.0 * eps * jnp.maximum(jnp.abs(f), 1.0), 1e4 * eps * jnp.maximum(jnp.abs(f), 1.0)
+
+
+def ratio(state: NewtonState, pred, f_trial, finite):
+    """Ratio of actual to predicted decrease, ``-inf`` where the trial is not ``finite``.
+
+    The larger of the monotone ratio and the non-monotone one (Toint 1997; Conn, Gould & Toint 2000,
+    sec. 10.1): the decrease from the worst of the last ``memory`` accepted values, against the decrease
+    predicted since then. In a curved valley a step that climbs the wall a little is followed by a Newton
+    step back to the floor; judging the pair instead of each step lets the radius follow the valley instead
+    of collapsing.
+    """
+    one = jnp.ones((), state.f.dtype)
+    rho_monotone = (state.f - f_trial) / jnp.where(pred == 0, one, pred)
+    j = jnp.argmax(state.f_hist)
+    pred_since = state.cum_pred - state.cp_hist[j] + pred
+    rho_reference = (state.f_hist[j] - f_trial) / jnp.where(pred_since > 0, pred_since, one)
+    rho = jnp.where(pred_since > 0, jnp.maximum(rho_monotone, rho_reference), rho_monotone)
+    return jnp.where(finite, rho, -jnp.inf)
+
+
+def judge(state: NewtonState, proposal: Proposal, trial: Point, eta) -> Verdict:
+    """Accept or reject the ``trial`` point of ``proposal``.
+
+    A non-finite trial is rejected. The last Newton step (``proposal.final``) is accepted unless ``f`` rises by
+    more than its rounding. Otherwise a step is accepted when its ratio exceeds ``eta``
+    (:func:`ratio`), or, where the predicted decrease is lost in the rounding of ``f`` (``in_noise``), when it
+    shrinks the scaled gradient ``max |g_k s_k|`` while ``f`` rises by no more than its rounding.
+    """
+    pred = proposal.pred
+    noise, slack = rounding(state.f)
+    in_noise = jnp.abs(pred) <= noise
+    finite = all_finite(trial.f, trial.g, trial.hess)
+    actual = state.f - trial.f
+    rho = ratio(state, pred, trial.f, finite)
+    gradient_shrinks = jnp.max(jnp.abs(trial.g * state.scale)) < jnp.max(jnp.abs(state.g * state.scale))
+    accept_noise = in_noise & (actual >= -slack) & gradient_shrinks
+    accept_ratio = ~in_noise & (pred > 0) & (rho > eta)
+    accept = finite & jnp.where(proposal.final, actual >= -slack, accept_ratio | accept_noise)
+    return Verdict(accept, rho, actual, finite, in_noise, slack)
+
+
+def wants_correction(proposal: Proposal, trial: Point, verdict: Verdict, correction=True):
+    """Whether the trial point's own Newton step is tried in the same iteration (second-order correction).
+
+    Along a curved valley a boundary step that climbs the valley's wall (finite, ``rho < 3/4``, in or out
+    of the region) is followed by the Newton step of the trial point, where its Hessian is positive definite,
+    which returns to the valley floor. Not for a Newton step, nor where the ratio is lost in rounding.
+    """
+    return correction & verdict.finite & ~proposal.newton & ~verdict.in_noise & trial.pd & (verdict.rho < 0.75)
+
+
+def correct(f, pred, trial: Point, verdict: Verdict, corrected: Point, tried, eta) -> tuple[Point, Verdict]:
+    """The point the iteration moves to and its verdict, once the ``corrected`` point (the trial's Newton
+    point) has been evaluated: where it was ``tried``, is finite, has a lower ``f`` than the trial and a ratio
+    above ``eta`` against the decrease predicted for the first step, the pair replaces the trial, is accepted,
+    and counts as a very good step for the radius (``rho >= 3/4``). Otherwise the trial and its verdict."""
+    one = jnp.ones((), f.dtype)
+    rho_pair = (f - corrected.f) / jnp.where(pred == 0, one, pred)
+    better = (
+        tried
+        & all_finite(corrected.f, corrected.g, corrected.hess)
+        & (corrected.f < trial.f)
+        & (pred > 0)
+        & (rho_pair > eta)
+    )
+    return select(better, corrected, trial), verdict._replace(
+        accept=verdict.accept | better,
+        rho=jnp.where(better, jnp.maximum(rho_pair, 0.75), verdict.rho),
+        actual=jnp.where(better, f - corrected.f, verdict.actual),
+        finite=verdict.finite | better,
+    )
+
+
+def new_radius(radius, proposal: Proposal, verdict: Verdict, first_step, options: Options):
+    """The next trust-region radius (MINPACK ``lmder``, Moré 1978), in scaled units.
+
+    A very good step (``rho >= 3/4``, or accepted in the noise regime) sets the radius to at least ``grow``
+    times the step's length (at most ``max_radius``); a poor (``rho < 1/4``) or rejected one shrinks it to
+    ``t`` times the step (at most the radius), ``t`` in ``[shrink_min, 1/2]`` the minimiser of the quadratic
+    through ``f``, the directional derivative and ``f`` at the trial point (1/2 when ``f`` did not rise); on the
+    ``first_step`` the shrunk radius is at most ``initial_radius``. Otherwise the radius is kept.
+    """
+    length, slope = proposal.length, proposal.slope
+    accept, rho, actual, in_noise = verdict.accept, verdict.rho, verdict.actual, verdict.in_noise
+    shrink = ~accept | (~in_noise & (rho < 0.25))
+    good = accept & (in_noise | (rho >= 0.75))
+    t = jnp.where(
+        verdict.finite & (actual < 0) & (slope < 0),
+        0.5 * slope / jnp.minimum(slope + 0.5 * actual, -jnp.finfo(radius.dtype).tiny),
+        0.5,
+    )
+    t = jnp.clip(jnp.where(jnp.isfinite(t), t, options.shrink_min), options.shrink_min, 0.5)
+    shrunk = t * jnp.minimum(length, radius)
+    shrunk = jnp.where(first_step, jnp.minimum(shrunk, options.initial_radius), shrunk)
+    grown = jnp.minimum(jnp.maximum(radius, options.grow * length), options.max_radius)
+    return jnp.where(shrink, shrunk, jnp.where(good, grown, radius))
+
+
+def move(state: NewtonState, point: Point, accept, pred, memory: int) -> NewtonState:
+    """The state at ``point`` (with its decompositions) where it is accepted, else at the current point;
+    counts the iteration and records an accepted value in the non-monotone reference."""
+
+    def pick(new, old):
+        return jnp.where(accept, new, old)
+
+    cum_pred = jnp.where(accept, state.cum_pred + pred, state.cum_pred)
+    slot = jnp.mod(state.n_step - state.n_reject, memory)
+    return state._replace(
+        x=pick(point.x, state.x),
+        f=pick(point.f, state.f),
+        g=pick(point.g, state.g),
+        hess=pick(point.hess, state.hess),
+        scale=pick(point.scale, state.scale),
+        lam=pick(point.lam, state.lam),
+        vec=pick(point.vec, state.vec),
+        pd=pick(point.pd, state.pd),
+        p_newton=pick(point.p, state.p_newton),
+        cum_pred=cum_pred,
+        f_hist=jnp.where(accept, state.f_hist.at[slot].set(point.f), state.f_hist),
+        cp_hist=jnp.where(accept, state.cp_hist.at[slot].set(cum_pred), state.cp_hist),
+        n_reject=state.n_reject + (~accept).astype(jnp.int32),
+        n_step=state.n_step + 1,
+    )
+
+
+def model_step(state: NewtonState, eligible, xtol) -> tuple[NewtonState, jax.Array]:
+    """Convergence seen at a point just accepted (``eligible``): when its positive-definite Newton step is
+    already far below ``xtol`` (``1e-3 xtol``), that step is taken on the quadratic model without another
+    pass over the data. Returns the state and whether the step was taken.
+
+    The H kept is then that of a point ``1e-3 xtol`` away (relative): standard errors move by that times the
+    condition number, far below their statistical meaning, and f and g are off at second order.
+    """
+    p = state.p_newton
+    took = eligible & state.pd & (jnp.max(jnp.abs(p / state.scale)) <= 1e-3 * xtol)
+    x = jnp.where(took, state.x + p, state.x)
+    f = jnp.where(took, state.f + 0.5 * jnp.dot(state.g, p), state.f)
+    g = jnp.where(took, state.g + state.hess @ p, state.g)
+    return state._replace(x=x, f=f, g=g), took
+
+
+def stationary(state: NewtonState, slack):
+    """Stationary with a singular positive semi-definite Hessian (parameters the function does not identify).
+
+    No step can lower f by more than ``slack``: the quadratic model in the curved directions predicts at most
+    ``slack``, and along the flat ones a change of the (scaled) parameters of order one lowers f by at most
+    ``slack`` at first and second order (a slightly negative eigenvalue counts as flat only when a unit step
+    along it gains at most ``slack`` too). Stopping here instead of shrinking the radius to ``min_radius`` saves
+    some 40 iterations; the fit then reports the Hessian that is not positive definite.
+    """
+    lam = state.lam
+    eps = jnp.finfo(lam.dtype).eps
+    gh = state.vec.T @ (state.g * state.scale)
+    lam_tol = jnp.sqrt(eps) * jnp.max(jnp.abs(lam))
+    curved = lam > lam_tol
+    pred_curved = 0.5 * jnp.sum(jnp.where(curved, gh**2 / jnp.where(curved, lam, 1.0), 0.0))
+    flat_grad = jnp.max(jnp.where(curved, 0.0, jnp.abs(gh)))
+    gain_negative = 0.5 * jnp.sum(jnp.where(lam < 0, -lam, 0.0))
+    flat = (jnp.min(lam) >= -lam_tol) & (gain_negative <= slack)
+    return ~state.pd & flat & (pred_curved <= slack) & (flat_grad <= slack)
+
+
+def stop(state: NewtonState, proposal: Proposal, took_model_step, slack, options: Options):
+    """``(done, status)`` after an iteration from the point of ``proposal`` to ``state``.
+
+    ``success`` when a small positive-definite Newton step was just taken (``proposal.final``, or
+    ``took_model_step``); when the radius collapses below ``min_radius``, ``precision_limited`` if the Hessian
+    was positive definite with a Newton step at most ``sqrt(xtol)`` (no further decrease of ``f`` can be
+    resolved), ``line_search_failed`` otherwise; and done at a :func:`stationary` point (the status is then
+    ``line_search_failed``, replaced by the fit's own check of the Hessian). ``maxiter`` is the driver's.
+    """
+    converged = proposal.final | took_model_step
+    collapsed = state.radius < options.min_radius
+    precision = collapsed & (proposal.newton_norm <= jnp.sqrt(options.xtol))
+    done = converged | collapsed | stationary(state, slack)
+    status = jnp.where(
+        converged,
+        Status.success,
+        jnp.where(precision, Status.precision_limited, Status.line_search_failed),
+    ).astype(jnp.int32)
+    return done, status
+
+
+# -- start, ask and tell ------------------------------------------------------------------------
+
+
+def initial_state(x0, options: Options) -> NewtonState:
+    """The state before the start is evaluated (nothing is evaluated here: the first :func:`tell` takes the
+    start's evaluation at the same place in the program as every trial point's). The placeholders are finite,
+    so that the first ``tell``'s unused iteration computes nothing undefined."""
     dtype = x0.dtype
-    absx = jnp.abs(x0)
-    delta = jnp.sqrt(jnp.finfo(dtype).eps) * jnp.maximum(jnp.abs(f), 1.0)
-    h = jnp.abs(jnp.diagonal(hess))
-    cap = jnp.maximum(absx, 1.0)
-    ok = (h > 0) & jnp.isfinite(h) & jnp.isfinite(delta)
-    resolvable = jnp.where(ok, jnp.sqrt(delta / jnp.where(ok, h, 1.0)), cap)
-    floor = jnp.maximum(1e-3 * absx, jnp.minimum(resolvable, cap))
-    return jnp.where(x0 == 0, 1.0, floor).astype(dtype)
+    k = x0.shape[0]
+    zero = jnp.zeros((), dtype)
+    eye, ones, zeros = jnp.eye(k, dtype=dtype), jnp.ones((k,), dtype), jnp.zeros_like(x0)
+    blank = Point(x0, zero, zeros, eye, ones, ones, ones, eye, jnp.asarray(True), zeros)
+    return NewtonState(
+        x=x0,
+        f=blank.f,
+        g=blank.g,
+        hess=blank.hess,
+        scale=blank.scale,
+        floor=blank.floor,
+        radius=jnp.asarray(options.initial_radius, dtype),
+        done=jnp.asarray(False),
+        status=jnp.asarray(Status.success, jnp.int32),
+        n_reject=jnp.asarray(0, jnp.int32),
+        n_step=jnp.asarray(0, jnp.int32),
+        n_eval=jnp.asarray(0, jnp.int32),
+        lam=blank.lam,
+        vec=blank.vec,
+        pd=blank.pd,
+        p_newton=blank.p,
+        f_hist=jnp.zeros((options.memory,), dtype),
+        cp_hist=jnp.zeros((options.memory,), dtype),
+        cum_pred=zero,
+        f0=zero,
+        pending=jnp.asarray(False),
+        trial=blank,
+    )
 
 
-def _all_finite(*arrays):
-    ok = jnp.asarray(True)
-    for a in arrays:
-        ok = ok & jnp.all(jnp.isfinite(a))
-    return ok
+def start(state: NewtonState, point: Point, options: Options) -> NewtonState:
+    """The state at the evaluated start ``point``; a non-finite start ends the run (``nonfinite``).
 
-
-def _eig_scaled(hess, s):
-    """Eigen-decomposition of the magnitude-scaled Hessian ``S H S`` (the trust-region subproblem's)."""
-    lam, vec = eigh(symmetrize(hess * s[:, None] * s[None, :]))
-    return lam, vec
-
-
-def _jacobi_newton(hess, g):
-    """Positive definiteness and the Newton step, from the Jacobi-equilibrated Hessian (:func:`scaled_eigh`).
-
-    ``E H E`` with ``E = diag(1 / sqrt|H_kk|)`` is close to the best-conditioned diagonal scaling of
-    ``H``, so its small eigenvalues are resolved where those of the magnitude-scaled Hessian are lost
-    in rounding (e.g. a log-scale parameter next to regression coefficients whose curvature is
-    ``1 / sigma^2`` larger). Returns ``(pd, p)`` with ``p = -H^{-1} g`` (meaningful when ``pd``).
+    Where the Hessian at the start is positive definite, the trust region admits the full Newton step up to
+    ``first_radius`` (easy problems then converge in textbook Newton's iterations); a first step that is
+    rejected falls back to ``initial_radius``.
     """
-    e = scaled_eigh(hess)
-    d = e.scale
-    lam = jnp.where(e.pd, e.eigvals, jnp.ones((), e.eigvals.dtype))
-    p = -(e.eigvecs @ ((e.eigvecs.T @ (g / d)) / lam)) / d
-    return e.pd, p
+    dtype = state.x.dtype
+    ok = all_finite(point.f, point.g, point.hess)
+    r0 = jnp.asarray(options.initial_radius, dtype)
+    n0 = jnp.linalg.norm(point.p / point.scale)
+    first = jnp.clip(1.0001 * n0, r0, jnp.maximum(r0, options.first_radius))
+    return state._replace(
+        f=point.f,
+        g=point.g,
+        hess=point.hess,
+        scale=point.scale,
+        floor=point.floor,
+        radius=jnp.where(ok & point.pd & jnp.isfinite(n0), first, r0),
+        done=~ok,
+        status=jnp.where(ok, Status.success, Status.nonfinite).astype(jnp.int32),
+        n_eval=jnp.asarray(1, jnp.int32),
+        lam=point.lam,
+        vec=point.vec,
+        pd=point.pd,
+        p_newton=point.p,
+        f_hist=jnp.full((options.memory,), point.f, dtype),
+        f0=point.f,
+    )
 
 
-def _decompose(hess, g, s):
-    lam, vec = _eig_scaled(hess, s)
-    pd, p = _jacobi_newton(hess, g)
-    return lam, vec, pd, p
+def iterate(state: NewtonState, proposal: Proposal, point: Point, options: Options) -> NewtonState:
+    """One iteration from ``state`` given its ``proposal`` and the evaluated ``point`` (the proposal's trial point
+    or, where ``state.pending``, its correction point). A trial that wants the correction leaves the state
+    unchanged but for ``pending`` and the trial kept: the next :func:`ask` names its correction point."""
+    tried = state.pending  # ``point`` is the correction of ``state.trial``
+    trial = select(tried, state.trial, point)
+    verdict = judge(state, proposal, trial, options.eta)
+    defer = ~tried & wants_correction(proposal, trial, verdict, options.correction)
+    chosen, verdict = correct(state.f, proposal.pred, trial, verdict, point, tried, options.eta)
+    radius = new_radius(state.radius, proposal, verdict, state.n_step == 0, options)
+    moved = move(state, chosen, verdict.accept, proposal.pred, options.memory)
+    moved, took = model_step(moved, verdict.accept & ~proposal.final, options.xtol)
+    moved = moved._replace(radius=radius)
+    done, status = stop(moved, proposal, took, verdict.slack, options)
+    n_eval = state.n_eval + 1
+    stepped = moved._replace(done=done, status=status, n_eval=n_eval, pending=jnp.asarray(False))
+    waiting = state._replace(n_eval=n_eval, pending=jnp.asarray(True), trial=point)
+    return select(defer, waiting, stepped)
 
 
-def _evaluate(objective: Objective, x, floor, first) -> _Evaluation:
-    """The (f, g, H) pass at ``x`` and the decompositions of the point; at the ``first`` point (the start) the
-    scale floor is fixed from this pass (:func:`_scale_floor`)."""
-    f, g, hess = objective.value_grad_hess(x)
-    floor = jnp.where(first, _scale_floor(x, f, hess), floor)
-    scale = _scale(x, floor)
-    return _Evaluation(f, g, hess, scale, floor, *_decompose(hess, g, scale))
+def requested_point(state: NewtonState, proposal: Proposal) -> jax.Array:
+    """The point to evaluate next: the start (before the first evaluation), the correction point of a
+    ``pending`` trial (the trial point's own Newton step), or the ``proposal``'s trial point."""
+    fresh = state.n_eval == 0
+    return jnp.where(fresh, state.x, jnp.where(state.pending, proposal.x + state.trial.p, proposal.x))
 
 
-def trust_region_step(lam, gh, radius, n_bisect: int = 60, needed=True):
-    """Exact solution of the trust-region subproblem in the eigenbasis of the Hessian.
+def respond(state: NewtonState, proposal: Proposal, evaluation: Evaluation, options: Options) -> NewtonState:
+    """The next state, given ``state``'s ``proposal`` and the ``evaluation`` at :func:`requested_point`: the
+    start's (:func:`start`) or an :func:`iterate`."""
+    fresh = state.n_eval == 0
+    point = analyse(requested_point(state, proposal), Evaluation(*evaluation), state.floor, fresh)
+    return select(fresh, start(state, point, options), iterate(state, proposal, point, options))
 
-    ``lam`` are the eigenvalues (ascending), ``gh`` the gradient in the eigenbasis. Returns the step
-    ``z`` in the eigenbasis with ``||z|| <= radius``. The boundary root ``||z(mu)|| = radius`` is found by
-    safeguarded Newton iterations on the secular equation, at most ``n_bisect`` of them, stopping when
-    ``||z||`` matches the radius to ``1e-12`` or the bracket is exhausted (4-8 iterations typically), or at
-    once when the Newton step is interior or the caller says the boundary step is not ``needed`` (a vmapped
-    loop then costs what its hardest member needs, not ``n_bisect`` passes for every member).
-    """
-    dtype = lam.dtype
-    tiny = jnp.finfo(dtype).tiny
-    lam_min = lam[0]
-    thresh = pd_threshold(lam)
 
-    # Interior Newton step.
-    pd = lam_min > thresh
-    z_newton = -gh / jnp.where(pd, lam, 1.0)
-    interior = pd & (jnp.linalg.norm(z_newton) <= radius)
+def ask(state: NewtonState, options: Options) -> jax.Array:
+    """The point whose ``(f, g, H)`` the next :func:`tell` takes (:func:`requested_point` of :func:`propose`)."""
+    return requested_point(state, propose(state, options.xtol))
 
-    # Boundary solution z(mu) = -gh / (lam + mu) with ||z(mu)|| = radius, mu > max(0, -lam_min).
-    mu_lo0 = jnp.maximum(0.0, -lam_min)
-    gnorm = jnp.linalg.norm(gh)
-    mu_hi0 = mu_lo0 + gnorm / radius + thresh
 
-    def znorm(mu):
-        d = lam + mu
-        safe = d > thresh * 1e-3 + tiny
-        z = jnp.where(safe, -gh / jnp.where(safe, d, 1.0), 0.0)
-        return jnp.linalg.norm(z), z, d, safe
+def tell(state: NewtonState, evaluation: Evaluation, options: Options) -> NewtonState:
+    """The next state, given the ``evaluation`` ``(f, g, H)`` at ``ask(state, options)``. Pure, and independent
+    of the objective: compiled once per number of parameters, it serves any model. It proposes the step again
+    (as :func:`ask` did: a few matrix-vector products, no decomposition); ``step`` shares one proposal."""
+    return respond(state, propose(state, options.xtol), evaluation, options)
 
-    def body(carry):
-        lo, hi, mu, i, _ = carry
-        n, _, d, safe = znorm(mu)
-        # phi(mu) = 1/radius - 1/||z||, increasing in mu; root where ||z|| = radius.
-        too_long = n > radius
-        lo = jnp.where(too_long, mu, lo)
-        hi = jnp.where(too_long, hi, mu)
-        # Newton step on phi (Moré-Sorensen), safeguarded by the bracket.
-        dn = -jnp.sum(jnp.where(safe, gh**2 / jnp.where(safe, d, 1.0) ** 3, 0.0)) / jnp.maximum(n, tiny)
-        phi = 1.0 / radius - 1.0 / jnp.maximum(n, tiny)
-        dphi = dn / jnp.maximum(n, tiny) ** 2
-        mu_newton = mu - phi / jnp.where(dphi == 0, 1.0, dphi)
-        ok = (mu_newton > lo) & (mu_newton < hi) & jnp.isfinite(mu_newton) & (dphi != 0)
-        mu_next = jnp.where(ok, mu_newton, 0.5 * (lo + hi))
-        done = (jnp.abs(n - radius) <= 1e-12 * radius) | (hi - lo <= 4 * jnp.finfo(dtype).eps * jnp.abs(hi))
-        return lo, hi, jnp.where(done, mu, mu_next), i + 1, done
 
-    mu_start = jnp.where(pd, 0.0, mu_lo0 + jnp.maximum(1e-3 * (mu_hi0 - mu_lo0), thresh))
-    skip = interior | ~jnp.asarray(needed)
-    carry = (mu_lo0, mu_hi0, mu_start, jnp.asarray(0, jnp.int32), skip)
-    _, _, mu, _, _ = lax.while_loop(lambda c: (c[3] < n_bisect) & ~c[4], body, carry)
-    n, z_bound, _, _ = znorm(mu)
+def step(objective: Objective, state: NewtonState, options: Options) -> NewtonState:
+    """``tell(state, evaluate(objective, ask(state)))``, with one :func:`propose` for both."""
+    proposal = propose(state, options.xtol)
+    return respond(state, proposal, evaluate(objective, requested_point(state, proposal)), options)
 
-    # Hard case: even as mu approaches its pole the step stays inside the region; fill the rest of
-    # the radius along the eigenvector of the lowest eigenvalue.
-    short = n < radius * (1.0 - 1e-6)
-    rest = jnp.sqrt(jnp.maximum(radius**2 - (n**2 - z_bound[0] ** 2), 0.0))
-    sign = jnp.where(gh[0] > 0, -1.0, 1.0).astype(dtype)
-    z_hard = z_bound.at[0].set(sign * rest)
-    z_bound = jnp.where(short, z_hard, z_bound)
 
-    return jnp.where(interior, z_newton, z_bound), pd, z_newton
+def evaluate(objective: Objective, x) -> Evaluation:
+    """The objective's ``(f, g, H)`` at ``x`` in one pass."""
+    return Evaluation(*objective.value_grad_hess(x))
 
 
 def newton(
@@ -256,6 +498,8 @@ def newton(
       max_radius, min_radius: bounds of the radius; below ``min_radius`` the run stops.
       eta: a step is accepted when its ratio of actual to predicted decrease exceeds ``eta``.
       memory: length of the non-monotone reference (1: the classical monotone test).
+      correction: try the second-order correction after a boundary step (see :func:`wants_correction`).
+      shrink_min, grow: bounds of the radius update (see :func:`new_radius`).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -266,265 +510,24 @@ def newton(
       >>> [round(float(v), 6) for v in sol.x], int(sol.status)
       ([1.0, 1.0], 0)
     """
-    memory = max(int(memory), 1)
-
-    def init(objective: Objective, x0):
-        # Nothing is evaluated here: the first ``step`` evaluates the start at the same place in the program
-        # as every trial point (one (f, g, H) pass and one pair of decompositions in the compiled loop, not
-        # one copy for the start, one for the trial and one for the correction). The placeholders are finite
-        # so that the first step's unused proposal computes nothing undefined.
-        del objective
-        dtype = x0.dtype
-        k = x0.shape[0]
-        zero = jnp.zeros((), dtype)
-        eye, ones, zeros = jnp.eye(k, dtype=dtype), jnp.ones((k,), dtype), jnp.zeros_like(x0)
-        blank = _Evaluation(zero, zeros, eye, ones, ones, ones, eye, jnp.asarray(True), zeros)
-        return NewtonState(
-            x=x0,
-            f=blank.f,
-            g=blank.g,
-            hess=blank.hess,
-            scale=blank.scale,
-            floor=blank.floor,
-            radius=jnp.asarray(initial_radius, dtype),
-            done=jnp.asarray(False),
-            status=jnp.asarray(Status.success, jnp.int32),
-            n_reject=jnp.asarray(0, jnp.int32),
-            n_step=jnp.asarray(0, jnp.int32),
-            n_eval=jnp.asarray(0, jnp.int32),
-            lam=blank.lam,
-            vec=blank.vec,
-            pd=blank.pd,
-            p_newton=blank.p,
-            f_hist=jnp.zeros((memory,), dtype),
-            cp_hist=jnp.zeros((memory,), dtype),
-            cum_pred=zero,
-            f0=zero,
-            pending=jnp.asarray(False),
-            trial=blank,
-        )
-
-    def started(state: NewtonState, ev: _Evaluation):
-        """The state after the start's evaluation ``ev`` (the first ``step``)."""
-        x0 = state.x
-        ok = _all_finite(ev.f, ev.g, ev.hess)
-        # First step: where the Hessian at the start is positive definite, the trust region admits the full
-        # Newton step up to ``first_radius`` (easy problems then converge in textbook Newton's iterations); a
-        # first step that is rejected falls back to ``initial_radius``.
-        r0 = jnp.asarray(initial_radius, x0.dtype)
-        n0 = jnp.linalg.norm(ev.p / ev.scale)
-        radius0 = jnp.where(ok & ev.pd & jnp.isfinite(n0), jnp.clip(1.0001 * n0, r0, jnp.maximum(r0, first_radius)), r0)
-        return state._replace(
-            f=ev.f,
-            g=ev.g,
-            hess=ev.hess,
-            scale=ev.scale,
-            floor=ev.floor,
-            radius=radius0,
-            done=~ok,
-            status=jnp.where(ok, Status.success, Status.nonfinite).astype(jnp.int32),
-            n_eval=jnp.asarray(1, jnp.int32),
-            lam=ev.lam,
-            vec=ev.vec,
-            pd=ev.pd,
-            p_newton=ev.p,
-            f_hist=jnp.full((memory,), ev.f, x0.dtype),
-            f0=ev.f,
-        )
-
-    def step(objective: Objective, state: NewtonState):
-        dtype = state.x.dtype
-        eps = jnp.finfo(dtype).eps
-        fresh = state.n_eval == 0  # this step evaluates the start
-        s = state.scale
-        lam, vec, pd, p_newton = state.lam, state.vec, state.pd, state.p_newton
-        gs = state.g * s
-        gh = vec.T @ gs
-
-        newton_scaled = p_newton / s
-        newton_norm = jnp.max(jnp.abs(newton_scaled))
-        newton_small = pd & (newton_norm <= xtol)
-        interior = pd & (jnp.linalg.norm(newton_scaled) <= state.radius)
-        # Interior: the Newton step (accurate); otherwise the boundary solution in the scaled eigenbasis.
-        use_newton = interior | newton_small
-        z_tr, _, _ = trust_region_step(lam, gh, state.radius, needed=~use_newton & ~fresh)
-        z = jnp.where(use_newton, vec.T @ newton_scaled, z_tr)
-        ps = jnp.where(use_newton, newton_scaled, vec @ z_tr)
-        x_trial = state.x + s * ps
-
-        pred_tr = -(jnp.dot(gh, z) + 0.5 * jnp.dot(lam * z, z))
-        pred = jnp.where(use_newton, -0.5 * jnp.dot(state.g, p_newton), pred_tr)
-        # Below ``noise`` the predicted decrease is lost in the rounding of f and the ratio test is
-        # meaningless; a step is then judged by the scaled gradient, allowing f to rise by ``slack``
-        # (rounding of f can exceed eps |f| many times over when f sums terms that cancel).
-        noise = 100.0 * eps * jnp.maximum(jnp.abs(state.f), 1.0)
-        slack = 1e4 * eps * jnp.maximum(jnp.abs(state.f), 1.0)
-        safe_pred = jnp.where(pred == 0, jnp.ones((), dtype), pred)
-        in_noise = jnp.abs(pred) <= noise
-
-        def ratio(f_t, finite):
-            rho_mono = (state.f - f_t) / safe_pred
-            # Non-monotone ratio (Toint 1997; Conn, Gould & Toint 2000, sec. 10.1): the decrease from the worst of
-            # the last ``memory`` accepted values, against the decrease predicted since then. In a curved valley
-            # a step that climbs the wall a little is followed by a Newton step back to the floor; judging the
-            # pair instead of each step lets the radius follow the valley instead of collapsing.
-            j = jnp.argmax(state.f_hist)
-            sigma_ref = state.cum_pred - state.cp_hist[j] + pred
-            rho_nm = (state.f_hist[j] - f_t) / jnp.where(sigma_ref > 0, sigma_ref, jnp.ones((), dtype))
-            rho = jnp.where(sigma_ref > 0, jnp.maximum(rho_mono, rho_nm), rho_mono)
-            return jnp.where(finite, rho, -jnp.inf)
-
-        def wants_correction(ev):
-            # Second-order correction along curved valleys: a boundary step that climbs the valley's wall
-            # (rho < 3/4) is followed, within the same iteration, by the Newton step of the trial point
-            # (positive definite there), which returns to the valley floor. The pair is judged against the
-            # decrease predicted for the first step; when good it replaces the trial and counts as a very
-            # good step for the radius. One more pass, only when the correction is tried.
-            finite = _all_finite(ev.f, ev.g, ev.hess)
-            return correction & ~fresh & finite & ~use_newton & ~in_noise & ev.pd & (ratio(ev.f, finite) < 0.75)
-
-        # The one evaluation site of the solver, one pass per call of ``step``: the start (first step), the trial
-        # point, or -- when the previous call evaluated a trial that wants the second-order correction and is
-        # pending -- the trial point's own Newton point. The state is unchanged while a trial is pending, so
-        # the proposal above is the same in both calls; under ``vmap`` members evaluating trials and members
-        # evaluating corrections share one batched pass.
-        pending = state.pending
-        x_eval = jnp.where(fresh, state.x, jnp.where(pending, x_trial + state.trial.p, x_trial))
-        ev = _evaluate(objective, x_eval, state.floor, fresh)
-        trial = _select(pending, state.trial, ev)
-        corr = ev  # meaningful when ``pending``
-        defer = ~pending & wants_correction(trial)  # evaluate the correction point in the next call
-        want = pending
-        x_c = x_trial + trial.p
-        f_t, g_t, h_t = trial.f, trial.g, trial.hess
-        finite = _all_finite(f_t, g_t, h_t)
-        actual = state.f - f_t
-        rho = ratio(f_t, finite)
-        gnorm_old = jnp.max(jnp.abs(gs))
-        gnorm_new = jnp.max(jnp.abs(g_t * s))
-        accept_noise = in_noise & (actual >= -slack) & (gnorm_new < gnorm_old)
-        accept_ratio = ~in_noise & (pred > 0) & (rho > eta)
-        accept = finite & jnp.where(newton_small, actual >= -slack, accept_ratio | accept_noise)
-
-        # The decompositions of the trial point (two eigh per evaluation): kept when it is accepted.
-        scale_t, lam_t, vec_t, pd_t, p_t = trial.scale, trial.lam, trial.vec, trial.pd, trial.p
-        # The correction pair replaces the trial when it decreases f more.
-        fin_c = _all_finite(corr.f, corr.g, corr.hess)
-        rho_c = (state.f - corr.f) / safe_pred
-        use_c = want & fin_c & (corr.f < f_t) & (pred > 0) & (rho_c > eta)
-        x_trial = jnp.where(use_c, x_c, x_trial)
-        f_t, g_t, h_t = (jnp.where(use_c, a, b) for a, b in ((corr.f, f_t), (corr.g, g_t), (corr.hess, h_t)))
-        scale_t, lam_t, vec_t, pd_t, p_t = (
-            jnp.where(use_c, a, b)
-            for a, b in ((corr.scale, scale_t), (corr.lam, lam_t), (corr.vec, vec_t), (corr.pd, pd_t), (corr.p, p_t))
-        )
-        actual = jnp.where(use_c, state.f - corr.f, actual)
-        rho = jnp.where(use_c, jnp.maximum(rho_c, 0.75), rho)
-        accept = accept | use_c
-        finite = finite | use_c
-
-        n_eval = state.n_eval + 1
-        # Radius update (MINPACK lmder, More 1978), in scaled units: a very good step (rho >= 3/4, or a step
-        # accepted in the noise regime) sets the radius to at least twice its length; a poor or rejected one
-        # shrinks it to t times the step, t in [0.1, 1/2] the minimiser of the quadratic through f, the
-        # directional derivative and f at the trial point (1/2 when f did not rise).
-        step_norm = jnp.linalg.norm(z)
-        shrink = ~accept | (~in_noise & (rho < 0.25))
-        good = accept & (in_noise | (rho >= 0.75))
-        dirder = jnp.dot(gh, z)
-        t = jnp.where(
-            finite & (actual < 0) & (dirder < 0),
-            0.5 * dirder / jnp.minimum(dirder + 0.5 * actual, -jnp.finfo(dtype).tiny),
-            0.5,
-        )
-        t = jnp.clip(jnp.where(jnp.isfinite(t), t, shrink_min), shrink_min, 0.5)
-        shrunk = t * jnp.minimum(step_norm, state.radius)
-        shrunk = jnp.where(state.n_step == 0, jnp.minimum(shrunk, initial_radius), shrunk)
-        radius = jnp.where(
-            shrink,
-            shrunk,
-            jnp.where(good, jnp.minimum(jnp.maximum(state.radius, grow * step_norm), max_radius), state.radius),
-        )
-
-        def pick(new, old):
-            return jnp.where(accept, new, old)
-
-        x = pick(x_trial, state.x)
-        f = pick(f_t, state.f)
-        g = pick(g_t, state.g)
-        hess = pick(h_t, state.hess)
-        scale = pick(scale_t, s)
-        lam, vec, pd_new, p_new = pick(lam_t, lam), pick(vec_t, vec), pick(pd_t, pd), pick(p_t, p_newton)
-        cum_pred = jnp.where(accept, state.cum_pred + pred, state.cum_pred)
-        slot = jnp.mod(state.n_step - state.n_reject, memory)
-        f_hist = jnp.where(accept, state.f_hist.at[slot].set(f_t), state.f_hist)
-        cp_hist = jnp.where(accept, state.cp_hist.at[slot].set(cum_pred), state.cp_hist)
-
-        # Convergence seen at the point just accepted: when its Newton step is already far below xtol
-        # (1e-3 xtol), that step is taken on the quadratic model without another pass over the data. The
-        # H kept is then that of a point 1e-3 xtol away (relative): standard errors move by that times the
-        # condition number, far below their statistical meaning, and f and g are off at second order.
-        small_new = accept & ~newton_small & pd_new & (jnp.max(jnp.abs(p_new / scale)) <= 1e-3 * xtol)
-        x = jnp.where(small_new, x + p_new, x)
-        f = jnp.where(small_new, f + 0.5 * jnp.dot(g, p_new), f)
-        g = jnp.where(small_new, g + hess @ p_new, g)
-
-        # Stopping: a small positive-definite Newton step was just taken (or was not even needed).
-        converged = newton_small | small_new
-        collapsed = radius < min_radius
-        # Precision-limited: PD, no representable decrease, and the Newton step is small but above xtol.
-        precision = collapsed & pd & (newton_norm <= jnp.sqrt(xtol))
-        # Stationary with a singular positive semi-definite Hessian (parameters the function does not
-        # identify): no step can lower f by more than its rounding -- the quadratic model in the curved
-        # directions predicts at most ``slack``, and along the flat ones a change of the (scaled)
-        # parameters of order one lowers f by at most ``slack`` at first and second order. Stopping here instead of
-        # shrinking the radius to ``min_radius`` saves some 40 iterations; the fit then reports the
-        # Hessian that is not positive definite.
-        gh_new = vec.T @ (g * scale)
-        lam_tol = jnp.sqrt(eps) * jnp.max(jnp.abs(lam))
-        curved = lam > lam_tol
-        pred_curved = 0.5 * jnp.sum(jnp.where(curved, gh_new**2 / jnp.where(curved, lam, 1.0), 0.0))
-        flat_grad = jnp.max(jnp.where(curved, 0.0, jnp.abs(gh_new)))
-        # (a slightly negative eigenvalue counts as flat only when a unit step along it gains <= slack too)
-        gain_negative = 0.5 * jnp.sum(jnp.where(lam < 0, -lam, 0.0))
-        flat = (jnp.min(lam) >= -lam_tol) & (gain_negative <= slack)
-        stationary = ~pd_new & flat & (pred_curved <= slack) & (flat_grad <= slack)
-        done = converged | collapsed | stationary
-        status = jnp.where(
-            converged,
-            Status.success,
-            jnp.where(precision, Status.precision_limited, Status.line_search_failed),
-        ).astype(jnp.int32)
-        stepped = NewtonState(
-            x=x,
-            f=f,
-            g=g,
-            hess=hess,
-            scale=scale,
-            floor=state.floor,
-            radius=radius,
-            done=done,
-            status=status,
-            n_reject=state.n_reject + (~accept).astype(jnp.int32),
-            n_step=state.n_step + 1,
-            n_eval=n_eval,
-            lam=lam,
-            vec=vec,
-            pd=pd_new,
-            p_newton=p_new,
-            f_hist=f_hist,
-            cp_hist=cp_hist,
-            cum_pred=cum_pred,
-            f0=state.f0,
-            pending=jnp.asarray(False),
-            trial=state.trial,
-        )
-        waiting = state._replace(n_eval=n_eval, pending=jnp.asarray(True), trial=ev)
-        return _select(fresh, started(state, ev), _select(defer, waiting, stepped))
-
-    def terminate(state: NewtonState):
-        return state.done, state.status
+    options = Options(
+        xtol=xtol,
+        initial_radius=initial_radius,
+        first_radius=first_radius,
+        max_radius=max_radius,
+        min_radius=min_radius,
+        eta=eta,
+        memory=max(int(memory), 1),
+        correction=correction,
+        shrink_min=shrink_min,
+        grow=grow,
+    )
 
     return Solver(
-        init, step, terminate, "newton", iterations=lambda state: state.n_step, start_value=lambda state: state.f0
+        lambda objective, x0: initial_state(x0, options),
+        functools.partial(step, options=options),
+        lambda state: (state.done, state.status),
+        "newton",
+        iterations=lambda state: state.n_step,
+        start_value=lambda state: state.f0,
     )
