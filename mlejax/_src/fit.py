@@ -11,6 +11,7 @@ The optimum is differentiable with respect to the data and the fixed values by i
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -38,6 +39,7 @@ from .problem import (
 )
 from .result import FitResult
 from .solvers import NEWTON_MAX_K, newton, run
+from .solvers._host import STEP_COMPILER_OPTIONS, newton_options, printer, run_host
 from .solvers.multistart import run_lanes
 from .status import ConvergenceWarning, SingularFitWarning, Status, final_status, grew_without_bound
 from .summary import diverging_words, singular_random, singular_words
@@ -62,6 +64,8 @@ def fit(
     multistart: bool | Sequence[float] | None = None,
     labels: Mapping | None = None,
     random: str | Sequence[str] | None = None,
+    verbose: bool = False,
+    callback: Callable | None = None,
 ) -> FitResult:
     """Maximum-likelihood estimate of ``params`` for ``loglik(params, data)``.
 
@@ -136,6 +140,13 @@ def fit(
         estimate and ``res.se`` their prediction standard errors (TMB's ``sdreport``). See the mixed-models
         guide (``docs/mixed.md``).
 
+      verbose: print one line per Newton iteration (iteration, log-likelihood, scaled gradient norm, trust
+        radius, step accepted or rejected, passes so far), like iminuit's print level or scipy's ``disp``.
+        Eager fits with ``method="newton"`` (the default) without ``multistart``.
+      callback: called after the start and after each Newton iteration with an ``Iteration`` record (the
+        fields ``verbose`` prints, and the unconstrained point ``x``); same conditions as ``verbose``.
+        An exception it raises (or Ctrl-C) stops the fit and propagates: nothing half-done is returned.
+
     Returns:
       A :class:`FitResult` (a pytree: it crosses ``jit`` and ``vmap``).
 
@@ -208,11 +219,35 @@ def fit(
     method = plan.method
     options = solve_options(method, tol, maxiter, multistart, dtype=problem.spec.dtype, k=problem.spec.k)
 
-    program = _fit_compiled_lean if plan.lean else _fit_compiled
-    with store_any_compile():
-        res = program(
-            problem, options, cov_spec, plan.split, free_init, fixed_values, run_data, np.asarray(n_obs), cov_groups
+    shown = verbose or callback is not None
+    host = host_driven(options, traced) and (plan.split is None or shown)
+    if shown and not host:
+        raise ValueError(
+            "verbose= and callback= show the iterations of eager fits with method='newton' and no multistart"
+            + (" (this fit is traced: under jit/vmap use the result's n_iter and status)" if traced else "")
         )
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a function of one Iteration record, got {type(callback).__name__}")
+    report = callback if not verbose else _both(printer(), callback)
+    with store_any_compile():
+        if host:
+            res = _fit_host(
+                problem,
+                options,
+                cov_spec,
+                plan,
+                free_init,
+                fixed_values,
+                run_data,
+                np.asarray(n_obs),
+                cov_groups,
+                report,
+            )
+        else:
+            program = _fit_compiled_lean if plan.lean else _fit_compiled
+            res = program(
+                problem, options, cov_spec, plan.split, free_init, fixed_values, run_data, np.asarray(n_obs), cov_groups
+            )
     if traced:
         return res
     if plan.split is not None:  # the result back on the default device, like any fit's
@@ -298,9 +333,7 @@ def _fit_program(
 ) -> FitResult:
     """The whole fit as one program; ``split`` (static): the plan's layout of the rows over devices, or
     ``None`` (:func:`~mlejax._src.engine.plan.plan_fit`)."""
-    spec = problem.spec
-    u0 = spec.to_unconstrained(free_init)
-    n_obs = jnp.asarray(n_obs, u0.dtype)
+    u0 = problem.spec.to_unconstrained(free_init)
 
     def solve(u_start, d, fv):
         u, f, g, hess, pd, status, n_iter, f0 = _solve(problem, options, u_start, d, fv, split)
@@ -328,19 +361,31 @@ def _fit_program(
         u_dot = -linear_solve(jax.jacfwd(grad_at)(u_star, d, fv), rhs)
         return out, (u_dot, jax.tree_util.tree_map(jnp.zeros_like, out[1]))
 
-    u, (f_solver, g_solver, h_solver, h_pd, solver_status, n_iter, f0) = optimum(u0, data, fixed_values)
+    u, solved = optimum(u0, data, fixed_values)
 
     # The solver's (or the polish's) last (f, g, H) were evaluated at u*: reuse them, with exact derivatives.
     def vgh(v, d, fv):
         return problem.objective(d, fv, split=split).value_grad_hess(v)
 
-    f, g, hess = _reuse_with_jvp((f_solver, g_solver, h_solver), vgh, u, data, fixed_values)
+    f, g, hess = _reuse_with_jvp(solved[:3], vgh, u, data, fixed_values)
+    return _result(
+        problem, options, cov_spec, u, (f, g, hess) + tuple(solved[3:]), fixed_values, data, n_obs, cov_groups
+    )
+
+
+def _result(problem, options, cov_spec, u, solved, fixed_values, data, n_obs, cov_groups, inverse=None) -> FitResult:
+    """The :class:`FitResult` at the optimum ``u``, from what the solver ended with: ``solved = (f, g, H, pd,
+    status, n_iter, f0)`` (``pd``: the solver judged ``H`` positive definite; ``f0``: the value at the start).
+    ``inverse``: the inverted information when the caller computed it (eager fits: once per parameter count)."""
+    spec = problem.spec
+    f, g, hess, h_pd, solver_status, n_iter, f0 = solved
+    n_obs = jnp.asarray(n_obs, u.dtype)
     # The log-likelihood at the start (the solver's first pass): the fact behind ``unbounded``.
     f0 = jax.lax.stop_gradient(f0)
-
     # The Newton solver (or the polish) judged this Hessian positive definite by the same rule when it accepted
     # the point: its judgment is reused instead of a third eigen-decomposition in the program.
-    inverse = invert_information(hess, pd=jax.lax.stop_gradient(h_pd) > 0.5)
+    if inverse is None:
+        inverse = invert_information(hess, pd=jax.lax.stop_gradient(h_pd) > 0.5)
     jac = jax.jacfwd(spec.flat_user)(u)
     cov, se, info, cov_u = fit_covariance(
         cov_spec, hess, problem, u, data, fixed_values, jac, codes=cov_groups, inverse=inverse
@@ -367,7 +412,7 @@ def _fit_program(
         aic=2.0 * k - 2.0 * loglik,
         bic=k * jnp.log(n_obs) - 2.0 * loglik,
         status=status,
-        n_iter=n_iter.astype(jnp.int32),
+        n_iter=jnp.asarray(n_iter).astype(jnp.int32),
         grad_norm=jnp.max(jnp.abs(g)),
         information=info,
         jacobian=jac,
@@ -384,13 +429,113 @@ def _fit_program(
     )
 
 
+#: The passes of eager Newton fits, one jitted function per (problem, layout of the rows, compile options): a
+#: fit looks its pass up once, and each iteration then calls it with arrays only (a static ``Problem`` argument
+#: would be hashed and compared at every call).
+_PASSES: OrderedDict = OrderedDict()
+_PASSES_MAX = 256
+
+
+def _pass_for(problem: Problem, split, lean: bool):
+    """The model's own ``(f, g, H)`` pass, ``(u, data, fixed_values) -> (f, g, H)``, jitted: what an eager Newton
+    fit compiles per model."""
+    key = (problem, split, lean)
+    fn = _PASSES.get(key)
+    if fn is None:
+
+        def value_grad_hess(u, data, fixed_values):
+            return problem.objective(data, fixed_values, split=split).value_grad_hess(u)
+
+        fn = jax.jit(value_grad_hess, compiler_options=LEAN_COMPILER_OPTIONS if lean else None)
+        _PASSES[key] = fn
+        while len(_PASSES) > _PASSES_MAX:
+            _PASSES.popitem(last=False)
+    else:
+        _PASSES.move_to_end(key)
+    return fn
+
+
+def _start_program(problem: Problem, free_init):
+    return problem.spec.to_unconstrained(free_init)
+
+
+def _result_program(problem, options, cov_spec, split, u, solved, fixed_values, data, n_obs, cov_groups, inverse):
+    del split  # part of the key only: the rows' layout of ``data``
+    return _result(problem, options, cov_spec, u, solved, fixed_values, data, n_obs, cov_groups, inverse)
+
+
+def _invert_program(hess, pd):
+    """The information's inverse (:func:`invert_information`): compiled once per parameter count and dtype."""
+    return invert_information(hess, pd=pd > 0.5)
+
+
+_start_compiled = jax.jit(_start_program, static_argnums=0)
+_start_compiled_lean = jax.jit(_start_program, static_argnums=0, compiler_options=LEAN_COMPILER_OPTIONS)
+_invert_compiled = jax.jit(_invert_program)
+_invert_compiled_lean = jax.jit(_invert_program, compiler_options=STEP_COMPILER_OPTIONS)
+_result_compiled = jax.jit(_result_program, static_argnums=(0, 1, 2, 3))
+_result_compiled_lean = jax.jit(_result_program, static_argnums=(0, 1, 2, 3), compiler_options=LEAN_COMPILER_OPTIONS)
+
+
+def _both(first, second):
+    if second is None:
+        return first
+
+    def report(it):
+        first(it)
+        second(it)
+
+    return report
+
+
+def host_driven(options: SolveOptions, traced: bool) -> bool:
+    """Eager Newton fits (one run, no multistart lanes) can iterate on the host (:mod:`~.solvers._host`). They do
+    where their rows stay on one device; rows laid out over several devices (``mj.use_cpu_devices()``) run the
+    whole fit as one program, unless the iterations are shown: a host loop there waits on every device at each
+    iteration (docs/internals.md#compile-time)."""
+    return not traced and isinstance(options.method, str) and options.method == "newton" and options.radii is None
+
+
+def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n_obs, cov_groups, report):
+    """An eager Newton fit driven from the host: the model's pass and the result are compiled per model, the
+    solver's step once per number of parameters (shared by every model)."""
+    split = plan.split
+    lean = plan.lean
+    # On the device once, not at each pass (rows the plan laid out over devices are there already).
+    data, fixed_values = jax.tree_util.tree_map(
+        lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a), (data, fixed_values)
+    )
+    u0 = (_start_compiled_lean if lean else _start_compiled)(problem, free_init)
+    pass_program = _pass_for(problem, split, lean)
+
+    def evaluate(u):
+        return pass_program(u, data, fixed_values)
+
+    state, status, n_iter = run_host(newton_options(options.tol), evaluate, u0, options.maxiter, report, lean)
+    dt = u0.dtype
+    solved = (
+        state.f,
+        state.g,
+        state.hess,
+        jnp.asarray(state.pd, dt),
+        jnp.asarray(status, dt),
+        jnp.asarray(n_iter, dt),
+        state.f0,
+    )
+    inverse = (_invert_compiled_lean if lean else _invert_compiled)(state.hess, solved[3])
+    program = _result_compiled_lean if lean else _result_compiled
+    return program(problem, options, cov_spec, split, state.x, solved, fixed_values, data, n_obs, cov_groups, inverse)
+
+
 _fit_compiled = jax.jit(_fit_program, static_argnums=(0, 1, 2, 3))
 _fit_compiled_lean = jax.jit(_fit_program, static_argnums=(0, 1, 2, 3), compiler_options=LEAN_COMPILER_OPTIONS)
 
 
 def compiled_programs() -> int:
-    """How many fit programs this process holds (both compile variants): tests check reuse with it."""
-    return compat.jit_cache_size(_fit_compiled) + compat.jit_cache_size(_fit_compiled_lean)
+    """How many fit programs this process holds (the fused programs of traced fits and the passes of eager Newton
+    fits, both compile variants): tests check reuse with it."""
+    fused = compat.jit_cache_size(_fit_compiled) + compat.jit_cache_size(_fit_compiled_lean)
+    return fused + sum(compat.jit_cache_size(fn) for fn in _PASSES.values())
 
 
 def _reuse_with_jvp(values, fn, *args):
