@@ -113,20 +113,29 @@ def test_old_names_warn_once_and_agree(fresh_warnings):
     np.testing.assert_array_equal(default.se["rate"], zero.se["rate"])
 
 
-def test_lr_test_with_toys_forwards_to_lr_test_toys(fresh_warnings):
+def test_lr_test_with_toys_forwards_to_lr_test_toys(fresh_warnings, monkeypatch):
+    """``lr_test(toys=)`` warns and hands its arguments to ``lr_test_toys`` (whose toys tests/test_bootstrap.py
+    checks against the exact null distribution); ``lr_test_toys(toys=)`` is ``n_samples``."""
+    from mlejax._src import extensions
+
     x = np.random.default_rng(4).normal(0.3, 1.0, size=20)
     f = lambda p, x: jax.scipy.stats.norm.logpdf(x, p["mu"], p["sigma"])  # noqa: E731
     c = {"sigma": mj.positive}
     full = mj.fit(f, {"mu": 0.0, "sigma": 1.0}, x, constraints=c)
     null = mj.fit(f, {"mu": 0.0, "sigma": 1.0}, x, constraints=c, fixed={"mu": 0.0})
-    sim = lambda p, key: p["mu"] + p["sigma"] * jax.random.normal(key, (20,))  # noqa: E731
-    new = mj.lr_test_toys(null, full, n_samples=16, simulate=sim, key=jax.random.key(1))
-    old, msg = _one_warning(lambda: mj.lr_test(null, full, toys=16, simulate=sim, key=jax.random.key(1)))
-    assert "lr_test_toys" in msg and type(old) is type(new)
-    np.testing.assert_array_equal(old.toys, new.toys)
-    old, msg = _one_warning(lambda: mj.lr_test_toys(null, full, toys=16, simulate=sim, key=jax.random.key(1)))
-    assert "n_samples=" in msg
-    np.testing.assert_array_equal(old.toys, new.toys)
+    sim, key = object(), jax.random.key(1)
+    calls = []
+    real = mj.lr_test_toys  # (imports the batch module, which registers it)
+    monkeypatch.setitem(extensions._REGISTRY, "lr_test_toys", lambda *a, **kw: calls.append((a, kw)) or "toys")
+    out, msg = _one_warning(lambda: mj.lr_test(null, full, toys=16, simulate=sim, key=key))
+    assert out == "toys" and "lr_test_toys" in msg
+    assert calls == [((null, full), {"n_samples": 16, "simulate": sim, "key": key})]
+    monkeypatch.setitem(extensions._REGISTRY, "lr_test_toys", real)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="n_samples must be a positive integer"):
+            mj.lr_test_toys(null, full, toys=0, simulate=lambda p, k: x)
+    assert any("n_samples=" in str(w.message) for w in got if issubclass(w.category, DeprecationWarning))
     assert type(mj.lr_test(null, full)) is mj.Chi2Test
 
 
