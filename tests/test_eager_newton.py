@@ -1,5 +1,6 @@
 """Eager Newton fits iterate on the host (issue "First call"): the model's pass is compiled per model, the
-solver's step once per number of parameters; ``verbose=True`` and ``callback=`` show the iterations.
+solver's step runs in NumPy (compiled once per number of parameters when a process has run it long enough);
+``verbose=True`` and ``callback=`` show the iterations.
 
 The two drivers run the same step function (``solvers._newton.tell``): on NIST StRD problems from their far
 start, the eager fit and ``jax.jit(fit)`` (one ``lax.while_loop``) take the same number of iterations to the
@@ -104,6 +105,34 @@ def test_models_with_the_same_number_of_parameters_share_the_step():
     steps, programs = step_programs(), compiled_programs()
     res = mj.fit(gumbel, {"loc": 0.0, "scale": 1.0}, X, constraints=cons)
     assert bool(res.converged)
-    if steps:  # JAX reports the sizes of jit caches
-        assert step_programs() == steps  # the second model compiled no step
+    assert step_programs() == steps  # the second model compiled no step (NumPy's, or the one compiled before)
+    if programs:  # JAX reports the sizes of jit caches
         assert compiled_programs() == programs + 1  # only its own pass
+
+
+def test_the_step_is_compiled_once_numpy_steps_have_cost_as_much(monkeypatch):
+    # Rent or buy: the step runs in NumPy until a kind of fit has spent COMPILE_AFTER_S in it, then compiled; both
+    # give the fit of the NumPy step (and of jit) to rounding, in the same iterations.
+    from mlejax._src.solvers import _host
+
+    def weibull(p, x):
+        c, z = p["c"], x / p["scale"]
+        return jnp.log(c / p["scale"]) + (c - 1.0) * jnp.log(z) - z**c
+
+    x = np.random.default_rng(3).weibull(1.7, 300) * 2.0 + 0.01
+    init, cons = {"c": 1.0, "scale": 1.0}, {"c": mj.positive, "scale": mj.positive}
+    monkeypatch.setattr(_host, "_host_seconds", type(_host._host_seconds)())
+    monkeypatch.setattr(_host, "_compiled_keys", set())
+    monkeypatch.setattr(_host, "COMPILE_AFTER_S", 0.0)
+    steps = step_programs()
+    first = mj.fit(weibull, init, x, constraints=cons, tol=1e-10)  # NumPy (nothing spent yet)
+    assert step_programs() == steps and len(_host._compiled_keys) == 0
+    second = mj.fit(weibull, init, x, constraints=cons, tol=1e-10)  # compiled now
+    assert len(_host._compiled_keys) == 1
+    if steps or step_programs():
+        assert step_programs() == steps + 1
+    traced = jax.jit(lambda x: mj.fit(weibull, init, x, constraints=cons, tol=1e-10))(x)
+    for res in (second, traced):
+        assert int(res.n_iter) == int(first.n_iter) and int(res.status) == int(first.status) == 0
+        np.testing.assert_allclose(np.asarray(res.unconstrained), np.asarray(first.unconstrained), rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(res.cov), np.asarray(first.cov), rtol=1e-9)

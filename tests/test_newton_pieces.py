@@ -319,3 +319,77 @@ def test_ask_tell_host_loop():
     assert int(state.status) == Status.success and int(state.n_step) == 1 and int(state.n_eval) == 2
     np.testing.assert_allclose(np.asarray(state.x), C, rtol=1e-12)
     np.testing.assert_allclose(float(state.f), 0.0, atol=1e-20)
+
+
+# -- the same pieces on NumPy arrays (the eager driver's step) ------------------------------------------------
+
+
+def _run_both(fun, x0, steps=60):
+    """Drive ``ask``/``tell`` with the exact (f, g, H) of ``fun`` on JAX arrays (compiled) and on NumPy arrays
+    (the eager driver's step); returns both sequences of states."""
+    from mlejax._src.engine.xp import host_errors
+
+    vgh = jax.jit(lambda x: (fun(x), jax.grad(fun)(x), jax.hessian(fun)(x)))
+    sj = initial_state(arr(x0), OPTIONS)
+    sn = nt.initial_state(np.asarray(x0, np.float64), OPTIONS)
+    out = []
+    for _ in range(steps):
+        ev = vgh(ask(sj, OPTIONS))
+        sj = tell(sj, Evaluation(*ev), OPTIONS)
+        with host_errors():
+            xn = nt.ask(sn, OPTIONS)
+            sn = nt.tell(sn, Evaluation(*(np.asarray(a) for a in vgh(jnp.asarray(xn)))), OPTIONS)
+        out.append((sj, sn))
+        if bool(sj.done) and bool(sn.done):
+            break
+    return out
+
+
+@pytest.mark.parametrize(
+    "fun, x0",
+    [
+        (lambda x: (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2, [-1.2, 1.0]),  # Rosenbrock: boundary steps
+        (lambda x: x[0] ** 4 + x[0] * x[1] + (1.0 + x[1]) ** 2 - jnp.cos(x[2]) + x[2] ** 2 / 8, [1.0, -3.0, 2.5]),
+    ],
+)
+def test_the_pieces_on_numpy_arrays_take_the_iterates_of_the_compiled_ones(fun, x0):
+    # Same functions, two namespaces: the iterates agree to rounding (LAPACK's eigen-decomposition on the host
+    # against the Jacobi method in the program) and every decision (accept, status, counts) is the same.
+    pairs = _run_both(fun, x0)
+    for sj, sn in pairs:
+        assert isinstance(sn.x, np.ndarray) and not isinstance(sn.x, jax.Array)
+        assert (int(sj.n_step), int(sj.n_reject), int(sj.n_eval), bool(sj.pending), bool(sj.done)) == (
+            int(sn.n_step),
+            int(sn.n_reject),
+            int(sn.n_eval),
+            bool(sn.pending),
+            bool(sn.done),
+        )
+        np.testing.assert_allclose(sn.x, np.asarray(sj.x), rtol=1e-11, atol=1e-13)
+        np.testing.assert_allclose(sn.radius, float(sj.radius), rtol=1e-9)
+    sj, sn = pairs[-1]
+    assert bool(sn.done) and int(sn.status) == int(sj.status) == Status.success
+    assert len(pairs) > 5  # a real run, not a start at the optimum
+
+
+def test_numpy_namespace_keeps_numpy_semantics():
+    from mlejax._src.engine.xp import NUMPY, host_errors, namespace
+
+    assert namespace(np.ones(2), 1.0) is NUMPY and namespace(np.ones(2), jnp.ones(2)) is not NUMPY
+    f32 = np.float32(2.5)
+    for a, b in [(f32, 1.0), (np.float64(-1.0), np.float64(np.nan)), (np.float64(np.nan), 3.0), (2.0, np.float64(3))]:
+        for ours, theirs in [(NUMPY.maximum, np.maximum), (NUMPY.minimum, np.minimum)]:
+            got, want = ours(a, b), theirs(a, b)
+            assert np.dtype(type(got)) == np.asarray(want).dtype
+            np.testing.assert_equal(got, want)
+    with host_errors():
+        for v in [np.float64(4.0), np.float32(-4.0), np.float64(np.inf), np.array([1.0, -1.0])]:
+            np.testing.assert_equal(NUMPY.sqrt(v), np.sqrt(v))
+            np.testing.assert_equal(NUMPY.isfinite(v), np.isfinite(v))
+    # where: a choice between two arrays of one shape and dtype, NumPy's broadcasting otherwise
+    a, b = np.arange(3.0), np.zeros(3)
+    assert NUMPY.where(np.bool_(True), a, b) is a
+    np.testing.assert_equal(NUMPY.where(np.bool_(False), a, 1.0), np.ones(3))
+    np.testing.assert_equal(NUMPY.where(a > 0, a, -1.0), np.where(a > 0, a, -1.0))
+    assert NUMPY.where(np.bool_(False), np.float32(1), 2.0).dtype == np.float32
+    assert NUMPY.set_at(a, 1, 7.0).tolist() == [0.0, 7.0, 2.0] and a.tolist() == [0.0, 1.0, 2.0]

@@ -1,5 +1,6 @@
 """Profile-likelihood intervals and curves (mlejax/_src/inference/profile.py)."""
 
+import importlib
 import math
 
 import jax
@@ -282,3 +283,44 @@ def test_profile_bad_input(normal_fit, logit_fit, xdata):
         bare.profile_ci("mu")
     with pytest.raises(ValueError, match="constraints"):
         mj.profile_ci(normal_fit, "mu", loglik=normal, data=xdata, constraints={"sigma": mj.interval(0, 9)})
+
+
+def beta_binomial_mix(p, data):
+    # a real location, a positive scale, a probability (unit interval) and a vector element
+    x, k = data
+    t = jnp.arange(x.size) / x.size
+    ll_x = stats.norm.logpdf(x, p["loc"] + p["b"][0] * t + p["b"][1] * t**2 + p["shift"], p["scale"])
+    return jnp.sum(ll_x) + jnp.sum(k * jnp.log(p["q"]) + (1 - k) * jnp.log1p(-p["q"]))
+
+
+def test_eager_profiles_iterate_on_the_host_with_the_fit_pass():
+    # res.profile_ci of an eager Newton fit runs the search on the host, each point a host-driven Newton fit on
+    # the fit's own compiled pass: nothing is compiled for the profile, and the ends are those of the profile's
+    # compiled program (the functional form) to the search's tolerance.
+    from mlejax._src.engine.compat import jit_cache_size
+    from mlejax._src.fit import compiled_programs
+
+    prof = importlib.import_module("mlejax._src.inference.profile")
+
+    data = (jnp.asarray(RNG.normal(1.0, 2.0, 60)), jnp.asarray((RNG.random(25) < 0.2).astype(float)))
+    init = {"loc": 0.0, "scale": 1.0, "q": 0.5, "b": jnp.zeros(2), "shift": 0.0}
+    cons = {"scale": mj.positive, "q": mj.unit_interval}
+    res = mj.fit(beta_binomial_mix, init, data, constraints=cons, fixed={"shift": 0.5})
+    names = ["loc", "scale", "q", "b[0]"]
+    programs, profiles = compiled_programs(), jit_cache_size(prof._profile_ends)
+    host = res.profile_ci(names, level=0.9)
+    # no model program and no profile program compiled for it
+    assert (compiled_programs(), jit_cache_size(prof._profile_ends)) == (programs, profiles)
+    ci = mj.profile_ci(res, names, 0.9, loglik=beta_binomial_mix, data=data, constraints=cons)
+    np.testing.assert_allclose(host, np.stack([np.asarray(ci.lower), np.asarray(ci.upper)], -1), rtol=1e-8)
+    assert bool(np.all(np.asarray(ci.converged)))
+    # the q interval against the closed form of a binomial proportion's profile (the other parameters do not
+    # enter its likelihood): n [phat log(phat/q) + (1-phat) log((1-phat)/(1-q))] = chi2_1(0.9) / 2
+    k = np.asarray(data[1])
+    phat, n = k.mean(), k.size
+
+    def lr(q):
+        return 2 * n * (phat * np.log(phat / q) + (1 - phat) * np.log((1 - phat) / (1 - q))) - sps.chi2.ppf(0.9, 1)
+
+    ends = optimize.brentq(lr, 1e-6, phat, xtol=1e-14), optimize.brentq(lr, phat, 1 - 1e-9, xtol=1e-14)
+    np.testing.assert_allclose(host[2], ends, rtol=1e-8)

@@ -54,6 +54,12 @@ class Held(NamedTuple):
     idx: tuple
     cap: int
 
+    @property
+    def coordinate(self):
+        """The index of the element's one unconstrained coordinate when holding it fixes that coordinate (an
+        elementwise constraint), else ``None``."""
+        return int(self.idx[0]) if isinstance(self.slice, _ElemSlice) else None
+
 
 class Constraint:
     """Base class: the identity map on the reals."""

@@ -11,7 +11,6 @@ The optimum is differentiable with respect to the data and the fixed values by i
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -25,6 +24,7 @@ from .engine.cache import store_any_compile
 from .engine.functions import canonical_function
 from .engine.linalg import solve as linear_solve
 from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, score_rows
+from .engine.xp import host_errors
 from .information import invert_information
 from .params import is_traced
 from .problem import (
@@ -39,7 +39,7 @@ from .problem import (
 )
 from .result import FitResult
 from .solvers import NEWTON_MAX_K, newton, run
-from .solvers._host import STEP_COMPILER_OPTIONS, newton_options, printer, run_host
+from .solvers._host import PASSES, HostPass, model_pass, newton_options, printer, run_host
 from .solvers.multistart import run_lanes
 from .status import ConvergenceWarning, SingularFitWarning, Status, final_status, grew_without_bound
 from .summary import diverging_words, singular_random, singular_words
@@ -290,7 +290,8 @@ def fit(
     )
     if random is not None:  # follow-ups (profiles, tests) start their inner Newton at the modes
         fixed_values = laplace.at_modes(problem.loglik, fixed_values, res.params)
-    res._set_eager_state(BoundProblem(problem, data, fixed_values, kwargs))
+    host_pass = HostPass(model_pass(problem, plan.split, plan.lean), run_data) if host else None
+    res._set_eager_state(BoundProblem(problem, data, fixed_values, kwargs, host_pass))
     return res
 
 
@@ -429,32 +430,6 @@ def _result(problem, options, cov_spec, u, solved, fixed_values, data, n_obs, co
     )
 
 
-#: The passes of eager Newton fits, one jitted function per (problem, layout of the rows, compile options): a
-#: fit looks its pass up once, and each iteration then calls it with arrays only (a static ``Problem`` argument
-#: would be hashed and compared at every call).
-_PASSES: OrderedDict = OrderedDict()
-_PASSES_MAX = 256
-
-
-def _pass_for(problem: Problem, split, lean: bool):
-    """The model's own ``(f, g, H)`` pass, ``(u, data, fixed_values) -> (f, g, H)``, jitted: what an eager Newton
-    fit compiles per model."""
-    key = (problem, split, lean)
-    fn = _PASSES.get(key)
-    if fn is None:
-
-        def value_grad_hess(u, data, fixed_values):
-            return problem.objective(data, fixed_values, split=split).value_grad_hess(u)
-
-        fn = jax.jit(value_grad_hess, compiler_options=LEAN_COMPILER_OPTIONS if lean else None)
-        _PASSES[key] = fn
-        while len(_PASSES) > _PASSES_MAX:
-            _PASSES.popitem(last=False)
-    else:
-        _PASSES.move_to_end(key)
-    return fn
-
-
 def _start_program(problem: Problem, free_init):
     return problem.spec.to_unconstrained(free_init)
 
@@ -464,15 +439,8 @@ def _result_program(problem, options, cov_spec, split, u, solved, fixed_values, 
     return _result(problem, options, cov_spec, u, solved, fixed_values, data, n_obs, cov_groups, inverse)
 
 
-def _invert_program(hess, pd):
-    """The information's inverse (:func:`invert_information`): compiled once per parameter count and dtype."""
-    return invert_information(hess, pd=pd > 0.5)
-
-
 _start_compiled = jax.jit(_start_program, static_argnums=0)
 _start_compiled_lean = jax.jit(_start_program, static_argnums=0, compiler_options=LEAN_COMPILER_OPTIONS)
-_invert_compiled = jax.jit(_invert_program)
-_invert_compiled_lean = jax.jit(_invert_program, compiler_options=STEP_COMPILER_OPTIONS)
 _result_compiled = jax.jit(_result_program, static_argnums=(0, 1, 2, 3))
 _result_compiled_lean = jax.jit(_result_program, static_argnums=(0, 1, 2, 3), compiler_options=LEAN_COMPILER_OPTIONS)
 
@@ -506,25 +474,20 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
         lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a), (data, fixed_values)
     )
     u0 = (_start_compiled_lean if lean else _start_compiled)(problem, free_init)
-    pass_program = _pass_for(problem, split, lean)
+    pass_program = model_pass(problem, split, lean)
 
     def evaluate(u):
         return pass_program(u, data, fixed_values)
 
     state, status, n_iter = run_host(newton_options(options.tol), evaluate, u0, options.maxiter, report, lean)
-    dt = u0.dtype
-    solved = (
-        state.f,
-        state.g,
-        state.hess,
-        jnp.asarray(state.pd, dt),
-        jnp.asarray(status, dt),
-        jnp.asarray(n_iter, dt),
-        state.f0,
-    )
-    inverse = (_invert_compiled_lean if lean else _invert_compiled)(state.hess, solved[3])
+    dt = state.x.dtype
+    solved = (state.f, state.g, state.hess, np.asarray(state.pd, dt), np.asarray(status, dt), np.asarray(n_iter, dt))
+    with host_errors():  # on the host too: a k x k matrix (nothing to compile per parameter count)
+        inverse = invert_information(state.hess, pd=state.pd)
     program = _result_compiled_lean if lean else _result_compiled
-    return program(problem, options, cov_spec, split, state.x, solved, fixed_values, data, n_obs, cov_groups, inverse)
+    return program(
+        problem, options, cov_spec, split, state.x, solved + (state.f0,), fixed_values, data, n_obs, cov_groups, inverse
+    )
 
 
 _fit_compiled = jax.jit(_fit_program, static_argnums=(0, 1, 2, 3))
@@ -535,7 +498,7 @@ def compiled_programs() -> int:
     """How many fit programs this process holds (the fused programs of traced fits and the passes of eager Newton
     fits, both compile variants): tests check reuse with it."""
     fused = compat.jit_cache_size(_fit_compiled) + compat.jit_cache_size(_fit_compiled_lean)
-    return fused + sum(compat.jit_cache_size(fn) for fn in _PASSES.values())
+    return fused + sum(compat.jit_cache_size(fn) for fn in PASSES.values())
 
 
 def _reuse_with_jvp(values, fn, *args):

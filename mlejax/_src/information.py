@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
-from .engine.linalg import eigh, jacobi_scale, pd_threshold, spd_inverse, symmetrize
+from .engine.linalg import jacobi_scale, pd_threshold, symmetrize
+from .engine.xp import namespace
 
 
 class Inverse(NamedTuple):
@@ -29,28 +29,30 @@ def invert_information(info, pd=None) -> Inverse:
     solver decomposes the Jacobi-scaled Hessian of every point it accepts,
     :func:`~mlejax._src.engine.linalg.scaled_eigh`);
     the eigen-decomposition is then not computed again (a fit's program is that much smaller to compile:
-    docs/internals.md#compile-time). A non-finite matrix is never positive definite.
+    docs/internals.md#compile-time). A non-finite matrix is never positive definite. JAX or NumPy arrays
+    (:mod:`~mlejax._src.engine.xp`: eager fits invert on the host, run under ``host_errors()``).
     """
+    xp = namespace(info)
     k = info.shape[0]
     info = symmetrize(info)
     d = jacobi_scale(info)
     dd = d[:, None] * d[None, :]
     scaled = info / dd
-    finite = jnp.all(jnp.isfinite(scaled))
-    eye = jnp.eye(k, dtype=info.dtype)
-    safe = jnp.where(finite, scaled, eye)
+    finite = xp.all(xp.isfinite(scaled))
+    eye = xp.eye(k, dtype=info.dtype)
+    safe = xp.where(finite, scaled, eye)
     # The eigenvalues only judge positive definiteness: their derivative is undefined at repeated
     # eigenvalues (a diagonal information scales to the identity), so they are kept out of autodiff and
     # the inverse itself comes from a Cholesky solve, which differentiates cleanly.
     if not k:
-        pd = jnp.asarray(True)
+        pd = xp.asarray(True)
     elif pd is not None:
-        pd = finite & jnp.asarray(pd)
+        pd = finite & xp.asarray(pd)
     else:
-        lam = eigh(jax.lax.stop_gradient(safe))[0]
+        lam = xp.eigh(xp.stop_gradient(safe))[0]
         pd = finite & (lam[0] > pd_threshold(lam))
-    cov = spd_inverse(jnp.where(pd, safe, eye)) / dd
-    cov = jnp.where(pd, symmetrize(cov), jnp.nan)
+    cov = xp.spd_inverse(xp.where(pd, safe, eye)) / dd
+    cov = xp.where(pd, symmetrize(cov), xp.nan)
     return Inverse(cov, pd)
 
 

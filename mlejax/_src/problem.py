@@ -154,6 +154,7 @@ class BoundProblem:
     data: Any
     fixed_values: Any
     fit_kwargs: dict  # every keyword of mj.fit that reproduces the fit (loglik, init, data, constraints, ...)
+    host_pass: Any = None  # solvers._host.HostPass of a fit iterated on the host: its compiled (f, g, H) pass
 
     @property
     def constraints(self):

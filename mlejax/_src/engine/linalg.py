@@ -16,24 +16,28 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .xp import namespace
+
 
 def symmetrize(a):
-    """``(A + A') / 2`` over the last two axes."""
-    return 0.5 * (a + jnp.swapaxes(a, -1, -2))
+    """``(A + A') / 2`` over the last two axes (JAX or NumPy arrays: :mod:`.xp`)."""
+    return 0.5 * (a + namespace(a).swapaxes(a, -1, -2))
 
 
 def pd_threshold(eigvals):
     """Smallest eigenvalue (of a Jacobi-scaled matrix) counted as positive: ``10 k eps max|lambda|``."""
+    xp = namespace(eigvals)
     k = eigvals.shape[-1]
-    eps = jnp.finfo(eigvals.dtype).eps
-    top = jnp.maximum(jnp.max(jnp.abs(eigvals), axis=-1, initial=0.0), jnp.finfo(eigvals.dtype).tiny)
+    eps = xp.finfo(eigvals.dtype).eps
+    top = xp.maximum(xp.max(xp.abs(eigvals), axis=-1, initial=0.0), xp.finfo(eigvals.dtype).tiny)
     return 10.0 * max(k, 1) * eps * top
 
 
 def jacobi_scale(a):
     """``d = sqrt|diag A|`` (1 where that is zero or not finite), so that ``A / (d d')`` has unit diagonal."""
-    d = jnp.sqrt(jnp.abs(jnp.diagonal(a, axis1=-2, axis2=-1)))
-    return jnp.where((d > 0) & jnp.isfinite(d), d, jnp.ones((), d.dtype))
+    xp = namespace(a)
+    d = xp.sqrt(xp.abs(xp.diagonal(a, axis1=-2, axis2=-1)))
+    return xp.where((d > 0) & xp.isfinite(d), d, xp.ones((), d.dtype))
 
 
 class ScaledEigh(NamedTuple):
@@ -46,11 +50,12 @@ class ScaledEigh(NamedTuple):
 
 
 def scaled_eigh(a) -> ScaledEigh:
-    """Jacobi-scale a symmetric matrix, decompose it and judge positive definiteness."""
+    """Jacobi-scale a symmetric matrix, decompose it and judge positive definiteness (JAX or NumPy: :mod:`.xp`)."""
+    xp = namespace(a)
     d = jacobi_scale(a)
     scaled = symmetrize(a / (d[..., :, None] * d[..., None, :]))
-    lam, vec = eigh(scaled)
-    pd = lam[..., 0] > pd_threshold(lam) if a.shape[-1] else jnp.asarray(True)
+    lam, vec = xp.eigh(scaled)
+    pd = lam[..., 0] > pd_threshold(lam) if a.shape[-1] else xp.asarray(True)
     return ScaledEigh(lam, vec, d, pd)
 
 

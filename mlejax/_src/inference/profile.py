@@ -25,9 +25,11 @@ from jax import lax
 
 from .. import extensions
 from ..constraints import CAP_ATANH, CAP_LOG, CAP_LOGIT, Held
+from ..engine.xp import host_errors, namespace
 from ..information import invert_information
 from ..problem import DEFAULT_MAXITER, Problem, default_tol
 from ..solvers import get_solver, run
+from ..solvers._host import newton_options, run_host
 from ..status import Status, usable
 from ._common import bound_problem, check_level, check_result, chi2_1_quantile, is_concrete, problem_of, run_compiled
 
@@ -133,46 +135,59 @@ class _Lane(NamedTuple):
 def _one_side(cfg: _ProfileCfg, idx, cap, side, u_hat, cov_u, ll_hat, zstar, data, fixed_values):
     """Distance ``tau`` from ``t_hat`` along ``side`` to where the signed root ``z`` reaches ``zstar``."""
     slc = cfg.slice
-    dtype = u_hat.dtype
     w_hat, t_hat = slc.split(u_hat, idx)
     grad_t = jax.grad(lambda u: slc.split(u, idx)[1])(u_hat)
     var_t = grad_t @ cov_u @ grad_t
-    fallback = 0.1 * jnp.maximum(1.0, jnp.abs(t_hat))
-    se_t = jnp.where(jnp.isfinite(var_t) & (var_t > 0), jnp.sqrt(jnp.abs(var_t)), fallback)
-    tau_max = jnp.select(
-        [cap == CAP_LOG, cap == CAP_LOGIT, cap == CAP_ATANH],
-        [jnp.asarray(40.0, dtype), 37.0 - side * t_hat, 18.5 - side * t_hat],
-        1e6 * se_t,
+
+    def evaluate(t, w0):
+        return _evaluate(cfg, t, w0, idx, data, fixed_values)
+
+    return root_search(evaluate, cap, side, w_hat, t_hat, var_t, ll_hat, zstar, cfg.max_eval)
+
+
+def root_search(evaluate: Callable, cap, side, w_hat, t_hat, var_t, ll_hat, zstar, max_eval: int):
+    """The search of :func:`_one_side` given ``evaluate(t, w0) -> _Eval`` (the profile point at ``t`` refitted from
+    ``w0``) and the variance ``var_t`` of the held coordinate at the estimate: ``(t_hat, tau, open, nonmonotone,
+    ok, n_eval)``. Written once for JAX arrays (inside the profile's program) and NumPy arrays (eager profiles
+    on the host, each point a host-driven fit: :mod:`~mlejax._src.engine.xp`)."""
+    xp = namespace(w_hat)
+    dtype = w_hat.dtype
+    fallback = 0.1 * xp.maximum(1.0, xp.abs(t_hat))
+    se_t = xp.where(xp.isfinite(var_t) & (var_t > 0), xp.sqrt(xp.abs(var_t)), fallback)
+    tau_max = xp.where(
+        cap == CAP_LOG,
+        xp.asarray(40.0, dtype),
+        xp.where(cap == CAP_LOGIT, 37.0 - side * t_hat, xp.where(cap == CAP_ATANH, 18.5 - side * t_hat, 1e6 * se_t)),
     )
     step0 = 1.1 * zstar * se_t
-    eps = jnp.finfo(dtype).eps
-    ztol = 1e-10 + 100.0 * eps * (1.0 + jnp.abs(ll_hat))
+    eps = xp.finfo(dtype).eps
+    ztol = 1e-10 + 100.0 * eps * (1.0 + xp.abs(ll_hat))
     mono_tol = 1e-6 + 1e4 * ztol
-    inf = jnp.asarray(jnp.inf, dtype)
-    nan = jnp.asarray(jnp.nan, dtype)
+    inf = xp.asarray(xp.inf, dtype)
+    nan = xp.asarray(xp.nan, dtype)
 
     def cond(s):
         return ~s.done
 
     def body(s: _Lane) -> _Lane:
         bracketing = ~s.have_out
-        pred = s.tau_in + (zstar - s.z_in) / jnp.where(s.dz_in > 0, s.dz_in, 1.0)
-        grow = jnp.where(s.dz_in > 0, s.tau_in + 1.1 * (pred - s.tau_in), 5.0 * s.tau_in)
-        tb = jnp.clip(grow, s.tau_in + 0.1 * step0, 5.0 * s.tau_in)
-        tb = jnp.where(s.tau_in > 0, tb, step0)
-        tb = jnp.minimum(tb, tau_max)
-        newton = s.tau_last + (zstar - s.z_last) / jnp.where(s.dz_last > 0, s.dz_last, 1.0)
-        use_newton = (s.dz_last > 0) & jnp.isfinite(newton) & (newton > s.tau_in) & (newton < s.tau_out)
-        tr = jnp.where(use_newton, newton, 0.5 * (s.tau_in + s.tau_out))
-        tau = jnp.where(bracketing, tb, tr)
-        near_out = s.have_out & (s.tau_out - tau < tau - s.tau_in) & jnp.isfinite(s.z_out)
-        w0 = jnp.where(near_out, s.w_out, s.w_in)
-        ev = _evaluate(cfg, t_hat + side * tau, w0, idx, data, fixed_values)
+        pred = s.tau_in + (zstar - s.z_in) / xp.where(s.dz_in > 0, s.dz_in, 1.0)
+        grow = xp.where(s.dz_in > 0, s.tau_in + 1.1 * (pred - s.tau_in), 5.0 * s.tau_in)
+        tb = xp.clip(grow, s.tau_in + 0.1 * step0, 5.0 * s.tau_in)
+        tb = xp.where(s.tau_in > 0, tb, step0)
+        tb = xp.minimum(tb, tau_max)
+        newton = s.tau_last + (zstar - s.z_last) / xp.where(s.dz_last > 0, s.dz_last, 1.0)
+        use_newton = (s.dz_last > 0) & xp.isfinite(newton) & (newton > s.tau_in) & (newton < s.tau_out)
+        tr = xp.where(use_newton, newton, 0.5 * (s.tau_in + s.tau_out))
+        tau = xp.where(bracketing, tb, tr)
+        near_out = s.have_out & (s.tau_out - tau < tau - s.tau_in) & xp.isfinite(s.z_out)
+        w0 = xp.where(near_out, s.w_out, s.w_in)
+        ev = evaluate(t_hat + side * tau, w0)
         lr = 2.0 * (ll_hat - ev.ll)
-        finite = jnp.isfinite(ev.ll)
-        z = jnp.where(finite, jnp.sqrt(jnp.maximum(lr, 0.0)), inf)
-        dz = side * (-ev.dll) / jnp.where(z > 0, z, 1.0)
-        dz = jnp.where(finite, dz, nan)
+        finite = xp.isfinite(ev.ll)
+        z = xp.where(finite, xp.sqrt(xp.maximum(lr, 0.0)), inf)
+        dz = side * (-ev.dll) / xp.where(z > 0, z, 1.0)
+        dz = xp.where(finite, dz, nan)
         outside = z >= zstar
         better = lr < -mono_tol
         nonmono = (
@@ -182,27 +197,27 @@ def _one_side(cfg: _ProfileCfg, idx, cap, side, u_hat, cov_u, ll_hat, zstar, dat
             | (outside & s.have_out & (tau < s.tau_out) & (z > s.z_out + mono_tol))
         )
         new_in = ~outside
-        tau_in = jnp.where(new_in, tau, s.tau_in)
-        z_in = jnp.where(new_in, z, s.z_in)
-        dz_in = jnp.where(new_in, dz, s.dz_in)
-        w_in = jnp.where(new_in, ev.w, s.w_in)
-        tau_out = jnp.where(outside, tau, s.tau_out)
-        z_out = jnp.where(outside, z, s.z_out)
-        w_out = jnp.where(outside & finite, ev.w, s.w_out)
+        tau_in = xp.where(new_in, tau, s.tau_in)
+        z_in = xp.where(new_in, z, s.z_in)
+        dz_in = xp.where(new_in, dz, s.dz_in)
+        w_in = xp.where(new_in, ev.w, s.w_in)
+        tau_out = xp.where(outside, tau, s.tau_out)
+        z_out = xp.where(outside, z, s.z_out)
+        w_out = xp.where(outside & finite, ev.w, s.w_out)
         have_out = s.have_out | outside
         n_eval = s.n_eval + 1
-        conv_z = jnp.abs(z - zstar) <= ztol
-        width_tol = 8.0 * eps * (1.0 + jnp.abs(t_hat) + tau_in)
+        conv_z = xp.abs(z - zstar) <= ztol
+        width_tol = 8.0 * eps * (1.0 + xp.abs(t_hat) + tau_in)
         conv_w = have_out & (tau_out - tau_in <= width_tol)
         at_cap = bracketing & new_in & (tau >= tau_max * (1.0 - 1e-12))
-        exhausted = n_eval >= cfg.max_eval
+        exhausted = n_eval >= max_eval
         done = conv_z | conv_w | at_cap | exhausted
-        frac = (zstar - z_in) / jnp.where(z_out > z_in, z_out - z_in, 1.0)
-        interp = jnp.where(jnp.isfinite(z_out), tau_in + jnp.clip(frac, 0.0, 1.0) * (tau_out - tau_in), tau_in)
-        result = jnp.where(conv_z, tau, interp)
-        width_ok = conv_w & jnp.isfinite(z_out) & (jnp.abs(z_out - z_in) <= 1e-6)
+        frac = (zstar - z_in) / xp.where(z_out > z_in, z_out - z_in, 1.0)
+        interp = xp.where(xp.isfinite(z_out), tau_in + xp.clip(frac, 0.0, 1.0) * (tau_out - tau_in), tau_in)
+        result = xp.where(conv_z, tau, interp)
+        width_ok = conv_w & xp.isfinite(z_out) & (xp.abs(z_out - z_in) <= 1e-6)
         good = s.ok & ev.ok | (outside & ~finite & s.ok)  # a non-finite trial point is not a failed fit
-        ok = jnp.where(done, good & (conv_z | width_ok | at_cap), good)
+        ok = xp.where(done, good & (conv_z | width_ok | at_cap), good)
         return _Lane(
             tau_in=tau_in, z_in=z_in, dz_in=dz_in, w_in=w_in,
             tau_out=tau_out, z_out=z_out, w_out=w_out, have_out=have_out,
@@ -211,15 +226,15 @@ def _one_side(cfg: _ProfileCfg, idx, cap, side, u_hat, cov_u, ll_hat, zstar, dat
         )  # fmt: skip
 
     start_open = tau_max <= 0
-    zero = jnp.zeros((), dtype)
+    zero = xp.zeros((), dtype)
     s0 = _Lane(
         tau_in=zero, z_in=zero, dz_in=nan, w_in=w_hat,
-        tau_out=inf, z_out=inf, w_out=w_hat, have_out=jnp.asarray(False),
+        tau_out=inf, z_out=inf, w_out=w_hat, have_out=xp.asarray(False),
         tau_last=zero, z_last=zero, dz_last=nan,
-        n_eval=jnp.asarray(0, jnp.int32), done=start_open, open_=start_open, nonmono=jnp.asarray(False),
-        ok=jnp.asarray(True), result=zero,
+        n_eval=xp.asarray(0, xp.int32), done=start_open, open_=start_open, nonmono=xp.asarray(False),
+        ok=xp.asarray(True), result=zero,
     )  # fmt: skip
-    s = lax.while_loop(cond, body, s0)
+    s = xp.while_loop(cond, body, s0)
     return t_hat, s.result, s.open_, s.nonmono, s.ok, s.n_eval
 
 
@@ -470,9 +485,11 @@ def profile_ci_eager(res, names, level, method=None, tol=None, maxiter=None):
     if names is None:
         names = list(res.param_names)
     method = _refit_method(prob, method)
-    out = _profile_ci(prob.problem, res, names, level, prob.data, prob.fixed_values, method, tol, maxiter)
+    out = _profile_ci_host(prob, res, names, level, method, tol, maxiter)
+    if out is None:
+        out = _profile_ci(prob.problem, res, names, level, prob.data, prob.fixed_values, method, tol, maxiter)
     name_list = [names] if single else list(names)
-    if not bool(res.converged):
+    if int(res.status) != Status.success:  # (res.converged would compile a comparison)
         warnings.warn(
             f"the fit has not converged ({Status(int(res.status)).name}); profile intervals are measured from a "
             "point that may not be the maximum",
@@ -513,6 +530,89 @@ def profile_ci_eager(res, names, level, method=None, tol=None, maxiter=None):
     if single:
         return float(arr[0][0]), float(arr[1][0])
     return np.stack([arr[0], arr[1]], axis=-1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _element_values(constraint, t):
+    """A constraint's element values at profiling coordinates ``t``: one small program per constraint and dtype,
+    instead of each operation compiled on its own (eager JAX)."""
+    return constraint.element_value(t)
+
+
+def _profile_ci_host(prob, res, names, level, method, tol, maxiter):
+    """Eager profile intervals on the host: the search of :func:`root_search` in NumPy, each point a Newton fit of
+    the other coordinates driven from the host (:func:`~mlejax._src.solvers._host.run_host`) on the fit's own
+    compiled pass -- so the first interval of a fitted model compiles nothing. For fits iterated on the host
+    (``prob.host_pass``) with Newton refits, where every name's constraint acts elementwise (holding the
+    element fixes one unconstrained coordinate); ``None`` otherwise (the compiled profile serves)."""
+    if prob.host_pass is None or not (isinstance(method, str) and method == "newton"):
+        return None
+    check_level(level)
+    name_list = [names] if isinstance(names, str) else list(names)
+    if not name_list:
+        return None
+    targets = [_resolve_target(prob.problem, n) for n in name_list]
+    if any(tg.held.coordinate is None for tg in targets):
+        return None
+    method, tol, maxiter = _profile_options(res, method, tol, maxiter)
+    program, data = prob.host_pass
+    fixed_values = jax.tree_util.tree_map(jnp.asarray, prob.fixed_values)
+    u_hat = np.asarray(res.unconstrained)
+    dtype = u_hat.dtype
+    with host_errors():
+        cov_u = invert_information(np.asarray(res.information)).cov
+    ll_hat = np.asarray(res.loglik, dtype)[()]
+    zstar = dtype.type(statistics.NormalDist().inv_cdf(0.5 + 0.5 * float(level)))  # sqrt of chi2_1's quantile
+    options = newton_options(tol)
+
+    def full(u):
+        return tuple(np.asarray(a) for a in program(u, data, fixed_values))
+
+    rows = []
+    for tg in targets:
+        m = tg.held.coordinate
+        keep = np.delete(np.arange(u_hat.shape[0]), m)
+
+        def evaluate(t, w0, m=m, keep=keep):
+            last = {}
+
+            def refit_pass(w):
+                w = np.asarray(w)
+                f, g, h = full(np.insert(w, m, t))
+                last.update(w=w, f=f, g=g, h=h)
+                return f, g[keep], h[np.ix_(keep, keep)]
+
+            if keep.size:
+                state, status, _ = run_host(options, refit_pass, w0, maxiter)
+                w, f = state.x, state.f
+                # the full gradient at the end point, for dll = -df/dt (envelope theorem): the last pass's, moved
+                # along the final step on the quadratic model where the solver took that step without a pass
+                g = last["g"] + last["h"][:, keep] @ (w - last["w"])
+            else:
+                w, status = w0, Status.success
+                f, g, _ = full(np.insert(w0, m, t))
+            return _Eval(-f, w, -g[m], np.bool_(usable(status)) & np.isfinite(f))
+
+        ends = []
+        for side in (-1.0, 1.0):
+            with host_errors():
+                t_hat, tau, is_open, nm, ok, _ = root_search(
+                    evaluate,
+                    tg.held.cap,
+                    dtype.type(side),
+                    np.delete(u_hat, m),
+                    u_hat[m],
+                    cov_u[m, m],
+                    ll_hat,
+                    zstar,
+                    80,
+                )
+            ends.append((t_hat + side * tau, bool(is_open), bool(nm), bool(ok)))
+        (t_lo, open_lo, nm_lo, ok_lo), (t_hi, open_hi, nm_hi, ok_hi) = ends
+        lower, upper = np.asarray(_element_values(tg.constraint, np.asarray([t_lo, t_hi], dtype))).tolist()
+        lower, upper = -np.inf if open_lo else lower, np.inf if open_hi else upper
+        rows.append((lower, upper, open_lo, open_hi, nm_lo or nm_hi, ok_lo and ok_hi))
+    return tuple(np.asarray(col, dtype=dtype if j < 2 else bool) for j, col in enumerate(zip(*rows)))
 
 
 def profile_eager(res, name, grid=None, method=None, tol=None, maxiter=None, level=0.95, points=41) -> Profile:

@@ -1,19 +1,23 @@
 """The eager driver of the trust-region Newton solver: the iterations run on the host, each one a call of the
-model's own ``(f, g, H)`` pass and a call of the solver's step compiled once per number of parameters, dtype
-and options -- shared by every model.
+model's own compiled ``(f, g, H)`` pass and the solver's step on NumPy arrays.
 
-Under ``jit``/``vmap``/``grad`` the same step runs inside one ``lax.while_loop`` (:func:`~._base.run`); here the
-loop is Python, so a new or edited model compiles only its own pass (and the small program that turns the
-optimum into the result), the fit can show its iterations (``verbose=True``, ``callback=``), and Ctrl-C stops
-it between two iterations (the ``KeyboardInterrupt`` propagates: nothing half-done is returned). Both drivers
-run the same pieces (:func:`~._newton.propose` and :func:`~._newton.respond`, which make up ``ask`` and
-``tell``), so they take the same iterates.
+Under ``jit``/``vmap``/``grad`` the step runs inside one ``lax.while_loop`` (:func:`~._base.run`) on JAX arrays;
+here the loop is Python and the same functions (:func:`~._newton.propose` and :func:`~._newton.respond`, which
+make up ``ask`` and ``tell``) run on NumPy arrays (:mod:`~mlejax._src.engine.xp`): they work on ``k``-vectors and
+``k x k`` matrices, where NumPy takes tens of microseconds per iteration and compiles nothing. So a new or edited
+model compiles only its own pass (and the small program that turns the optimum into the result), the fit can
+show its iterations (``verbose=True``, ``callback=``), and Ctrl-C stops it between two iterations (the
+``KeyboardInterrupt`` propagates: nothing half-done is returned). The two drivers take the same iterates to
+rounding (LAPACK's eigen-decomposition on the host, a Jacobi method in the program for small matrices:
+docs/internals.md#eager-newton-fits-iterate-on-the-host).
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +25,7 @@ import numpy as np
 
 from ..engine import compat
 from ..engine.plan import LEAN_COMPILER_OPTIONS
+from ..engine.xp import host_errors
 from ..status import Status
 from ._newton import NewtonState, Options, Proposal, initial_state, propose, requested_point, respond
 
@@ -42,6 +47,29 @@ class Iteration(NamedTuple):
     x: np.ndarray
 
 
+# -- the step on the host (NumPy) ------------------------------------------------------------------------
+
+
+def _numpy_start(x0, options: Options):
+    with host_errors():
+        state = initial_state(np.asarray(x0), options)
+        proposal = propose(state, options.xtol)
+        return state, proposal, requested_point(state, proposal)
+
+
+def _numpy_step(state: NewtonState, proposal: Proposal, evaluation, options: Options):
+    evaluation = tuple(np.asarray(a) for a in evaluation)
+    with host_errors():
+        new = respond(state, proposal, evaluation, options)
+        proposal = propose(new, options.xtol)
+        x = requested_point(new, proposal)
+    gnorm = float(np.max(np.abs(new.g * new.scale))) if new.g.shape[0] else 0.0
+    return new, proposal, x, (bool(new.done), int(new.n_step), int(new.n_eval), float(new.f), float(new.radius), gnorm)
+
+
+# -- the step compiled (XLA) -------------------------------------------------------------------------------
+
+
 def _start_program(x0, options: Options):
     state = initial_state(x0, options)
     proposal = propose(state, options.xtol)
@@ -53,15 +81,17 @@ def _step_program(state: NewtonState, proposal: Proposal, evaluation, options: O
     from the state alike; the while-loop driver's ``step`` shares it the same way)."""
     new = respond(state, proposal, evaluation, options)
     proposal = propose(new, options.xtol)
-    return new, proposal, requested_point(new, proposal), _facts(new)
+    dt = new.f.dtype
+    gnorm = jnp.max(jnp.abs(new.g * new.scale)) if new.g.shape[0] else jnp.zeros((), dt)
+    facts = (new.done, new.n_step, new.n_eval, new.f, new.radius, gnorm)
+    return new, proposal, requested_point(new, proposal), jnp.stack([jnp.asarray(v, dt) for v in facts])
 
 
-#: Compile options of the step on CPU (``lean``): mlejax's eager options and LLVM's optimisation off. The step
-#: works on ``k``-vectors and ``k x k`` matrices, so optimised code gains nothing at run time while optimising
-#: it is most of its compile time (docs/internals.md#compile-time).
+#: Compile options of the compiled step on CPU (``lean``): mlejax's eager options and LLVM's optimisation off.
+#: The step works on ``k``-vectors and ``k x k`` matrices, so optimised code gains nothing at run time while
+#: optimising it is most of its compile time (docs/internals.md#compile-time).
 STEP_COMPILER_OPTIONS = {**LEAN_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 
-# Compiled once per (parameter count, dtype, options) and shared by every model.
 _PROGRAMS = {
     False: (jax.jit(_start_program, static_argnums=1), jax.jit(_step_program, static_argnums=3)),
     True: (
@@ -71,13 +101,30 @@ _PROGRAMS = {
 }
 
 
-def _facts(state: NewtonState):
-    """What the host reads after each step, as one vector (one transfer): done, steps, evaluations, ``f``, the
-    radius and the scaled gradient norm."""
-    dt = state.f.dtype
-    gnorm = jnp.max(jnp.abs(state.g * state.scale)) if state.g.shape[0] else jnp.zeros((), dt)
-    values = (state.done, state.n_step, state.n_eval, state.f, state.radius, gnorm)
-    return jnp.stack([jnp.asarray(v, dt) for v in values])
+def _compiled_step(state, proposal, evaluation, options, lean):
+    state, proposal, x, facts = _PROGRAMS[lean][1](state, proposal, evaluation, options)
+    done, n_step, n_eval, f, radius, gnorm = np.asarray(facts).tolist()
+    return state, proposal, x, (bool(done), int(n_step), int(n_eval), f, radius, gnorm)
+
+
+#: The step runs in NumPy until this process has spent this many seconds in NumPy steps of one (parameter
+#: count, dtype, options, compile options); then it is compiled (about a second on CPU) and the compiled step
+#: serves every later fit of that kind. Compiling costs about as much as a few hundred NumPy iterations and
+#: saves a fraction of each: a script of a few fits never pays for it, a loop of many fits pays once (the
+#: rent-or-buy rule; docs/internals.md#eager-newton-fits-iterate-on-the-host).
+COMPILE_AFTER_S = 0.5
+
+_host_seconds: Counter = Counter()
+_compiled_keys: set = set()
+
+
+def _key(x0, options, lean):
+    return (int(x0.shape[0]), np.dtype(x0.dtype), options, lean)
+
+
+def step_programs() -> int:
+    """How many compiled step programs this process holds (tests)."""
+    return sum(compat.jit_cache_size(step) for _, step in _PROGRAMS.values())
 
 
 def newton_options(tol: float) -> Options:
@@ -85,27 +132,39 @@ def newton_options(tol: float) -> Options:
     return Options(xtol=float(tol))
 
 
-def step_programs() -> int:
-    """How many step programs this process holds (tests of sharing across models)."""
-    return sum(compat.jit_cache_size(step) for _, step in _PROGRAMS.values())
-
-
 def run_host(
     options: Options, evaluate: Callable, x0, maxiter: int, report: Callable | None = None, lean: bool = False
 ):
     """Run Newton from ``x0`` with ``evaluate(x) -> (f, g, H)`` (a compiled pass) on the host.
 
-    Returns ``(state, status, n_iter)`` as :func:`~._base.run` would: the status is ``max_iterations`` when the
-    limit stopped the run. ``report(Iteration)`` is called after the start and after each iteration."""
-    start, step = _PROGRAMS[bool(lean)]
-    state, proposal, x = start(x0, options)
+    Returns ``(state, status, n_iter)`` as :func:`~._base.run` would, the state of NumPy arrays: the status is
+    ``max_iterations`` when the limit stopped the run. ``report(Iteration)`` is called after the start and after
+    each iteration. The step runs in NumPy, or compiled once this kind of fit has run long enough in NumPy
+    (:data:`COMPILE_AFTER_S`)."""
+    key = _key(x0, options, bool(lean))
+    compiled = key in _compiled_keys or _host_seconds[key] > COMPILE_AFTER_S
+    if compiled:
+        _compiled_keys.add(key)
+        state, proposal, x = _PROGRAMS[bool(lean)][0](jnp.asarray(x0), options)
+
+        def step(state, proposal, evaluation):
+            return _compiled_step(state, proposal, evaluation, options, bool(lean))
+
+    else:
+        state, proposal, x = _numpy_start(x0, options)
+
+        def step(state, proposal, evaluation):
+            t = time.perf_counter()
+            out = _numpy_step(state, proposal, evaluation, options)
+            _host_seconds[key] += time.perf_counter() - t
+            return out
+
     last_step, last_x = -1, None
     while True:
-        state, proposal, x, facts = step(state, proposal, evaluate(x), options)
-        done, n_step, n_eval, f, radius, gnorm = np.asarray(facts).tolist()
-        n_step, done = int(n_step), bool(done)
+        state, proposal, x, facts = step(state, proposal, evaluate(x))
+        done, n_step, n_eval, f, radius, gnorm = facts
         if report is not None and n_step != last_step:
-            point = np.asarray(state.x)
+            point = np.array(state.x)
             report(
                 Iteration(
                     iteration=n_step,
@@ -113,7 +172,7 @@ def run_host(
                     grad_norm=gnorm,
                     radius=radius,
                     accepted=last_x is not None and not np.array_equal(point, last_x),
-                    evaluations=int(n_eval),
+                    evaluations=n_eval,
                     x=point,
                 )
             )
@@ -121,8 +180,46 @@ def run_host(
         last_step = n_step
         if done or n_step >= maxiter:
             break
+    if compiled:
+        state = jax.tree_util.tree_map(np.asarray, state)
     status = int(state.status) if done else int(Status.max_iterations)
     return state, status, n_step
+
+
+# -- the model's pass ----------------------------------------------------------------------------------------
+
+#: The passes of eager Newton fits, one jitted function per (problem, layout of the rows, compile options): a
+#: fit looks its pass up once, and each iteration then calls it with arrays only (a static ``Problem`` argument
+#: would be hashed and compared at every call). Profiles of the fit reuse it (:class:`HostPass`).
+PASSES: OrderedDict = OrderedDict()
+_PASSES_MAX = 256
+
+
+def model_pass(problem, split, lean: bool):
+    """The model's own ``(f, g, H)`` pass, ``(u, data, fixed_values) -> (f, g, H)``, jitted: what an eager Newton
+    fit compiles per model (``problem``: a :class:`~mlejax._src.problem.Problem`)."""
+    key = (problem, split, lean)
+    fn = PASSES.get(key)
+    if fn is None:
+
+        def value_grad_hess(u, data, fixed_values):
+            return problem.objective(data, fixed_values, split=split).value_grad_hess(u)
+
+        fn = jax.jit(value_grad_hess, compiler_options=LEAN_COMPILER_OPTIONS if lean else None)
+        PASSES[key] = fn
+        while len(PASSES) > _PASSES_MAX:
+            PASSES.popitem(last=False)
+    else:
+        PASSES.move_to_end(key)
+    return fn
+
+
+class HostPass(NamedTuple):
+    """The compiled pass of an eager fit and the rows as it takes them: kept with the fit's problem, so that its
+    profile intervals iterate on the host with the same pass (nothing compiled for them)."""
+
+    program: Callable  # (u, data, fixed_values) -> (f, g, H)
+    data: Any
 
 
 def printer(stream=None) -> Callable:

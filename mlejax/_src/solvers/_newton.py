@@ -54,8 +54,8 @@ import functools
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
+from ..engine.xp import namespace
 from ..status import Status
 from ._base import Objective, Solver
 from ._trust_region import Evaluation, Point, all_finite, analyse, select, trust_region_step
@@ -141,30 +141,35 @@ def propose(state: NewtonState, xtol) -> Proposal:
     eigenbasis (:func:`trust_region_step`, the hard case included). The predicted decrease is the quadratic
     model's; for the Newton step ``-g'p / 2``.
     """
+    xp = namespace(state.x)
     s = state.scale
     lam, vec = state.lam, state.vec
     gh = vec.T @ (state.g * s)
     newton_scaled = state.p_newton / s
-    newton_norm = jnp.where(state.pd, jnp.max(jnp.abs(newton_scaled)), jnp.inf)
+    newton_norm = xp.where(state.pd, xp.max(xp.abs(newton_scaled)), xp.inf)
     final = newton_norm <= xtol
-    interior = state.pd & (jnp.linalg.norm(newton_scaled) <= state.radius)
+    interior = state.pd & (xp.linalg.norm(newton_scaled) <= state.radius)
     use_newton = interior | final
     fresh = state.n_eval == 0  # nothing to propose before the start is evaluated
-    z_boundary, _, _ = trust_region_step(lam, gh, state.radius, needed=~use_newton & ~fresh)
-    z = jnp.where(use_newton, vec.T @ newton_scaled, z_boundary)
-    step_scaled = jnp.where(use_newton, newton_scaled, vec @ z_boundary)
-    slope = jnp.dot(gh, z)
-    pred_model = -(slope + 0.5 * jnp.dot(lam * z, z))
-    pred = jnp.where(use_newton, -0.5 * jnp.dot(state.g, state.p_newton), pred_model)
-    return Proposal(state.x + s * step_scaled, pred, jnp.linalg.norm(z), slope, use_newton, newton_norm, final)
+    needed = ~use_newton & ~fresh
+    z_boundary = xp.cond(
+        needed, lambda: trust_region_step(lam, gh, state.radius, needed=needed)[0], lambda: xp.zeros_like(gh)
+    )
+    z = xp.where(use_newton, vec.T @ newton_scaled, z_boundary)
+    step_scaled = xp.where(use_newton, newton_scaled, vec @ z_boundary)
+    slope = xp.dot(gh, z)
+    pred_model = -(slope + 0.5 * xp.dot(lam * z, z))
+    pred = xp.where(use_newton, -0.5 * xp.dot(state.g, state.p_newton), pred_model)
+    return Proposal(state.x + s * step_scaled, pred, xp.linalg.norm(z), slope, use_newton, newton_norm, final)
 
 
 def rounding(f):
     """``(noise, slack)`` of a value ``f``: below ``noise`` (``100 eps max(|f|, 1)``) a predicted decrease is
     lost in the rounding of ``f``; ``slack`` (``1e4 eps max(|f|, 1)``) is the rise of ``f`` allowed as rounding
     (rounding of ``f`` can exceed ``eps |f|`` many times over when ``f`` sums terms that cancel)."""
-    eps = jnp.finfo(f.dtype).eps
-    return 100.0 * eps * jnp.maximum(jnp.abs(f), 1.0), 1e4 * eps * jnp.maximum(jnp.abs(f), 1.0)
+    xp = namespace(f)
+    eps = xp.finfo(f.dtype).eps
+    return 100.0 * eps * xp.maximum(xp.abs(f), 1.0), 1e4 * eps * xp.maximum(xp.abs(f), 1.0)
 
 
 def ratio(state: NewtonState, pred, f_trial, finite):
@@ -176,13 +181,14 @@ def ratio(state: NewtonState, pred, f_trial, finite):
     step back to the floor; judging the pair instead of each step lets the radius follow the valley instead
     of collapsing.
     """
-    one = jnp.ones((), state.f.dtype)
-    rho_monotone = (state.f - f_trial) / jnp.where(pred == 0, one, pred)
-    j = jnp.argmax(state.f_hist)
+    xp = namespace(state.f)
+    one = xp.ones((), state.f.dtype)
+    rho_monotone = (state.f - f_trial) / xp.where(pred == 0, one, pred)
+    j = xp.argmax(state.f_hist)
     pred_since = state.cum_pred - state.cp_hist[j] + pred
-    rho_reference = (state.f_hist[j] - f_trial) / jnp.where(pred_since > 0, pred_since, one)
-    rho = jnp.where(pred_since > 0, jnp.maximum(rho_monotone, rho_reference), rho_monotone)
-    return jnp.where(finite, rho, -jnp.inf)
+    rho_reference = (state.f_hist[j] - f_trial) / xp.where(pred_since > 0, pred_since, one)
+    rho = xp.where(pred_since > 0, xp.maximum(rho_monotone, rho_reference), rho_monotone)
+    return xp.where(finite, rho, -xp.inf)
 
 
 def judge(state: NewtonState, proposal: Proposal, trial: Point, eta) -> Verdict:
@@ -193,16 +199,17 @@ def judge(state: NewtonState, proposal: Proposal, trial: Point, eta) -> Verdict:
     (:func:`ratio`), or, where the predicted decrease is lost in the rounding of ``f`` (``in_noise``), when it
     shrinks the scaled gradient ``max |g_k s_k|`` while ``f`` rises by no more than its rounding.
     """
+    xp = namespace(state.f)
     pred = proposal.pred
     noise, slack = rounding(state.f)
-    in_noise = jnp.abs(pred) <= noise
+    in_noise = xp.abs(pred) <= noise
     finite = all_finite(trial.f, trial.g, trial.hess)
     actual = state.f - trial.f
     rho = ratio(state, pred, trial.f, finite)
-    gradient_shrinks = jnp.max(jnp.abs(trial.g * state.scale)) < jnp.max(jnp.abs(state.g * state.scale))
+    gradient_shrinks = xp.max(xp.abs(trial.g * state.scale)) < xp.max(xp.abs(state.g * state.scale))
     accept_noise = in_noise & (actual >= -slack) & gradient_shrinks
     accept_ratio = ~in_noise & (pred > 0) & (rho > eta)
-    accept = finite & jnp.where(proposal.final, actual >= -slack, accept_ratio | accept_noise)
+    accept = finite & xp.where(proposal.final, actual >= -slack, accept_ratio | accept_noise)
     return Verdict(accept, rho, actual, finite, in_noise, slack)
 
 
@@ -221,8 +228,9 @@ def correct(f, pred, trial: Point, verdict: Verdict, corrected: Point, tried, et
     point) has been evaluated: where it was ``tried``, is finite, has a lower ``f`` than the trial and a ratio
     above ``eta`` against the decrease predicted for the first step, the pair replaces the trial, is accepted,
     and counts as a very good step for the radius (``rho >= 3/4``). Otherwise the trial and its verdict."""
-    one = jnp.ones((), f.dtype)
-    rho_pair = (f - corrected.f) / jnp.where(pred == 0, one, pred)
+    xp = namespace(f)
+    one = xp.ones((), f.dtype)
+    rho_pair = (f - corrected.f) / xp.where(pred == 0, one, pred)
     better = (
         tried
         & all_finite(corrected.f, corrected.g, corrected.hess)
@@ -232,8 +240,8 @@ def correct(f, pred, trial: Point, verdict: Verdict, corrected: Point, tried, et
     )
     return select(better, corrected, trial), verdict._replace(
         accept=verdict.accept | better,
-        rho=jnp.where(better, jnp.maximum(rho_pair, 0.75), verdict.rho),
-        actual=jnp.where(better, f - corrected.f, verdict.actual),
+        rho=xp.where(better, xp.maximum(rho_pair, 0.75), verdict.rho),
+        actual=xp.where(better, f - corrected.f, verdict.actual),
         finite=verdict.finite | better,
     )
 
@@ -247,31 +255,33 @@ def new_radius(radius, proposal: Proposal, verdict: Verdict, first_step, options
     through ``f``, the directional derivative and ``f`` at the trial point (1/2 when ``f`` did not rise); on the
     ``first_step`` the shrunk radius is at most ``initial_radius``. Otherwise the radius is kept.
     """
+    xp = namespace(radius)
     length, slope = proposal.length, proposal.slope
     accept, rho, actual, in_noise = verdict.accept, verdict.rho, verdict.actual, verdict.in_noise
     shrink = ~accept | (~in_noise & (rho < 0.25))
     good = accept & (in_noise | (rho >= 0.75))
-    t = jnp.where(
+    t = xp.where(
         verdict.finite & (actual < 0) & (slope < 0),
-        0.5 * slope / jnp.minimum(slope + 0.5 * actual, -jnp.finfo(radius.dtype).tiny),
+        0.5 * slope / xp.minimum(slope + 0.5 * actual, -xp.finfo(radius.dtype).tiny),
         0.5,
     )
-    t = jnp.clip(jnp.where(jnp.isfinite(t), t, options.shrink_min), options.shrink_min, 0.5)
-    shrunk = t * jnp.minimum(length, radius)
-    shrunk = jnp.where(first_step, jnp.minimum(shrunk, options.initial_radius), shrunk)
-    grown = jnp.minimum(jnp.maximum(radius, options.grow * length), options.max_radius)
-    return jnp.where(shrink, shrunk, jnp.where(good, grown, radius))
+    t = xp.clip(xp.where(xp.isfinite(t), t, options.shrink_min), options.shrink_min, 0.5)
+    shrunk = t * xp.minimum(length, radius)
+    shrunk = xp.where(first_step, xp.minimum(shrunk, options.initial_radius), shrunk)
+    grown = xp.minimum(xp.maximum(radius, options.grow * length), options.max_radius)
+    return xp.where(shrink, shrunk, xp.where(good, grown, radius))
 
 
 def move(state: NewtonState, point: Point, accept, pred, memory: int) -> NewtonState:
     """The state at ``point`` (with its decompositions) where it is accepted, else at the current point;
     counts the iteration and records an accepted value in the non-monotone reference."""
+    xp = namespace(state.x)
 
     def pick(new, old):
-        return jnp.where(accept, new, old)
+        return xp.where(accept, new, old)
 
-    cum_pred = jnp.where(accept, state.cum_pred + pred, state.cum_pred)
-    slot = jnp.mod(state.n_step - state.n_reject, memory)
+    cum_pred = xp.where(accept, state.cum_pred + pred, state.cum_pred)
+    slot = xp.mod(state.n_step - state.n_reject, memory)
     return state._replace(
         x=pick(point.x, state.x),
         f=pick(point.f, state.f),
@@ -283,9 +293,9 @@ def move(state: NewtonState, point: Point, accept, pred, memory: int) -> NewtonS
         pd=pick(point.pd, state.pd),
         p_newton=pick(point.p, state.p_newton),
         cum_pred=cum_pred,
-        f_hist=jnp.where(accept, state.f_hist.at[slot].set(point.f), state.f_hist),
-        cp_hist=jnp.where(accept, state.cp_hist.at[slot].set(cum_pred), state.cp_hist),
-        n_reject=state.n_reject + (~accept).astype(jnp.int32),
+        f_hist=xp.where(accept, xp.set_at(state.f_hist, slot, point.f), state.f_hist),
+        cp_hist=xp.where(accept, xp.set_at(state.cp_hist, slot, cum_pred), state.cp_hist),
+        n_reject=state.n_reject + (~accept).astype(xp.int32),
         n_step=state.n_step + 1,
     )
 
@@ -298,11 +308,12 @@ def model_step(state: NewtonState, eligible, xtol) -> tuple[NewtonState, jax.Arr
     The H kept is then that of a point ``1e-3 xtol`` away (relative): standard errors move by that times the
     condition number, far below their statistical meaning, and f and g are off at second order.
     """
+    xp = namespace(state.x)
     p = state.p_newton
-    took = eligible & state.pd & (jnp.max(jnp.abs(p / state.scale)) <= 1e-3 * xtol)
-    x = jnp.where(took, state.x + p, state.x)
-    f = jnp.where(took, state.f + 0.5 * jnp.dot(state.g, p), state.f)
-    g = jnp.where(took, state.g + state.hess @ p, state.g)
+    took = eligible & state.pd & (xp.max(xp.abs(p / state.scale)) <= 1e-3 * xtol)
+    x = xp.where(took, state.x + p, state.x)
+    f = xp.where(took, state.f + 0.5 * xp.dot(state.g, p), state.f)
+    g = xp.where(took, state.g + state.hess @ p, state.g)
     return state._replace(x=x, f=f, g=g), took
 
 
@@ -315,15 +326,16 @@ def stationary(state: NewtonState, slack):
     along it gains at most ``slack`` too). Stopping here instead of shrinking the radius to ``min_radius`` saves
     some 40 iterations; the fit then reports the Hessian that is not positive definite.
     """
+    xp = namespace(state.lam)
     lam = state.lam
-    eps = jnp.finfo(lam.dtype).eps
+    eps = xp.finfo(lam.dtype).eps
     gh = state.vec.T @ (state.g * state.scale)
-    lam_tol = jnp.sqrt(eps) * jnp.max(jnp.abs(lam))
+    lam_tol = xp.sqrt(eps) * xp.max(xp.abs(lam))
     curved = lam > lam_tol
-    pred_curved = 0.5 * jnp.sum(jnp.where(curved, gh**2 / jnp.where(curved, lam, 1.0), 0.0))
-    flat_grad = jnp.max(jnp.where(curved, 0.0, jnp.abs(gh)))
-    gain_negative = 0.5 * jnp.sum(jnp.where(lam < 0, -lam, 0.0))
-    flat = (jnp.min(lam) >= -lam_tol) & (gain_negative <= slack)
+    pred_curved = 0.5 * xp.sum(xp.where(curved, gh**2 / xp.where(curved, lam, 1.0), 0.0))
+    flat_grad = xp.max(xp.where(curved, 0.0, xp.abs(gh)))
+    gain_negative = 0.5 * xp.sum(xp.where(lam < 0, -lam, 0.0))
+    flat = (xp.min(lam) >= -lam_tol) & (gain_negative <= slack)
     return ~state.pd & flat & (pred_curved <= slack) & (flat_grad <= slack)
 
 
@@ -336,15 +348,16 @@ def stop(state: NewtonState, proposal: Proposal, took_model_step, slack, options
     resolved), ``line_search_failed`` otherwise; and done at a :func:`stationary` point (the status is then
     ``line_search_failed``, replaced by the fit's own check of the Hessian). ``maxiter`` is the driver's.
     """
+    xp = namespace(state.radius)
     converged = proposal.final | took_model_step
     collapsed = state.radius < options.min_radius
-    precision = collapsed & (proposal.newton_norm <= jnp.sqrt(options.xtol))
+    precision = collapsed & (proposal.newton_norm <= xp.sqrt(options.xtol))
     done = converged | collapsed | stationary(state, slack)
-    status = jnp.where(
+    status = xp.where(
         converged,
         Status.success,
-        jnp.where(precision, Status.precision_limited, Status.line_search_failed),
-    ).astype(jnp.int32)
+        xp.where(precision, Status.precision_limited, Status.line_search_failed),
+    ).astype(xp.int32)
     return done, status
 
 
@@ -355,11 +368,12 @@ def initial_state(x0, options: Options) -> NewtonState:
     """The state before the start is evaluated (nothing is evaluated here: the first :func:`tell` takes the
     start's evaluation at the same place in the program as every trial point's). The placeholders are finite,
     so that the first ``tell``'s unused iteration computes nothing undefined."""
+    xp = namespace(x0)
     dtype = x0.dtype
     k = x0.shape[0]
-    zero = jnp.zeros((), dtype)
-    eye, ones, zeros = jnp.eye(k, dtype=dtype), jnp.ones((k,), dtype), jnp.zeros_like(x0)
-    blank = Point(x0, zero, zeros, eye, ones, ones, ones, eye, jnp.asarray(True), zeros)
+    zero = xp.zeros((), dtype)
+    eye, ones, zeros = xp.eye(k, dtype=dtype), xp.ones((k,), dtype), xp.zeros_like(x0)
+    blank = Point(x0, zero, zeros, eye, ones, ones, ones, eye, xp.asarray(True), zeros)
     return NewtonState(
         x=x0,
         f=blank.f,
@@ -367,21 +381,21 @@ def initial_state(x0, options: Options) -> NewtonState:
         hess=blank.hess,
         scale=blank.scale,
         floor=blank.floor,
-        radius=jnp.asarray(options.initial_radius, dtype),
-        done=jnp.asarray(False),
-        status=jnp.asarray(Status.success, jnp.int32),
-        n_reject=jnp.asarray(0, jnp.int32),
-        n_step=jnp.asarray(0, jnp.int32),
-        n_eval=jnp.asarray(0, jnp.int32),
+        radius=xp.asarray(options.initial_radius, dtype),
+        done=xp.asarray(False),
+        status=xp.asarray(Status.success, xp.int32),
+        n_reject=xp.asarray(0, xp.int32),
+        n_step=xp.asarray(0, xp.int32),
+        n_eval=xp.asarray(0, xp.int32),
         lam=blank.lam,
         vec=blank.vec,
         pd=blank.pd,
         p_newton=blank.p,
-        f_hist=jnp.zeros((options.memory,), dtype),
-        cp_hist=jnp.zeros((options.memory,), dtype),
+        f_hist=xp.zeros((options.memory,), dtype),
+        cp_hist=xp.zeros((options.memory,), dtype),
         cum_pred=zero,
         f0=zero,
-        pending=jnp.asarray(False),
+        pending=xp.asarray(False),
         trial=blank,
     )
 
@@ -393,26 +407,27 @@ def start(state: NewtonState, point: Point, options: Options) -> NewtonState:
     ``first_radius`` (easy problems then converge in textbook Newton's iterations); a first step that is
     rejected falls back to ``initial_radius``.
     """
+    xp = namespace(state.x)
     dtype = state.x.dtype
     ok = all_finite(point.f, point.g, point.hess)
-    r0 = jnp.asarray(options.initial_radius, dtype)
-    n0 = jnp.linalg.norm(point.p / point.scale)
-    first = jnp.clip(1.0001 * n0, r0, jnp.maximum(r0, options.first_radius))
+    r0 = xp.asarray(options.initial_radius, dtype)
+    n0 = xp.linalg.norm(point.p / point.scale)
+    first = xp.clip(1.0001 * n0, r0, xp.maximum(r0, options.first_radius))
     return state._replace(
         f=point.f,
         g=point.g,
         hess=point.hess,
         scale=point.scale,
         floor=point.floor,
-        radius=jnp.where(ok & point.pd & jnp.isfinite(n0), first, r0),
+        radius=xp.where(ok & point.pd & xp.isfinite(n0), first, r0),
         done=~ok,
-        status=jnp.where(ok, Status.success, Status.nonfinite).astype(jnp.int32),
-        n_eval=jnp.asarray(1, jnp.int32),
+        status=xp.where(ok, Status.success, Status.nonfinite).astype(xp.int32),
+        n_eval=xp.asarray(1, xp.int32),
         lam=point.lam,
         vec=point.vec,
         pd=point.pd,
         p_newton=point.p,
-        f_hist=jnp.full((options.memory,), point.f, dtype),
+        f_hist=xp.full((options.memory,), point.f, dtype),
         f0=point.f,
     )
 
@@ -421,27 +436,31 @@ def iterate(state: NewtonState, proposal: Proposal, point: Point, options: Optio
     """One iteration from ``state`` given its ``proposal`` and the evaluated ``point`` (the proposal's trial point
     or, where ``state.pending``, its correction point). A trial that wants the correction leaves the state
     unchanged but for ``pending`` and the trial kept: the next :func:`ask` names its correction point."""
+    xp = namespace(state.x)
     tried = state.pending  # ``point`` is the correction of ``state.trial``
     trial = select(tried, state.trial, point)
     verdict = judge(state, proposal, trial, options.eta)
     defer = ~tried & wants_correction(proposal, trial, verdict, options.correction)
-    chosen, verdict = correct(state.f, proposal.pred, trial, verdict, point, tried, options.eta)
-    radius = new_radius(state.radius, proposal, verdict, state.n_step == 0, options)
-    moved = move(state, chosen, verdict.accept, proposal.pred, options.memory)
-    moved, took = model_step(moved, verdict.accept & ~proposal.final, options.xtol)
-    moved = moved._replace(radius=radius)
-    done, status = stop(moved, proposal, took, verdict.slack, options)
     n_eval = state.n_eval + 1
-    stepped = moved._replace(done=done, status=status, n_eval=n_eval, pending=jnp.asarray(False))
-    waiting = state._replace(n_eval=n_eval, pending=jnp.asarray(True), trial=point)
-    return select(defer, waiting, stepped)
+
+    def stepped():
+        chosen, final_verdict = correct(state.f, proposal.pred, trial, verdict, point, tried, options.eta)
+        radius = new_radius(state.radius, proposal, final_verdict, state.n_step == 0, options)
+        moved = move(state, chosen, final_verdict.accept, proposal.pred, options.memory)
+        moved, took = model_step(moved, final_verdict.accept & ~proposal.final, options.xtol)
+        moved = moved._replace(radius=radius)
+        done, status = stop(moved, proposal, took, final_verdict.slack, options)
+        return moved._replace(done=done, status=status, n_eval=n_eval, pending=xp.asarray(False))
+
+    return xp.cond(defer, lambda: state._replace(n_eval=n_eval, pending=xp.asarray(True), trial=point), stepped)
 
 
 def requested_point(state: NewtonState, proposal: Proposal) -> jax.Array:
     """The point to evaluate next: the start (before the first evaluation), the correction point of a
     ``pending`` trial (the trial point's own Newton step), or the ``proposal``'s trial point."""
+    xp = namespace(state.x)
     fresh = state.n_eval == 0
-    return jnp.where(fresh, state.x, jnp.where(state.pending, proposal.x + state.trial.p, proposal.x))
+    return xp.where(fresh, state.x, xp.where(state.pending, proposal.x + state.trial.p, proposal.x))
 
 
 def respond(state: NewtonState, proposal: Proposal, evaluation: Evaluation, options: Options) -> NewtonState:
@@ -449,7 +468,9 @@ def respond(state: NewtonState, proposal: Proposal, evaluation: Evaluation, opti
     start's (:func:`start`) or an :func:`iterate`."""
     fresh = state.n_eval == 0
     point = analyse(requested_point(state, proposal), Evaluation(*evaluation), state.floor, fresh)
-    return select(fresh, start(state, point, options), iterate(state, proposal, point, options))
+    return namespace(state.x).cond(
+        fresh, lambda: start(state, point, options), lambda: iterate(state, proposal, point, options)
+    )
 
 
 def ask(state: NewtonState, options: Options) -> jax.Array:
@@ -506,7 +527,7 @@ def newton(
       >>> jax.config.update("jax_enable_x64", True)
       >>> from mlejax._src.solvers import Objective, newton, run
       >>> f = lambda x: (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
-      >>> sol = run(newton(), Objective.from_function(f), jnp.array([-1.2, 1.0]), 500)
+      >>> sol = run(newton(), Objective.from_function(f), xp.array([-1.2, 1.0]), 500)
       >>> [round(float(v), 6) for v in sol.x], int(sol.status)
       ([1.0, 1.0], 0)
     """

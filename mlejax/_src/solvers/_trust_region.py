@@ -15,10 +15,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
-from jax import lax
 
-from ..engine.linalg import eigh, pd_threshold, scaled_eigh, symmetrize
+from ..engine.linalg import pd_threshold, scaled_eigh, symmetrize
+from ..engine.xp import namespace
 
 
 class Evaluation(NamedTuple):
@@ -46,19 +45,21 @@ class Point(NamedTuple):
 
 def select(pred, a, b):
     """``a`` where ``pred`` else ``b``, leaf by leaf (two pytrees of the same structure)."""
-    return jax.tree_util.tree_map(lambda u, v: jnp.where(pred, u, v), a, b)
+    return namespace(pred).select(pred, a, b)
 
 
 def all_finite(*arrays):
-    ok = jnp.asarray(True)
+    xp = namespace(*arrays)
+    ok = xp.asarray(True)
     for a in arrays:
-        ok = ok & jnp.all(jnp.isfinite(a))
+        ok = ok & xp.all(xp.isfinite(a))
     return ok
 
 
 def magnitude_scale(x, floor):
     """The scale of each variable, ``max(|x_k|, floor_k)``."""
-    return jnp.maximum(jnp.abs(x), floor)
+    xp = namespace(x, floor)
+    return xp.maximum(xp.abs(x), floor)
 
 
 def scale_floor(x0, f, hess):
@@ -70,21 +71,21 @@ def scale_floor(x0, f, hess):
     change of ``x_k`` that moves ``f`` by ``sqrt(eps) max(|f|, 1)`` through its curvature,
     ``sqrt(sqrt(eps) max(|f|, 1) / |H_kk|)``, capped at ``max(|x0_k|, 1)``.
     """
+    xp = namespace(x0, f, hess)
     dtype = x0.dtype
-    absx = jnp.abs(x0)
-    delta = jnp.sqrt(jnp.finfo(dtype).eps) * jnp.maximum(jnp.abs(f), 1.0)
-    h = jnp.abs(jnp.diagonal(hess))
-    cap = jnp.maximum(absx, 1.0)
-    ok = (h > 0) & jnp.isfinite(h) & jnp.isfinite(delta)
-    resolvable = jnp.where(ok, jnp.sqrt(delta / jnp.where(ok, h, 1.0)), cap)
-    floor = jnp.maximum(1e-3 * absx, jnp.minimum(resolvable, cap))
-    return jnp.where(x0 == 0, 1.0, floor).astype(dtype)
+    absx = xp.abs(x0)
+    delta = xp.sqrt(xp.finfo(dtype).eps) * xp.maximum(xp.abs(f), 1.0)
+    h = xp.abs(xp.diagonal(hess))
+    cap = xp.maximum(absx, 1.0)
+    ok = (h > 0) & xp.isfinite(h) & xp.isfinite(delta)
+    resolvable = xp.where(ok, xp.sqrt(delta / xp.where(ok, h, 1.0)), cap)
+    floor = xp.maximum(1e-3 * absx, xp.minimum(resolvable, cap))
+    return xp.where(x0 == 0, 1.0, floor).astype(dtype)
 
 
 def eig_scaled(hess, s):
     """Eigen-decomposition of the magnitude-scaled Hessian ``S H S`` (the trust-region subproblem's)."""
-    lam, vec = eigh(symmetrize(hess * s[:, None] * s[None, :]))
-    return lam, vec
+    return namespace(hess, s).eigh(symmetrize(hess * s[:, None] * s[None, :]))
 
 
 def jacobi_newton(hess, g):
@@ -95,9 +96,10 @@ def jacobi_newton(hess, g):
     in rounding (e.g. a log-scale parameter next to regression coefficients whose curvature is
     ``1 / sigma^2`` larger). Returns ``(pd, p)`` with ``p = -H^{-1} g`` (meaningful when ``pd``).
     """
+    xp = namespace(hess, g)
     e = scaled_eigh(hess)
     d = e.scale
-    lam = jnp.where(e.pd, e.eigvals, jnp.ones((), e.eigvals.dtype))
+    lam = xp.where(e.pd, e.eigvals, xp.ones((), e.eigvals.dtype))
     p = -(e.eigvecs @ ((e.eigvecs.T @ (g / d)) / lam)) / d
     return e.pd, p
 
@@ -106,7 +108,7 @@ def analyse(x, evaluation: Evaluation, floor, first) -> Point:
     """The point ``x`` with its ``evaluation``: its scale and its two decompositions. At the ``first`` point
     (the start) the scale floor is fixed from this evaluation (:func:`scale_floor`)."""
     f, g, hess = evaluation
-    floor = jnp.where(first, scale_floor(x, f, hess), floor)
+    floor = namespace(x, f, g, hess, floor).cond(first, lambda: scale_floor(x, f, hess), lambda: floor)
     scale = magnitude_scale(x, floor)
     lam, vec = eig_scaled(hess, scale)
     pd, p = jacobi_newton(hess, g)
@@ -123,56 +125,57 @@ def trust_region_step(lam, gh, radius, n_bisect: int = 60, needed=True):
     once when the Newton step is interior or the caller says the boundary step is not ``needed`` (a vmapped
     loop then costs what its hardest member needs, not ``n_bisect`` passes for every member).
     """
+    xp = namespace(lam, gh, radius)
     dtype = lam.dtype
-    tiny = jnp.finfo(dtype).tiny
+    tiny = xp.finfo(dtype).tiny
     lam_min = lam[0]
     thresh = pd_threshold(lam)
 
     # Interior Newton step.
     pd = lam_min > thresh
-    z_newton = -gh / jnp.where(pd, lam, 1.0)
-    interior = pd & (jnp.linalg.norm(z_newton) <= radius)
+    z_newton = -gh / xp.where(pd, lam, 1.0)
+    interior = pd & (xp.linalg.norm(z_newton) <= radius)
 
     # Boundary solution z(mu) = -gh / (lam + mu) with ||z(mu)|| = radius, mu > max(0, -lam_min).
-    mu_lo0 = jnp.maximum(0.0, -lam_min)
-    gnorm = jnp.linalg.norm(gh)
+    mu_lo0 = xp.maximum(0.0, -lam_min)
+    gnorm = xp.linalg.norm(gh)
     mu_hi0 = mu_lo0 + gnorm / radius + thresh
 
     def znorm(mu):
         d = lam + mu
         safe = d > thresh * 1e-3 + tiny
-        z = jnp.where(safe, -gh / jnp.where(safe, d, 1.0), 0.0)
-        return jnp.linalg.norm(z), z, d, safe
+        z = xp.where(safe, -gh / xp.where(safe, d, 1.0), 0.0)
+        return xp.linalg.norm(z), z, d, safe
 
     def body(carry):
         lo, hi, mu, i, _ = carry
         n, _, d, safe = znorm(mu)
         # phi(mu) = 1/radius - 1/||z||, increasing in mu; root where ||z|| = radius.
         too_long = n > radius
-        lo = jnp.where(too_long, mu, lo)
-        hi = jnp.where(too_long, hi, mu)
+        lo = xp.where(too_long, mu, lo)
+        hi = xp.where(too_long, hi, mu)
         # Newton step on phi (Moré-Sorensen), safeguarded by the bracket.
-        dn = -jnp.sum(jnp.where(safe, gh**2 / jnp.where(safe, d, 1.0) ** 3, 0.0)) / jnp.maximum(n, tiny)
-        phi = 1.0 / radius - 1.0 / jnp.maximum(n, tiny)
-        dphi = dn / jnp.maximum(n, tiny) ** 2
-        mu_newton = mu - phi / jnp.where(dphi == 0, 1.0, dphi)
-        ok = (mu_newton > lo) & (mu_newton < hi) & jnp.isfinite(mu_newton) & (dphi != 0)
-        mu_next = jnp.where(ok, mu_newton, 0.5 * (lo + hi))
-        done = (jnp.abs(n - radius) <= 1e-12 * radius) | (hi - lo <= 4 * jnp.finfo(dtype).eps * jnp.abs(hi))
-        return lo, hi, jnp.where(done, mu, mu_next), i + 1, done
+        dn = -xp.sum(xp.where(safe, gh**2 / xp.where(safe, d, 1.0) ** 3, 0.0)) / xp.maximum(n, tiny)
+        phi = 1.0 / radius - 1.0 / xp.maximum(n, tiny)
+        dphi = dn / xp.maximum(n, tiny) ** 2
+        mu_newton = mu - phi / xp.where(dphi == 0, 1.0, dphi)
+        ok = (mu_newton > lo) & (mu_newton < hi) & xp.isfinite(mu_newton) & (dphi != 0)
+        mu_next = xp.where(ok, mu_newton, 0.5 * (lo + hi))
+        done = (xp.abs(n - radius) <= 1e-12 * radius) | (hi - lo <= 4 * xp.finfo(dtype).eps * xp.abs(hi))
+        return lo, hi, xp.where(done, mu, mu_next), i + 1, done
 
-    mu_start = jnp.where(pd, 0.0, mu_lo0 + jnp.maximum(1e-3 * (mu_hi0 - mu_lo0), thresh))
-    skip = interior | ~jnp.asarray(needed)
-    carry = (mu_lo0, mu_hi0, mu_start, jnp.asarray(0, jnp.int32), skip)
-    _, _, mu, _, _ = lax.while_loop(lambda c: (c[3] < n_bisect) & ~c[4], body, carry)
+    mu_start = xp.where(pd, 0.0, mu_lo0 + xp.maximum(1e-3 * (mu_hi0 - mu_lo0), thresh))
+    skip = interior | ~xp.asarray(needed)
+    carry = (mu_lo0, mu_hi0, mu_start, xp.asarray(0, xp.int32), skip)
+    _, _, mu, _, _ = xp.while_loop(lambda c: (c[3] < n_bisect) & ~c[4], body, carry)
     n, z_bound, _, _ = znorm(mu)
 
     # Hard case: even as mu approaches its pole the step stays inside the region; fill the rest of
     # the radius along the eigenvector of the lowest eigenvalue.
     short = n < radius * (1.0 - 1e-6)
-    rest = jnp.sqrt(jnp.maximum(radius**2 - (n**2 - z_bound[0] ** 2), 0.0))
-    sign = jnp.where(gh[0] > 0, -1.0, 1.0).astype(dtype)
-    z_hard = z_bound.at[0].set(sign * rest)
-    z_bound = jnp.where(short, z_hard, z_bound)
+    rest = xp.sqrt(xp.maximum(radius**2 - (n**2 - z_bound[0] ** 2), 0.0))
+    sign = xp.where(gh[0] > 0, -1.0, 1.0).astype(dtype)
+    z_hard = xp.set_at(z_bound, 0, sign * rest)
+    z_bound = xp.where(short, z_hard, z_bound)
 
-    return jnp.where(interior, z_newton, z_bound), pd, z_newton
+    return xp.where(interior, z_newton, z_bound), pd, z_newton
