@@ -18,7 +18,11 @@ the delta method, exact at the optimum). The tools, configured as a competent us
 * scipy ``minimize(method="BFGS")`` on a jitted JAX ``value_and_grad`` of the mean negative log-likelihood,
   then ``jax.hessian``;
 * optimistix ``BFGS(rtol=1e-8, atol=1e-8)`` on the mean negative log-likelihood + ``jax.hessian``, one jit;
-* ``mj.fit`` with its defaults, and with ``method="bfgs"`` and ``method="lbfgs"``.
+* ``mj.fit`` with its defaults, and with ``method="bfgs"`` and ``method="lbfgs"``. On one device its eager
+  Newton fit iterates on the host, the step in NumPy for a process's first fits of a kind and compiled once
+  the process has spent ``COMPILE_AFTER_S`` in NumPy steps of that kind (a loop of fits): the two rows
+  ``mj.fit defaults`` and ``mj.fit defaults, step compiled (in a loop)`` measure each (the benchmark sets the
+  switch at each call, as both run in one process).
 
 JAX tools take the data as an argument (never closed over), are compiled with the options mlejax gives its
 own programs (scipy's and optimistix's also with XLA's defaults, a second row: faster for them here), and
@@ -162,11 +166,15 @@ def tool_optx(xj, options="lean"):
     return go
 
 
-def tool_mlejax(x, method):
+def tool_mlejax(x, method, step=None):
+    """``step``: for the default fit, which step the host loop runs -- ``"numpy"`` (a process's first fits of a
+    kind) or ``"compiled"`` (after ``COMPILE_AFTER_S`` seconds of NumPy steps of that kind, e.g. in a loop of
+    fits). Both rows run in one process, so each call sets the switch explicitly."""
     import jax
     import jax.numpy as jnp
 
     import mlejax as mj
+    from mlejax._src.solvers import _host
 
     def loglik(p, x):
         w, mu, sigma = p["w"], p["mu"], p["sigma"]
@@ -178,6 +186,11 @@ def tool_mlejax(x, method):
     kw = {} if method is None else {"method": method}
 
     def go():
+        if step == "numpy":
+            _host._compiled_keys.clear()
+            _host.COMPILE_AFTER_S = float("inf")
+        elif step == "compiled":
+            _host.COMPILE_AFTER_S = 0.0  # compiled once the kind has any NumPy time (the rows above give it some)
         res = mj.fit(loglik, init, x, constraints={"w": mj.unit_interval, "sigma": mj.positive}, **kw)
         w, mu, s = float(res.params["w"]), np.asarray(res.params["mu"]), np.asarray(res.params["sigma"])
         se_w, se_mu, se_s = float(res.se["w"]), np.asarray(res.se["mu"]), np.asarray(res.se["sigma"])
@@ -228,7 +241,13 @@ def child(layout, n, repeat):
     methods = (None, "bfgs", "lbfgs") if layout == "one" else (None,)
     for m in methods:
         name = "mj.fit defaults" if m is None else f'mj.fit method="{m}"'
-        t.add(name, tool_mlejax(x, m), devices=jdev, cores=n_dev, options=lean, family="mlejax")
+        step = "numpy" if m is None and layout == "one" else None
+        t.add(name, tool_mlejax(x, m, step), devices=jdev, cores=n_dev, options=lean, family="mlejax")
+    if layout == "one":  # the same fit once the process has run the NumPy step long enough (a loop of fits)
+        go = tool_mlejax(x, None, "compiled")
+        go()  # a fit whose NumPy step time makes the next one compile the step
+        row = "mj.fit defaults, step compiled (in a loop)"
+        t.add(row, go, devices=jdev, cores=n_dev, options=lean, family="mlejax")
     bench.child_main(t.warm(repeat))
 
 

@@ -229,6 +229,8 @@ def fit(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be a function of one Iteration record, got {type(callback).__name__}")
     report = callback if not verbose else _both(printer(), callback)
+    if not traced:  # the rows on the device once, not at each pass (rows laid out over devices are there already)
+        run_data = jax.tree_util.tree_map(lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a), run_data)
     with store_any_compile():
         if host:
             res = _fit_host(
@@ -290,7 +292,8 @@ def fit(
     )
     if random is not None:  # follow-ups (profiles, tests) start their inner Newton at the modes
         fixed_values = laplace.at_modes(problem.loglik, fixed_values, res.params)
-    host_pass = HostPass(model_pass(problem, plan.split, plan.lean), run_data) if host else None
+    # The fit's own pass (compiled already where the fit iterated on the host) for its profiles.
+    host_pass = HostPass(model_pass(problem, plan.split, plan.lean), run_data)
     res._set_eager_state(BoundProblem(problem, data, fixed_values, kwargs, host_pass))
     return res
 
@@ -469,10 +472,7 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     solver's step once per number of parameters (shared by every model)."""
     split = plan.split
     lean = plan.lean
-    # On the device once, not at each pass (rows the plan laid out over devices are there already).
-    data, fixed_values = jax.tree_util.tree_map(
-        lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a), (data, fixed_values)
-    )
+    fixed_values = jax.tree_util.tree_map(lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a), fixed_values)
     u0 = (_start_compiled_lean if lean else _start_compiled)(problem, free_init)
     pass_program = model_pass(problem, split, lean)
 

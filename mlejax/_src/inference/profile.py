@@ -542,9 +542,10 @@ def _element_values(constraint, t):
 def _profile_ci_host(prob, res, names, level, method, tol, maxiter):
     """Eager profile intervals on the host: the search of :func:`root_search` in NumPy, each point a Newton fit of
     the other coordinates driven from the host (:func:`~mlejax._src.solvers._host.run_host`) on the fit's own
-    compiled pass -- so the first interval of a fitted model compiles nothing. For fits iterated on the host
-    (``prob.host_pass``) with Newton refits, where every name's constraint acts elementwise (holding the
-    element fixes one unconstrained coordinate); ``None`` otherwise (the compiled profile serves)."""
+    pass -- so the first interval of a fit that iterated on the host compiles nothing (a fit run as one
+    program, with rows over several devices, compiles its pass once). For eager fits (``prob.host_pass``) with
+    Newton refits, where every name's constraint acts elementwise (holding the element fixes one
+    unconstrained coordinate); ``None`` otherwise (the compiled profile serves)."""
     if prob.host_pass is None or not (isinstance(method, str) and method == "newton"):
         return None
     check_level(level)

@@ -112,7 +112,7 @@ def _compiled_step(state, proposal, evaluation, options, lean):
 #: serves every later fit of that kind. Compiling costs about as much as a few hundred NumPy iterations and
 #: saves a fraction of each: a script of a few fits never pays for it, a loop of many fits pays once (the
 #: rent-or-buy rule; docs/internals.md#eager-newton-fits-iterate-on-the-host).
-COMPILE_AFTER_S = 0.5
+COMPILE_AFTER_S = 0.25
 
 _host_seconds: Counter = Counter()
 _compiled_keys: set = set()
@@ -215,8 +215,8 @@ def model_pass(problem, split, lean: bool):
 
 
 class HostPass(NamedTuple):
-    """The compiled pass of an eager fit and the rows as it takes them: kept with the fit's problem, so that its
-    profile intervals iterate on the host with the same pass (nothing compiled for them)."""
+    """The pass of an eager fit (compiled where the fit iterated on the host) and the rows as it takes them, on
+    the device: kept with the fit's problem, so that its profile intervals iterate on the host with that pass."""
 
     program: Callable  # (u, data, fixed_values) -> (f, g, H)
     data: Any
