@@ -10,6 +10,7 @@ from jax.scipy import stats
 import mlejax as mj
 from mlejax._src import fit as fit_module
 from mlejax._src.engine import plan
+from mlejax._src.solvers._host import PASSES
 
 RNG = np.random.default_rng(7)
 CONS = {"sigma": mj.positive}
@@ -62,11 +63,11 @@ def test_lean_compiled_fits_equal_the_default_program(monkeypatch):
     x = jnp.asarray(RNG.normal(2.0, 3.0, 500))
     assert plan.compile_lean()
     lean = fit_normal(x)
-    assert (lean._problem.problem, None, True) in fit_module._PASSES
+    assert (lean._problem.problem, None, True) in PASSES
     monkeypatch.setattr(plan, "LEAN_COMPILE", False)
     assert not plan.compile_lean()
     default = fit_normal(x)
-    assert (default._problem.problem, None, False) in fit_module._PASSES
+    assert (default._problem.problem, None, False) in PASSES
     for name in ("mu", "sigma"):
         np.testing.assert_allclose(lean.params[name], default.params[name], rtol=1e-12)
         np.testing.assert_allclose(lean.se[name], default.se[name], rtol=1e-10)

@@ -393,3 +393,8 @@ def test_numpy_namespace_keeps_numpy_semantics():
     np.testing.assert_equal(NUMPY.where(a > 0, a, -1.0), np.where(a > 0, a, -1.0))
     assert NUMPY.where(np.bool_(False), np.float32(1), 2.0).dtype == np.float32
     assert NUMPY.set_at(a, 1, 7.0).tolist() == [0.0, 7.0, 2.0] and a.tolist() == [0.0, 1.0, 2.0]
+    for pred in (np.bool_(True), np.bool_(False)):
+        for a, b in [(np.float32(1.5), 2.0), (3, np.float64(-1.0)), (np.float64(np.nan), 0)]:
+            got, want = NUMPY.where(pred, a, b), np.where(pred, a, b)[()]
+            assert type(got) is type(want)
+            np.testing.assert_equal(got, want)

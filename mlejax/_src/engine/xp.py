@@ -3,8 +3,9 @@
 The trust-region Newton step (:mod:`~mlejax._src.solvers._newton`) is written once. Under ``jit``/``vmap``/
 ``grad`` it runs inside the fit's one program with :mod:`jax.numpy`; the eager driver
 (:mod:`~mlejax._src.solvers._host`) runs the same functions on NumPy arrays on the host, where they work on
-``k``-vectors and ``k x k`` matrices: NumPy takes microseconds per iteration there and compiles nothing, while
-an XLA program of the step took most of a small fit's first call to compile (docs/internals.md#compile-time).
+``k``-vectors and ``k x k`` matrices: NumPy takes under a millisecond per iteration and compiles nothing, while
+an XLA program of the step took most of a small fit's first call to compile
+(docs/internals.md#eager-newton-fits-iterate-on-the-host).
 
 :func:`namespace` picks the namespace from the arrays a function is given. Both namespaces offer the NumPy
 functions the step uses under their NumPy names, and a few operations that are spelled differently in the
@@ -89,6 +90,12 @@ class _Numpy:
             and a.shape == b.shape
         ):
             return a if pred else b
+        if type(pred) in _SCALAR_BOOLS:  # a NumPy scalar against a Python number: NumPy's result, without it
+            ta, tb = type(a), type(b)
+            if ta in _FLOAT_SCALARS and (tb is float or tb is int):
+                return a if pred else ta(b)
+            if tb in _FLOAT_SCALARS and (ta is float or ta is int):
+                return tb(a) if pred else b
         # A scalar comes back as a NumPy scalar, not a 0-d array: the scalar arithmetic that follows is several
         # times faster on it.
         return np.where(pred, a, b)[()]

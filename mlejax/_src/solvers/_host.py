@@ -107,11 +107,10 @@ def _compiled_step(state, proposal, evaluation, options, lean):
     return state, proposal, x, (bool(done), int(n_step), int(n_eval), f, radius, gnorm)
 
 
-#: The step runs in NumPy until this process has spent this many seconds in NumPy steps of one (parameter
-#: count, dtype, options, compile options); then it is compiled (about a second on CPU) and the compiled step
-#: serves every later fit of that kind. Compiling costs about as much as a few hundred NumPy iterations and
-#: saves a fraction of each: a script of a few fits never pays for it, a loop of many fits pays once (the
-#: rent-or-buy rule; docs/internals.md#eager-newton-fits-iterate-on-the-host).
+#: The step runs in NumPy until this process has spent this many seconds in NumPy steps of one kind (parameter
+#: count, dtype, options, compile options); then it is compiled (about a second on CPU) and the compiled step,
+#: faster per iteration, serves every later fit of that kind: a script of a few fits never pays for it, a loop
+#: of many fits pays once, early (rent or buy; docs/internals.md#eager-newton-fits-iterate-on-the-host).
 COMPILE_AFTER_S = 0.25
 
 _host_seconds: Counter = Counter()

@@ -527,7 +527,7 @@ def newton(
       >>> jax.config.update("jax_enable_x64", True)
       >>> from mlejax._src.solvers import Objective, newton, run
       >>> f = lambda x: (1.0 - x[0]) ** 2 + 100.0 * (x[1] - x[0] ** 2) ** 2
-      >>> sol = run(newton(), Objective.from_function(f), xp.array([-1.2, 1.0]), 500)
+      >>> sol = run(newton(), Objective.from_function(f), jnp.array([-1.2, 1.0]), 500)
       >>> [round(float(v), 6) for v in sol.x], int(sol.status)
       ([1.0, 1.0], 0)
     """
