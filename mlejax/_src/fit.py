@@ -39,7 +39,7 @@ from .problem import (
 )
 from .result import FitResult
 from .solvers import NEWTON_MAX_K, newton, run
-from .solvers._host import PASSES, HostPass, model_pass, newton_options, printer, run_host
+from .solvers._host import PASSES, STEP_COMPILER_OPTIONS, HostPass, model_pass, newton_options, printer, run_host
 from .solvers.multistart import run_lanes
 from .status import ConvergenceWarning, SingularFitWarning, Status, final_status, grew_without_bound
 from .summary import diverging_words, singular_random, singular_words
@@ -443,9 +443,12 @@ def _result_program(problem, options, cov_spec, split, u, solved, fixed_values, 
 
 
 _start_compiled = jax.jit(_start_program, static_argnums=0)
-_start_compiled_lean = jax.jit(_start_program, static_argnums=0, compiler_options=LEAN_COMPILER_OPTIONS)
+_start_compiled_lean = jax.jit(_start_program, static_argnums=0, compiler_options=STEP_COMPILER_OPTIONS)  # no rows
 _result_compiled = jax.jit(_result_program, static_argnums=(0, 1, 2, 3))
 _result_compiled_lean = jax.jit(_result_program, static_argnums=(0, 1, 2, 3), compiler_options=LEAN_COMPILER_OPTIONS)
+# The result of a fit with the observed information and no random effects touches no rows (the parameters'
+# transforms and their Jacobian, k x k products): LLVM's optimisation off, as for the solver's step.
+_result_compiled_small = jax.jit(_result_program, static_argnums=(0, 1, 2, 3), compiler_options=STEP_COMPILER_OPTIONS)
 
 
 def _both(first, second):
@@ -485,6 +488,8 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     with host_errors():  # on the host too: a k x k matrix (nothing to compile per parameter count)
         inverse = invert_information(state.hess, pd=state.pd)
     program = _result_compiled_lean if lean else _result_compiled
+    if lean and cov_spec.kind == "observed" and not isinstance(problem.loglik, laplace.Laplace):
+        program = _result_compiled_small
     return program(
         problem, options, cov_spec, split, state.x, solved + (state.f0,), fixed_values, data, n_obs, cov_groups, inverse
     )
