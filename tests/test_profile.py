@@ -324,3 +324,16 @@ def test_eager_profiles_iterate_on_the_host_with_the_fit_pass():
 
     ends = optimize.brentq(lr, 1e-6, phat, xtol=1e-14), optimize.brentq(lr, phat, 1 - 1e-9, xtol=1e-14)
     np.testing.assert_allclose(host[2], ends, rtol=1e-8)
+    # profile curves too: on the host, equal to the compiled curve and to the closed form of q's profile
+    programs = compiled_programs()
+    grid = np.linspace(0.05, 0.5, 7)
+    curve = res.profile("q", grid)
+    assert compiled_programs() == programs
+    ref = mj.profile(res, "q", grid, loglik=beta_binomial_mix, data=data, constraints=cons)
+    np.testing.assert_allclose(np.asarray(curve.loglik), np.asarray(ref.loglik), rtol=1e-10)
+    np.testing.assert_allclose(
+        np.asarray(curve.lr),
+        2 * n * (phat * np.log(phat / grid) + (1 - phat) * np.log((1 - phat) / (1 - grid))),
+        atol=1e-7,
+    )
+    assert bool(np.all(np.asarray(curve.converged)))

@@ -454,6 +454,19 @@ def _profile(problem, res, name, grid, data, fixed_values, method, tol, maxiter)
     model = problem
     tg = _resolve_target(model, name)
     dtype = res.unconstrained.dtype
+    grid = _check_grid(tg, grid, dtype)
+    method, tol, maxiter = _profile_options(res, method, tol, maxiter)
+    cfg = _ProfileCfg(model, tg.slice, method, tol, maxiter)
+    t_grid = tg.to_t(grid)
+    idx = jnp.asarray(tg.held.idx, jnp.int32)
+    ll, lr, root, ok, t_hat = run_compiled(
+        _profile_curve, cfg, res.unconstrained, res.loglik, idx, t_grid, data, fixed_values
+    )
+    return Profile(grid, ll, lr, root, ok, tg.value(t_hat), res.loglik)
+
+
+def _check_grid(tg: _Target, grid, dtype):
+    """``grid`` as a 1-D array of ``dtype``, its concrete values checked against the target's support."""
     grid = jnp.atleast_1d(jnp.asarray(grid, dtype))
     if grid.ndim != 1:
         raise ValueError(f"grid must be a 1-D array of values, got shape {grid.shape}")
@@ -465,14 +478,7 @@ def _profile(problem, res, name, grid, data, fixed_values, method, tol, maxiter)
             raise ValueError(
                 f"grid values {g[bad][:5].tolist()} lie outside the support ({lo:g}, {hi:g}) of {tg.name!r}"
             )
-    method, tol, maxiter = _profile_options(res, method, tol, maxiter)
-    cfg = _ProfileCfg(model, tg.slice, method, tol, maxiter)
-    t_grid = tg.to_t(grid)
-    idx = jnp.asarray(tg.held.idx, jnp.int32)
-    ll, lr, root, ok, t_hat = run_compiled(
-        _profile_curve, cfg, res.unconstrained, res.loglik, idx, t_grid, data, fixed_values
-    )
-    return Profile(grid, ll, lr, root, ok, tg.value(t_hat), res.loglik)
+    return grid
 
 
 def profile_ci_eager(res, names, level, method=None, tol=None, maxiter=None):
@@ -539,83 +545,103 @@ def _element_values(constraint, t):
     return constraint.element_value(t)
 
 
-def _profile_ci_host(prob, res, names, level, method, tol, maxiter):
-    """Eager profile intervals on the host: the search of :func:`root_search` in NumPy, each point a Newton fit of
-    the other coordinates driven from the host (:func:`~mlejax._src.solvers._host.run_host`) on the fit's own
-    pass -- so the first interval of a fit that iterated on the host compiles nothing (a fit run as one
-    program, with rows over several devices, compiles its pass once). For eager fits (``prob.host_pass``) with
-    Newton refits, where every name's constraint acts elementwise (holding the element fixes one
-    unconstrained coordinate); ``None`` otherwise (the compiled profile serves)."""
+class _HostRefits:
+    """Profile points of an eager fit computed on the host: each a Newton fit of the other coordinates driven
+    from the host (:func:`~mlejax._src.solvers._host.run_host`) on the fit's own pass (``prob.host_pass``): the
+    sub-block of its gradient and Hessian without the held coordinate ``m``."""
+
+    def __init__(self, prob, res, tol, maxiter):
+        self.program, self.data = prob.host_pass
+        self.fixed_values = jax.tree_util.tree_map(jnp.asarray, prob.fixed_values)
+        self.u_hat = np.asarray(res.unconstrained)
+        self.information = np.asarray(res.information)
+        self.options, self.maxiter = newton_options(tol), maxiter
+
+    def full(self, u):
+        return tuple(np.asarray(a) for a in self.program(u, self.data, self.fixed_values))
+
+    def evaluator(self, m: int) -> Callable:
+        """``evaluate(t, w0) -> _Eval``: the profile point at ``t`` of the coordinate ``m``, refitted from ``w0``.
+
+        The refit starts from the neighbour's optimum ``w0`` moved along the profile's tangent there,
+        ``dw/dt = -H_ww^-1 H_wt`` (implicit function theorem on ``grad_w = 0``; at the estimate from the fit's
+        information): a predictor that saves Newton iterations at every point, with ``w0`` itself as the
+        fallback start."""
+        keep = np.delete(np.arange(self.u_hat.shape[0]), m)
+        tangents = {}
+
+        def tangent(h):
+            with host_errors():
+                try:
+                    return -np.linalg.solve(h[np.ix_(keep, keep)], h[keep, m])
+                except np.linalg.LinAlgError:
+                    return None
+
+        tangents[np.delete(self.u_hat, m).tobytes()] = (self.u_hat[m], tangent(self.information))
+
+        def evaluate(t, w0):
+            last = {}
+
+            def refit_pass(w):
+                w = np.asarray(w)
+                f, g, h = self.full(np.insert(w, m, t))
+                last.update(w=w, f=f, g=g, h=h)
+                return f, g[keep], h[np.ix_(keep, keep)]
+
+            if not keep.size:
+                f, g, _ = self.full(np.insert(w0, m, t))
+                return _Eval(-f, w0, -g[m], np.isfinite(f))
+            t0, dw = tangents.get(np.asarray(w0).tobytes(), (t, None))
+            starts = [w0] if dw is None or not np.all(np.isfinite(dw)) else [w0 + dw * (t - t0), w0]
+            for start in starts:
+                state, status, _ = run_host(self.options, refit_pass, start, self.maxiter)
+                if usable(status):
+                    break
+            w, f = state.x, state.f
+            # the full gradient at the end point, for dll = -df/dt (envelope theorem): the last pass's, moved along
+            # the final step on the quadratic model where the solver took that step without a pass
+            g = last["g"] + last["h"][:, keep] @ (w - last["w"])
+            tangents[w.tobytes()] = (t, tangent(last["h"]))
+            return _Eval(-f, w, -g[m], np.bool_(usable(status)) & np.isfinite(f))
+
+        return evaluate
+
+
+def _host_targets(prob, names, method):
+    """The targets of ``names`` when their profiles can run on the host (:class:`_HostRefits`): an eager fit
+    (``prob.host_pass``), Newton refits, and every name's constraint acting elementwise (holding the element fixes
+    one unconstrained coordinate); ``None`` otherwise (the compiled profile serves)."""
     if prob.host_pass is None or not (isinstance(method, str) and method == "newton"):
         return None
-    check_level(level)
     name_list = [names] if isinstance(names, str) else list(names)
     if not name_list:
         return None
     targets = [_resolve_target(prob.problem, n) for n in name_list]
     if any(tg.held.coordinate is None for tg in targets):
         return None
+    return targets
+
+
+def _profile_ci_host(prob, res, names, level, method, tol, maxiter):
+    """Eager profile intervals on the host: the search of :func:`root_search` in NumPy on :class:`_HostRefits`'
+    points, so the first interval of a fit that iterated on the host compiles nothing (a fit run as one program,
+    with rows over several devices, compiles its pass once). ``None`` where :func:`_host_targets` says so."""
+    targets = _host_targets(prob, names, method)
+    if targets is None:
+        return None
+    check_level(level)
     method, tol, maxiter = _profile_options(res, method, tol, maxiter)
-    program, data = prob.host_pass
-    fixed_values = jax.tree_util.tree_map(jnp.asarray, prob.fixed_values)
-    u_hat = np.asarray(res.unconstrained)
+    refits = _HostRefits(prob, res, tol, maxiter)
+    u_hat = refits.u_hat
     dtype = u_hat.dtype
     with host_errors():
-        cov_u = invert_information(np.asarray(res.information)).cov
+        cov_u = invert_information(refits.information).cov
     ll_hat = np.asarray(res.loglik, dtype)[()]
     zstar = dtype.type(statistics.NormalDist().inv_cdf(0.5 + 0.5 * float(level)))  # sqrt of chi2_1's quantile
-    options = newton_options(tol)
-
-    def full(u):
-        return tuple(np.asarray(a) for a in program(u, data, fixed_values))
-
     rows = []
     for tg in targets:
         m = tg.held.coordinate
-        keep = np.delete(np.arange(u_hat.shape[0]), m)
-
-        # The refit at t starts from the neighbour's optimum w0 moved along the profile's tangent there,
-        # dw/dt = -H_ww^-1 H_wt (implicit function theorem on grad_w = 0; at the estimate from the fit's
-        # information): a predictor that saves Newton iterations at every point, with the neighbour's optimum
-        # itself as the fallback start.
-        tangents = {}
-
-        def tangent(h, m=m, keep=keep):
-            with host_errors():
-                h_ww = h[np.ix_(keep, keep)]
-                try:
-                    return -np.linalg.solve(h_ww, h[keep, m])
-                except np.linalg.LinAlgError:
-                    return None
-
-        tangents[np.delete(u_hat, m).tobytes()] = (u_hat[m], tangent(np.asarray(res.information)))
-
-        def evaluate(t, w0, m=m, keep=keep, tangents=tangents):
-            last = {}
-
-            def refit_pass(w):
-                w = np.asarray(w)
-                f, g, h = full(np.insert(w, m, t))
-                last.update(w=w, f=f, g=g, h=h)
-                return f, g[keep], h[np.ix_(keep, keep)]
-
-            if keep.size:
-                t0, dw = tangents.get(np.asarray(w0).tobytes(), (t, None))
-                starts = [w0] if dw is None or not np.all(np.isfinite(dw)) else [w0 + dw * (t - t0), w0]
-                for start in starts:
-                    state, status, _ = run_host(options, refit_pass, start, maxiter)
-                    if usable(status):
-                        break
-                w, f = state.x, state.f
-                # the full gradient at the end point, for dll = -df/dt (envelope theorem): the last pass's, moved
-                # along the final step on the quadratic model where the solver took that step without a pass
-                g = last["g"] + last["h"][:, keep] @ (w - last["w"])
-                tangents[w.tobytes()] = (t, tangent(last["h"]))
-            else:
-                w, status = w0, Status.success
-                f, g, _ = full(np.insert(w0, m, t))
-            return _Eval(-f, w, -g[m], np.bool_(usable(status)) & np.isfinite(f))
-
+        evaluate = refits.evaluator(m)
         ends = []
         for side in (-1.0, 1.0):
             with host_errors():
@@ -628,7 +654,7 @@ def _profile_ci_host(prob, res, names, level, method, tol, maxiter):
                     cov_u[m, m],
                     ll_hat,
                     zstar,
-                    80,
+                    _ProfileCfg.max_eval,
                 )
             ends.append((t_hat + side * tau, bool(is_open), bool(nm), bool(ok)))
         (t_lo, open_lo, nm_lo, ok_lo), (t_hi, open_hi, nm_hi, ok_hi) = ends
@@ -636,6 +662,42 @@ def _profile_ci_host(prob, res, names, level, method, tol, maxiter):
         lower, upper = -np.inf if open_lo else lower, np.inf if open_hi else upper
         rows.append((lower, upper, open_lo, open_hi, nm_lo or nm_hi, ok_lo and ok_hi))
     return tuple(np.asarray(col, dtype=dtype if j < 2 else bool) for j, col in enumerate(zip(*rows)))
+
+
+def _profile_host(prob, res, name, grid, method, tol, maxiter) -> Profile | None:
+    """:func:`_profile_curve` on the host (:class:`_HostRefits`): the grid's points above the estimate outward,
+    then those below, each refitted from its neighbour. ``None`` where :func:`_host_targets` says so."""
+    targets = _host_targets(prob, name, method)
+    if targets is None:
+        return None
+    (tg,) = targets
+    dtype = np.asarray(res.unconstrained).dtype
+    grid = _check_grid(tg, grid, dtype)
+    method, tol, maxiter = _profile_options(res, method, tol, maxiter)
+    refits = _HostRefits(prob, res, tol, maxiter)
+    m = tg.held.coordinate
+    evaluate = refits.evaluator(m)
+    t_grid = np.asarray(_element_coordinates(tg.constraint, np.asarray(grid, dtype)), dtype)
+    t_hat = refits.u_hat[m]
+    w_hat = np.delete(refits.u_hat, m)
+    ll, ok = np.full(t_grid.shape, np.nan, dtype), np.zeros(t_grid.shape, bool)
+    for side in (t_grid >= t_hat, t_grid < t_hat):
+        w = w_hat
+        for i in np.nonzero(side)[0][np.argsort(np.abs(t_grid[side] - t_hat), kind="stable")]:
+            with host_errors():
+                ev = evaluate(t_grid[i], w)
+            ll[i], ok[i], w = ev.ll, bool(ev.ok), ev.w
+    ll_hat = np.asarray(res.loglik, dtype)[()]
+    lr = 2.0 * (ll_hat - ll)
+    root = np.sign(t_grid - t_hat) * np.sqrt(np.maximum(lr, 0.0))
+    estimate = np.asarray(_element_values(tg.constraint, np.asarray([t_hat], dtype)))[0]
+    return Profile(jnp.asarray(grid), ll, lr, root, ok, estimate, res.loglik)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _element_coordinates(constraint, v):
+    """A constraint's profiling coordinates of element values ``v`` (one small program, as :func:`_element_values`)."""
+    return constraint.element_coordinate(v)
 
 
 def profile_eager(res, name, grid=None, method=None, tol=None, maxiter=None, level=0.95, points=41) -> Profile:
@@ -647,7 +709,9 @@ def profile_eager(res, name, grid=None, method=None, tol=None, maxiter=None, lev
     method = _refit_method(prob, method)
     if grid is None:
         grid = _default_grid(prob, res, name, level, points, method, tol, maxiter)
-    pr = _profile(prob.problem, res, name, grid, prob.data, prob.fixed_values, method, tol, maxiter)
+    pr = _profile_host(prob, res, name, grid, method, tol, maxiter)
+    if pr is None:
+        pr = _profile(prob.problem, res, name, grid, prob.data, prob.fixed_values, method, tol, maxiter)
     v = np.asarray(pr.values)
     lr = np.asarray(pr.lr)
     est = float(pr.estimate)
@@ -676,19 +740,25 @@ def _refit_method(prob, method):
 
 def _default_grid(prob, res, name, level, points, method, tol, maxiter):
     tg = _resolve_target(prob.problem, name)
-    ci = _profile_ci(prob.problem, res, name, level, prob.data, prob.fixed_values, method, tol, maxiter)
+    ci = _profile_ci_host(prob, res, name, level, method, tol, maxiter)
+    if ci is None:
+        ci = _profile_ci(prob.problem, res, name, level, prob.data, prob.fixed_values, method, tol, maxiter)
+    else:
+        ci = ProfileInterval(*(x[0] for x in ci))
     lo_s, hi_s = tg.support()
-    t_lo, t_hi = (float(tg.to_t(jnp.asarray(v))) for v in (ci.lower, ci.upper))
-    t_hat = float(tg.to_t(jnp.asarray(_element_estimate(res, tg.name))))
+    dtype = np.asarray(res.unconstrained).dtype
+    ends = np.asarray([ci.lower, ci.upper, _element_estimate(res, tg.name)], dtype)
+    with host_errors():
+        t_lo, t_hi, t_hat = np.asarray(_element_coordinates(tg.constraint, ends)).tolist()
     if not math.isfinite(t_lo):
         t_lo = t_hat - 4.0 * max(abs(t_hi - t_hat), 1e-3)
     if not math.isfinite(t_hi):
         t_hi = t_hat + 4.0 * max(abs(t_hat - t_lo), 1e-3)
     margin = 0.25 * (t_hi - t_lo)
     t = np.linspace(t_lo - margin, t_hi + margin, int(points))
-    values = np.asarray(tg.value(jnp.asarray(t, res.unconstrained.dtype)), dtype=float)
+    values = np.asarray(_element_values(tg.constraint, np.asarray(t, dtype)), dtype=float)
     ok = np.isfinite(values) & (values > lo_s) & (values < hi_s)
-    return jnp.asarray(values[ok], res.unconstrained.dtype)
+    return jnp.asarray(values[ok], dtype)
 
 
 def _element_estimate(res, name):
