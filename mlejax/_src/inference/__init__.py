@@ -21,7 +21,8 @@ from ._common import Chi2Test, check_level
 from .criteria import aicc
 from .delta import DeltaResult, delta
 from .hypothesis_tests import information_matrix_test, lr_test, score_test, wald_test
-from .profile import Profile, ProfileInterval, profile, profile_ci, profile_ci_eager, profile_eager
+from .profile import Profile, ProfileInterval, profile, profile_ci
+from .profile_eager import profile_ci_eager, profile_eager
 from .with_cov import with_cov, with_cov_eager
 
 __all__ = [

@@ -26,7 +26,8 @@ from jax import lax
 
 from ..problem import default_tol
 from ._common import chi2_quantile, run_compiled
-from .profile import _profile_options, _ProfileCfg, _refit_method, _resolve_target, profile_ci_eager, refit
+from .profile import _profile_options, _ProfileCfg, _resolve_target, refit
+from .profile_eager import _refit_method, profile_ci_eager
 
 
 def eager_problem(res, what: str):
