@@ -47,22 +47,31 @@ class Iteration(NamedTuple):
     x: np.ndarray
 
 
+def _start(x0, options: Options):
+    state = initial_state(x0, options)
+    proposal = propose(state, options.xtol)
+    return state, proposal, requested_point(state, proposal)
+
+
+def _advance(state: NewtonState, proposal: Proposal, evaluation, options: Options):
+    """:func:`~._newton.tell` with the proposal carried from the previous call (``ask`` and ``tell`` compute it
+    from the state alike; the while-loop driver's ``step`` shares it the same way): ``(state, proposal, x)``."""
+    new = respond(state, proposal, evaluation, options)
+    proposal = propose(new, options.xtol)
+    return new, proposal, requested_point(new, proposal)
+
+
 # -- the step on the host (NumPy) ------------------------------------------------------------------------
 
 
 def _numpy_start(x0, options: Options):
     with host_errors():
-        state = initial_state(np.asarray(x0), options)
-        proposal = propose(state, options.xtol)
-        return state, proposal, requested_point(state, proposal)
+        return _start(np.asarray(x0), options)
 
 
 def _numpy_step(state: NewtonState, proposal: Proposal, evaluation, options: Options):
-    evaluation = tuple(np.asarray(a) for a in evaluation)
     with host_errors():
-        new = respond(state, proposal, evaluation, options)
-        proposal = propose(new, options.xtol)
-        x = requested_point(new, proposal)
+        new, proposal, x = _advance(state, proposal, tuple(np.asarray(a) for a in evaluation), options)
     gnorm = float(np.max(np.abs(new.g * new.scale))) if new.g.shape[0] else 0.0
     return new, proposal, x, (bool(new.done), int(new.n_step), int(new.n_eval), float(new.f), float(new.radius), gnorm)
 
@@ -70,21 +79,13 @@ def _numpy_step(state: NewtonState, proposal: Proposal, evaluation, options: Opt
 # -- the step compiled (XLA) -------------------------------------------------------------------------------
 
 
-def _start_program(x0, options: Options):
-    state = initial_state(x0, options)
-    proposal = propose(state, options.xtol)
-    return state, proposal, requested_point(state, proposal)
-
-
 def _step_program(state: NewtonState, proposal: Proposal, evaluation, options: Options):
-    """:func:`~._newton.tell` with the proposal carried from the previous call (``ask`` and ``tell`` compute it
-    from the state alike; the while-loop driver's ``step`` shares it the same way)."""
-    new = respond(state, proposal, evaluation, options)
-    proposal = propose(new, options.xtol)
+    """:func:`_advance` and what the host reads after it, as one vector (one transfer)."""
+    new, proposal, x = _advance(state, proposal, evaluation, options)
     dt = new.f.dtype
     gnorm = jnp.max(jnp.abs(new.g * new.scale)) if new.g.shape[0] else jnp.zeros((), dt)
     facts = (new.done, new.n_step, new.n_eval, new.f, new.radius, gnorm)
-    return new, proposal, requested_point(new, proposal), jnp.stack([jnp.asarray(v, dt) for v in facts])
+    return new, proposal, x, jnp.stack([jnp.asarray(v, dt) for v in facts])
 
 
 #: Compile options of the compiled step on CPU (``lean``): mlejax's eager options and LLVM's optimisation off.
@@ -93,9 +94,9 @@ def _step_program(state: NewtonState, proposal: Proposal, evaluation, options: O
 STEP_COMPILER_OPTIONS = {**LEAN_COMPILER_OPTIONS, "xla_backend_optimization_level": 0}
 
 _PROGRAMS = {
-    False: (jax.jit(_start_program, static_argnums=1), jax.jit(_step_program, static_argnums=3)),
+    False: (jax.jit(_start, static_argnums=1), jax.jit(_step_program, static_argnums=3)),
     True: (
-        jax.jit(_start_program, static_argnums=1, compiler_options=STEP_COMPILER_OPTIONS),
+        jax.jit(_start, static_argnums=1, compiler_options=STEP_COMPILER_OPTIONS),
         jax.jit(_step_program, static_argnums=3, compiler_options=STEP_COMPILER_OPTIONS),
     ),
 }
@@ -113,8 +114,7 @@ def _compiled_step(state, proposal, evaluation, options, lean):
 #: of many fits pays once, early (rent or buy; docs/internals.md#eager-newton-fits-iterate-on-the-host).
 COMPILE_AFTER_S = 0.25
 
-_host_seconds: Counter = Counter()
-_compiled_keys: set = set()
+_host_seconds: Counter = Counter()  # per kind of fit; the kind is compiled once it exceeds COMPILE_AFTER_S
 
 
 def _key(x0, options, lean):
@@ -141,9 +141,8 @@ def run_host(
     each iteration. The step runs in NumPy, or compiled once this kind of fit has run long enough in NumPy
     (:data:`COMPILE_AFTER_S`)."""
     key = _key(x0, options, bool(lean))
-    compiled = key in _compiled_keys or _host_seconds[key] > COMPILE_AFTER_S
+    compiled = _host_seconds[key] > COMPILE_AFTER_S
     if compiled:
-        _compiled_keys.add(key)
         state, proposal, x = _PROGRAMS[bool(lean)][0](jnp.asarray(x0), options)
 
         def step(state, proposal, evaluation):
