@@ -176,9 +176,59 @@ print("RESULT" + json.dumps(dict(
 """
 
 
-def test_fit_batch_of_a_loglik_calling_lapack_on_two_devices_finishes():
-    out = _run(_USER_LAPACK.format(devices=2), 2)
+@pytest.mark.parametrize("devices", [1, 2])
+def test_fit_batch_of_a_loglik_calling_lapack_finishes(devices):
+    out = _run(_USER_LAPACK.format(devices=devices), devices)
     assert out["converged"] == 1.0 and out["m_err"] < 1e-8 and out["cov_err"] < 1e-8, out
+
+
+# Two batched LAPACK kernels of one program running at once hang the process (each waits from a pool worker
+# for parts that only the pool's workers can run; it hung on one device under load, in CI). So no program
+# mlejax builds around a loglik that calls LAPACK hands LAPACK a batch: read from the lowered programs, where
+# every LAPACK call states its number of batch dimensions. Each check also lowers the batched alternative, so
+# that it could fail.
+def _mvn(p, d):
+    import jax
+    import jax.numpy as jnp
+
+    low = jnp.linalg.cholesky(jnp.array([[p["v1"], p["c"]], [p["c"], p["v2"]]]))
+    w = jax.scipy.linalg.solve_triangular(low, (d - p["m"][None, :]).T, lower=True)
+    return -0.5 * jnp.sum(w * w, 0) - jnp.sum(jnp.log(jnp.diag(low)))
+
+
+def _lapack_batch_dims(hlo: str) -> list[str]:
+    import re
+
+    return [m.group(1) for m in re.finditer(r'@lapack_\w+\(.*?num_batch_dims = "(\d+)"', hlo)]
+
+
+def test_no_program_around_a_loglik_calling_lapack_hands_lapack_a_batch():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import mlejax as mj
+    from mlejax._src.batch._rounds import ONE_AT_A_TIME, _fit_members, _Key
+    from mlejax._src.engine.plan import batch_calls_lapack
+
+    init = {"m": jnp.zeros(2), "v1": 1.0, "v2": 1.0, "c": 0.0}
+    z = np.random.default_rng(0).normal(size=(16, 40, 2))
+    cons = {"v1": mj.positive, "v2": mj.positive}
+    assert batch_calls_lapack(_mvn, init, z[0])
+    assert not batch_calls_lapack(lambda p, d: -0.5 * (d - p["m"]) ** 2, init, z[0])
+
+    # fit_batch on concrete data: the chunk's program with the block fit_batch picks for such a loglik.
+    opts = _Key({"constraints": cons})
+    members = jax.jit(_fit_members, static_argnums=(0, 1, 2, 3, 4))
+    one = _lapack_batch_dims(members.lower(_mvn, opts, 5, (None, None), ONE_AT_A_TIME, init, z, {}).as_text())
+    batched = _lapack_batch_dims(members.lower(_mvn, opts, 5, (None, None), None, init, z, {}).as_text())
+    assert one and set(one) == {"0"}, one
+    assert "1" in batched, batched
+    # fit_batch under jit, and multistart lanes of one fit.
+    traced = jax.jit(lambda d: mj.fit_batch(_mvn, init, d, constraints=cons)).lower(z).as_text()
+    assert set(_lapack_batch_dims(traced)) == {"0"}
+    lanes = jax.jit(lambda d: mj.fit(_mvn, init, d, constraints=cons, multistart=True)).lower(z[0]).as_text()
+    assert set(_lapack_batch_dims(lanes)) == {"0"}
 
 
 def test_lapack_in_a_loglik_is_detected():

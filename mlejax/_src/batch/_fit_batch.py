@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..engine.functions import canonical_function
-from ..engine.plan import calls_lapack
+from ..engine.plan import batch_calls_lapack
 from ..fit import fit
 from ..laplace import batch_random
 from ..params import is_traced
@@ -33,7 +33,17 @@ from ._checks import (
     _to_host,
 )
 from ._families import _as_family, _FamilyLoglik, _FamilyStart, _outside_family_support
-from ._rounds import DEFAULT_ROUND_ITERS, _default_batch_size, _default_block, _Key, _round_up, _Runner, _Start, _take
+from ._rounds import (
+    DEFAULT_ROUND_ITERS,
+    ONE_AT_A_TIME,
+    _default_batch_size,
+    _default_block,
+    _Key,
+    _round_up,
+    _Runner,
+    _Start,
+    _take,
+)
 
 # -- fit_batch --------------------------------------------------------------------------------------
 
@@ -186,11 +196,13 @@ def fit_batch(
         r_iters = maxiter
 
     devs = list(jax.local_devices()) if devices is None else list(devices)
-    if devices is None and len(devs) > 1 and devs[0].platform == "cpu":
+    one_at_a_time = False
+    if devs[0].platform == "cpu":
         member = _member_params_and_data(init, init_b, start, fixed_values, fixed_b, data)
-        if member is not None and calls_lapack(loglik, *member):
-            # jaxlib's batched LAPACK kernels wait on XLA's thread pool from inside it: one per device at
-            # once left no worker to run their parts (a hang). One device runs them (docs/batch.md).
+        # jaxlib's batched LAPACK kernels wait on XLA's thread pool from inside it: two at once hang the
+        # process. Such members are fitted one after another, on one device (docs/batch.md).
+        one_at_a_time = member is not None and batch_calls_lapack(loglik, *member)
+        if one_at_a_time:
             devs = devs[:1]
     n_dev = len(devs)
     chunk = int(batch_size) if batch_size is not None else _default_batch_size(data, n, n_dev)
@@ -202,6 +214,8 @@ def fit_batch(
 
     options = _Key(fit_options)
     block = _default_block(data, n) if n_dev == 1 and jax.devices()[0].platform == "cpu" else None
+    if one_at_a_time:
+        block = ONE_AT_A_TIME
     if block is not None and chunk > block:
         chunk = _round_up(chunk, block)  # whole blocks: lax.map then compiles no second program for a remainder
     runner = _Runner(loglik, options, r_iters, maxiter, sharding, n_dev, block)
@@ -272,12 +286,16 @@ def _fit_batch_traced(loglik, init, data, fixed, init_b, fixed_b, n, batch_size,
         i, d, fx = args
         return fit(loglik, i, d, fixed=fx if fx else None, **opts)
 
-    if batch_size is None or batch_size >= n:
+    member = _member_params_and_data(init, init_b, None, fixed, fixed_b, data)
+    one_at_a_time = member is not None and batch_calls_lapack(loglik, *member)  # nothing batched: see fit_batch
+    if not one_at_a_time and (batch_size is None or batch_size >= n):
         return jax.vmap(lambda i, d, fx: one((i, d, fx)), in_axes=(0 if init_b else None, 0, 0 if fixed_b else None))(
             init, data, fixed
         )
     init_full = init if init_b else jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), init)
     fixed_full = fixed if fixed_b else jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), fixed)
+    if one_at_a_time:
+        return jax.lax.map(one, (init_full, data, fixed_full))
     return jax.lax.map(one, (init_full, data, fixed_full), batch_size=int(batch_size))
 
 

@@ -49,6 +49,12 @@ _CPU_BLOCK_BYTES = 4 * 2**20
 _ACCEL_MEMORY_FRACTION = 1 / 64
 _MIN_BUCKET = 8
 
+#: ``block`` of a chunk whose members are fitted one after another, nothing batched: jaxlib's CPU LAPACK
+#: kernels split a batch of matrices over XLA's intra-op pool and wait for the parts from inside it, and two
+#: such kernels of one program running at once (a loglik's solve and its derivative's) hang the process;
+#: a kernel given one matrix runs on the calling thread (:func:`~mlejax._src.engine.plan.batch_calls_lapack`).
+ONE_AT_A_TIME = 1
+
 
 # -- static options: hashable, so that the jitted rounds are cached across calls -------------------
 
@@ -90,7 +96,8 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, st
 
     With ``block``, the chunk is fitted ``block`` members at a time (``lax.map``): each block's
     derivative temporaries stay in the CPU caches, and each block's loop stops with its own slowest
-    member.
+    member. ``block=ONE_AT_A_TIME`` fits one member after another, nothing batched (a loglik that calls
+    LAPACK on CPU).
     """
     opts = dict(options.value)
 
@@ -98,7 +105,7 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, st
         return fit(loglik, i if start is None else start(d), d, fixed=fx, maxiter=maxiter, **opts)
 
     size = jax.tree_util.tree_leaves(data)[0].shape[0]
-    if block is None or size <= block:
+    if block != ONE_AT_A_TIME and (block is None or size <= block):
         return jax.vmap(one, in_axes=(in_axes[0], 0, in_axes[1]))(init, data, fixed)
 
     # lax.map needs every argument batched: broadcast the shared init / fixed values (small).
@@ -107,7 +114,10 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, st
             return tree
         return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (size,) + jnp.shape(x)), tree)
 
-    return jax.lax.map(lambda a: one(*a), (full(init, in_axes[0]), data, full(fixed, in_axes[1])), batch_size=block)
+    members = (full(init, in_axes[0]), data, full(fixed, in_axes[1]))
+    if block == ONE_AT_A_TIME:  # nothing batched: every LAPACK call of the loglik sees one member's matrices
+        return jax.lax.map(lambda a: one(*a), members)
+    return jax.lax.map(lambda a: one(*a), members, batch_size=block)
 
 
 _MEMBERS_STATIC = ("loglik", "options", "maxiter", "in_axes", "block", "start")

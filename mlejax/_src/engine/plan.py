@@ -261,9 +261,31 @@ def calls_lapack(fun, *args) -> bool:
     try:
         shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), args)
         jaxpr = jax.make_jaxpr(fun)(*shapes).jaxpr
-        return any(eqn.primitive.name in LAPACK_PRIMITIVES for eqn in equations(jaxpr))
+        return _binds_lapack(jaxpr)
     except Exception:  # noqa: BLE001
         return False
+
+
+def _binds_lapack(jaxpr) -> bool:
+    # A custom_vmap call batches by its own rule (mlejax's LAPACK wrappers: one matrix at a time): not read.
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in LAPACK_PRIMITIVES:
+            return True
+        if eqn.primitive.name == "custom_vmap_call":
+            continue
+        if any(_binds_lapack(inner) for value in eqn.params.values() for inner, _ in sub_jaxprs(value)):
+            return True
+    return False
+
+
+def batch_calls_lapack(fun, *args) -> bool:
+    """Whether batching ``fun(*args)`` (one member's arguments) over members with ``vmap`` would hand jaxlib's
+    CPU LAPACK kernels batches of matrices: those split a batch over XLA's intra-op thread pool and wait for
+    the parts from inside the pool, so two of them running at once in one program (a loglik's triangular
+    solve and its derivative's, independent, which XLA runs concurrently) leave no worker for the parts and
+    the process hangs with 0% CPU. Callers then map over the members one at a time (a kernel given one
+    matrix runs on the calling thread). ``False`` off CPU and when the program cannot be read."""
+    return jax.default_backend() == "cpu" and calls_lapack(fun, *args)
 
 
 # -- compile options -----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from ..engine.plan import batch_calls_lapack
 from ..status import rank
 from ._base import Objective, Solution, Solver, run
 
@@ -21,7 +22,11 @@ from ._base import Objective, Solution, Solver, run
 def run_lanes(make_solver: Callable[[jax.Array], Solver], radii, objective: Objective, x0, maxiter: int):
     """Run ``make_solver(radius)`` for each radius as one vmapped call; return ``(best, total_iterations)``."""
     radii = jnp.asarray(radii, x0.dtype)
-    sols = jax.vmap(lambda r: run(make_solver(r), objective, x0, maxiter))(radii)
+    lane = lambda r: run(make_solver(r), objective, x0, maxiter)  # noqa: E731
+    if batch_calls_lapack(objective.value, x0):
+        sols = jax.lax.map(lane, radii)  # one lane after another: no batch of matrices for jaxlib's LAPACK
+    else:
+        sols = jax.vmap(lane)(radii)
     return best_lane(sols), jnp.sum(sols.n_iter)
 
 
