@@ -136,3 +136,72 @@ def test_the_step_is_compiled_once_numpy_steps_have_cost_as_much(monkeypatch):
         assert int(res.n_iter) == int(first.n_iter) and int(res.status) == int(first.status) == 0
         np.testing.assert_allclose(np.asarray(res.unconstrained), np.asarray(first.unconstrained), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(res.cov), np.asarray(first.cov), rtol=1e-9)
+
+
+def _assert_same_result(eager, traced, rtol):
+    fields = ("loglik", "aic", "bic", "nobs", "status", "n_iter", "grad_norm", "cov", "information", "jacobian")
+    for name in fields + ("unconstrained",):
+        a, b = getattr(eager, name), getattr(traced, name)
+        assert isinstance(a, jax.Array) and a.dtype == b.dtype and a.shape == b.shape, (name, a, b)
+    for name in ("status", "n_iter"):
+        assert int(getattr(eager, name)) == int(getattr(traced, name)), name
+    for name in fields[:3] + fields[6:] + ("unconstrained",):
+        np.testing.assert_allclose(
+            np.asarray(getattr(eager, name)), np.asarray(getattr(traced, name)), rtol=rtol, atol=1e-9, err_msg=name
+        )
+    for tree in ("params", "se"):
+        a, b = getattr(eager, tree), getattr(traced, tree)
+        assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b), tree
+        for la, lb in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            assert isinstance(la, jax.Array) and la.dtype == lb.dtype and la.shape == lb.shape, tree
+            np.testing.assert_allclose(np.asarray(la), np.asarray(lb), rtol=rtol, err_msg=tree)
+
+
+def test_an_eager_result_assembled_on_the_host_equals_the_programs():
+    # The result of an eager fit with the observed information is assembled in NumPy from the last pass (the
+    # parameters' transforms computed along with it); a traced fit computes it in its program (fit._result).
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(-1.0, 1.0, 300), rng.normal(2.0, 0.5, 200)])
+
+    def mixture(p, x):
+        l1 = jnp.log(p["w"]) + jax.scipy.stats.norm.logpdf(x, p["mu"][0], p["s"]["a"])
+        l2 = jnp.log1p(-p["w"]) + jax.scipy.stats.norm.logpdf(x, p["mu"][1], p["s"]["b"])
+        return p["scale"] * jnp.logaddexp(l1, l2)
+
+    init = {"w": 0.5, "mu": np.array([-0.5, 1.0]), "s": {"a": 1.5, "b": 1.5}, "scale": 1.0}
+    kw = {"constraints": {"w": mj.unit_interval, "s": mj.positive}, "fixed": {"scale": 1.0}}
+    eager = mj.fit(mixture, init, x, **kw)
+    traced = jax.jit(lambda i, d: mj.fit(mixture, i, d, **kw))(init, x)
+    assert eager.converged and np.isnan(float(eager.se["scale"]))
+    _assert_same_result(eager, traced, rtol=1e-9)
+
+    # A flat direction: reported (status, NaN covariance) the same way.
+    def flat(p, x):
+        return -0.5 * (x - p["a"] - p["b"]) ** 2
+
+    with pytest.warns(mj.ConvergenceWarning):
+        eager = mj.fit(flat, {"a": 0.0, "b": 0.0}, X)
+    traced = jax.jit(lambda d: mj.fit(flat, {"a": 0.0, "b": 0.0}, d))(X)
+    # (Which point of the flat line each driver ends at depends on its eigenvectors: LAPACK's, or the Jacobi method's.)
+    for res in (eager, traced):
+        assert res.status == mj.Status.hessian_not_positive_definite and np.all(np.isnan(np.asarray(res.cov)))
+        assert (
+            np.all(np.isnan(np.asarray(res.se["a"])))
+            and abs(float(res.params["a"] + res.params["b"]) - X.mean()) < 1e-9
+        )
+
+
+def test_final_status_is_the_same_in_numpy_and_jax():
+    from mlejax._src.status import final_status, grew_without_bound
+
+    for s in range(len(mj.Status)):
+        for pd, sat, fin, unb in np.ndindex(2, 2, 2, 2):
+            args = (float(s),)
+            kw = {"information_pd": bool(pd), "saturated": bool(sat), "finite": bool(fin), "unbounded": bool(unb)}
+            host = final_status(np.asarray(*args), **{k: np.asarray(v) for k, v in kw.items()})
+            dev = final_status(jnp.asarray(*args), **{k: jnp.asarray(v) for k, v in kw.items()})
+            assert isinstance(host, np.ndarray) and int(host) == int(dev), (s, kw)
+    for start, end in [(-100.0, -90.0), (-100.0, 1e12), (0.0, np.inf), (-1.0, 5e9)]:
+        assert bool(grew_without_bound(np.float64(start), np.float64(end))) == bool(
+            grew_without_bound(jnp.asarray(start), jnp.asarray(end))
+        )

@@ -23,6 +23,7 @@ from .engine import compat
 from .engine.cache import store_any_compile
 from .engine.functions import canonical_function
 from .engine.linalg import solve as linear_solve
+from .engine.linalg import symmetrize
 from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, score_rows
 from .engine.xp import host_errors
 from .information import invert_information
@@ -39,7 +40,16 @@ from .problem import (
 )
 from .result import FitResult
 from .solvers import NEWTON_MAX_K, newton, run
-from .solvers._host import PASSES, STEP_COMPILER_OPTIONS, HostPass, model_pass, newton_options, printer, run_host
+from .solvers._host import (
+    PASSES,
+    STEP_COMPILER_OPTIONS,
+    HostPass,
+    model_pass,
+    newton_options,
+    printer,
+    run_host,
+    spec_parts,
+)
 from .solvers.multistart import run_lanes
 from .status import ConvergenceWarning, SingularFitWarning, Status, final_status, grew_without_bound
 from .summary import diverging_words, singular_random, singular_words
@@ -230,7 +240,7 @@ def fit(
         raise TypeError(f"callback must be a function of one Iteration record, got {type(callback).__name__}")
     report = callback if not verbose else _both(printer(), callback)
     if not traced:  # the rows on the device once, not at each pass (rows laid out over devices are there already)
-        run_data = jax.tree_util.tree_map(lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a), run_data)
+        run_data = jax.tree_util.tree_map(_on_device, run_data)
     with store_any_compile():
         if host:
             res = _fit_host(
@@ -446,9 +456,70 @@ _start_compiled = jax.jit(_start_program, static_argnums=0)
 _start_compiled_lean = jax.jit(_start_program, static_argnums=0, compiler_options=STEP_COMPILER_OPTIONS)  # no rows
 _result_compiled = jax.jit(_result_program, static_argnums=(0, 1, 2, 3))
 _result_compiled_lean = jax.jit(_result_program, static_argnums=(0, 1, 2, 3), compiler_options=LEAN_COMPILER_OPTIONS)
-# The result of a fit with the observed information and no random effects touches no rows (the parameters'
-# transforms and their Jacobian, k x k products): LLVM's optimisation off, as for the solver's step.
-_result_compiled_small = jax.jit(_result_program, static_argnums=(0, 1, 2, 3), compiler_options=STEP_COMPILER_OPTIONS)
+
+
+def _result_host(problem, options, cov_spec, u, solved, fixed_values, n_obs, inverse, parts) -> FitResult:
+    """:func:`_result` of an eager fit that iterated on the host, with the observed information and no random
+    effects, assembled in NumPy from the solver's last ``(f, g, H)`` and the inverse. ``parts``: the parameters'
+    transforms and their Jacobian at ``u`` (:func:`~mlejax._src.solvers._host.spec_parts`), which the model's
+    pass computes along; the program of :func:`_result` cost a new model ~0.15 s to trace and compile. The same
+    values as that program (``tests/test_eager_newton.py``)."""
+    spec = problem.spec
+    f, g, hess, _, solver_status, n_iter, f0 = solved
+    free, jac, saturated = parts
+    jac, dt = np.asarray(jac), np.asarray(hess).dtype
+    with host_errors():
+        cov = jac @ inverse.cov @ jac.T
+        nan_fixed = jax.tree_util.tree_map(lambda x: np.full(np.shape(x), np.nan, dt), fixed_values)
+        se = problem.merge(spec.unflatten_user(np.sqrt(np.diagonal(cov))), nan_fixed)
+        status = final_status(
+            solver_status,
+            information_pd=np.asarray(inverse.pd),
+            saturated=np.asarray(saturated),
+            finite=np.isfinite(f) & np.all(np.isfinite(g)),
+            unbounded=grew_without_bound(-f0, -f),
+        )
+        loglik, n, k = -np.asarray(f, dt), np.asarray(n_obs, dt), spec.k
+        aic, bic = 2.0 * k - 2.0 * loglik, k * np.log(n) - 2.0 * loglik
+    put = jax.device_put  # device arrays as the program gives (no conversion program to compile)
+    return FitResult(
+        params=problem.merge(free, fixed_values),
+        se=jax.tree_util.tree_map(put, se),
+        cov=put(cov),
+        loglik=put(loglik),
+        nobs=put(n),
+        aic=put(np.asarray(aic, dt)),
+        bic=put(np.asarray(bic, dt)),
+        status=put(np.asarray(status, np.int32)),
+        n_iter=put(np.asarray(n_iter).astype(np.int32)),
+        grad_norm=put(np.asarray(np.max(np.abs(g)), dt)),
+        information=put(symmetrize(np.asarray(hess))),
+        jacobian=put(jac),
+        unconstrained=put(np.asarray(u)),
+        param_names=spec.element_names,
+        param_order=spec.display_order,
+        unconstrained_names=spec.unconstrained_names,
+        fixed_names=problem.fixed_names,
+        method=options.method_name,
+        cov_type=cov_spec.kind,
+        cov_options=cov_spec.options,
+        random_ok=None,
+        random_names=(),
+    )
+
+
+# Where the pass was not evaluated at the end point (never in a Newton run; a fallback): k-sized, LLVM's
+# optimisation off on CPU, as for the solver's step.
+_SPEC_PARTS = {
+    False: jax.jit(spec_parts, static_argnums=0),
+    True: jax.jit(spec_parts, static_argnums=0, compiler_options=STEP_COMPILER_OPTIONS),
+}
+
+
+def _on_device(a):
+    """A concrete leaf as a device array: ``jax.device_put`` gives the dtype ``jnp.asarray`` gives (canonical, weak
+    for Python scalars) without compiling a conversion program (tens of ms in a fresh process)."""
+    return a if isinstance(a, jax.Array) else jax.device_put(a)
 
 
 def _both(first, second):
@@ -475,21 +546,26 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     solver's step once per number of parameters (shared by every model)."""
     split = plan.split
     lean = plan.lean
-    fixed_values = jax.tree_util.tree_map(lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a), fixed_values)
+    fixed_values = jax.tree_util.tree_map(_on_device, fixed_values)
     u0 = (_start_compiled_lean if lean else _start_compiled)(problem, free_init)
     pass_program = model_pass(problem, split, lean)
+    parts = {}  # the parameters' transforms at each evaluated point (k-sized, on the device)
 
     def evaluate(u):
-        return pass_program(u, data, fixed_values)
+        vgh, parts[np.asarray(u).tobytes()] = pass_program(u, data, fixed_values)
+        return vgh
 
     state, status, n_iter = run_host(newton_options(options.tol), evaluate, u0, options.maxiter, report, lean)
     dt = state.x.dtype
     solved = (state.f, state.g, state.hess, np.asarray(state.pd, dt), np.asarray(status, dt), np.asarray(n_iter, dt))
     with host_errors():  # on the host too: a k x k matrix (nothing to compile per parameter count)
         inverse = invert_information(state.hess, pd=state.pd)
+    if cov_spec.kind == "observed" and not isinstance(problem.loglik, laplace.Laplace):
+        at_x = parts.get(np.asarray(state.x).tobytes()) or _SPEC_PARTS[bool(lean)](problem.spec, state.x)
+        return _result_host(
+            problem, options, cov_spec, state.x, solved + (state.f0,), fixed_values, n_obs, inverse, at_x
+        )
     program = _result_compiled_lean if lean else _result_compiled
-    if lean and cov_spec.kind == "observed" and not isinstance(problem.loglik, laplace.Laplace):
-        program = _result_compiled_small
     return program(
         problem, options, cov_spec, split, state.x, solved + (state.f0,), fixed_values, data, n_obs, cov_groups, inverse
     )

@@ -206,7 +206,7 @@ class ParamSpec:
     def _split(self, vec, sizes, shapes):
         out, start = [], 0
         for size, shape in zip(sizes, shapes):
-            out.append(jnp.reshape(vec[start : start + size], shape))
+            out.append(vec[start : start + size].reshape(shape))  # JAX or NumPy (an eager result's SEs)
             start += size
         return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 
 import jax.numpy as jnp
+import numpy as np
 
 
 class Status(enum.IntEnum):
@@ -90,8 +91,16 @@ def grew_without_bound(loglik_start, loglik_end):
     """Whether the log-likelihood rose from ``loglik_start`` by more than :data:`UNBOUNDED_GROWTH` times
     ``max(|loglik_start|, 1)`` (the fact behind ``unbounded``; a finite maximum a fit fails to reach
     from a sensible start is not that far above it)."""
+    xp = _namespace(loglik_start, loglik_end)
     rise = loglik_end - loglik_start
-    return jnp.isfinite(loglik_end) & (rise > UNBOUNDED_GROWTH * jnp.maximum(jnp.abs(loglik_start), 1.0))
+    return xp.isfinite(loglik_end) & (rise > UNBOUNDED_GROWTH * xp.maximum(xp.abs(loglik_start), 1.0))
+
+
+def _namespace(*values):
+    """NumPy when every value is a NumPy array or scalar (an eager fit's result assembled on the host), else
+    ``jax.numpy``."""
+    host = all(isinstance(v, (np.ndarray, np.generic, bool, int, float)) for v in values)
+    return np if host else jnp
 
 
 def final_status(solver_status, *, information_pd, saturated, finite, unbounded=False):
@@ -109,15 +118,18 @@ def final_status(solver_status, *, information_pd, saturated, finite, unbounded=
        precision-limited end is not a run to the edge even when a coordinate is far out, e.g.
        ``sigma = 1e-13`` of a near-perfect fit);
     4. otherwise the solver's status.
+
+    JAX arrays (inside programs) or NumPy values (an eager fit's result on the host).
     """
-    status = jnp.asarray(solver_status, jnp.int32)
+    xp = _namespace(solver_status, information_pd, saturated, finite, unbounded)
+    status = xp.asarray(solver_status).astype(xp.int32)
     stopped = (status == Status.success) | (status == Status.line_search_failed) | (status == Status.precision_limited)
-    status = jnp.where(stopped & ~information_pd, Status.hessian_not_positive_definite, status)
+    status = xp.where(stopped & ~information_pd, Status.hessian_not_positive_definite, status)
     edge = (status != Status.success) & (status != Status.nonfinite) & (status != Status.precision_limited)
-    status = jnp.where(edge & saturated, Status.at_boundary, status)
-    status = jnp.where(finite, status, Status.nonfinite)
-    runaway = finite & unbounded & ~usable(jnp.asarray(solver_status, jnp.int32))
-    return jnp.where(runaway, Status.unbounded, status).astype(jnp.int32)
+    status = xp.where(edge & saturated, Status.at_boundary, status)
+    status = xp.where(finite, status, Status.nonfinite)
+    runaway = finite & unbounded & ~usable(xp.asarray(solver_status).astype(xp.int32))
+    return xp.where(runaway, Status.unbounded, status).astype(xp.int32)
 
 
 def usable(status):

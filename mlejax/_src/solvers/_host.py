@@ -194,14 +194,17 @@ _PASSES_MAX = 256
 
 
 def model_pass(problem, split, lean: bool):
-    """The model's own ``(f, g, H)`` pass, ``(u, data, fixed_values) -> (f, g, H)``, jitted: what an eager Newton
-    fit compiles per model (``problem``: a :class:`~mlejax._src.problem.Problem`)."""
+    """The model's own ``(f, g, H)`` pass, ``(u, data, fixed_values) -> ((f, g, H), parts)``, jitted: what an eager
+    Newton fit compiles per model (``problem``: a :class:`~mlejax._src.problem.Problem`). ``parts`` are what the
+    fit's result needs of the parameters' transforms at ``u`` (:func:`spec_parts`): k-sized, computed along for
+    nothing next to the rows, so that the result compiles no program of its own."""
     key = (problem, split, lean)
     fn = PASSES.get(key)
     if fn is None:
 
         def value_grad_hess(u, data, fixed_values):
-            return problem.objective(data, fixed_values, split=split).value_grad_hess(u)
+            vgh = problem.objective(data, fixed_values, split=split).value_grad_hess(u)
+            return vgh, spec_parts(problem.spec, u)
 
         fn = jax.jit(value_grad_hess, compiler_options=LEAN_COMPILER_OPTIONS if lean else None)
         PASSES[key] = fn
@@ -212,11 +215,17 @@ def model_pass(problem, split, lean: bool):
     return fn
 
 
+def spec_parts(spec, u):
+    """The free parameters on the user's scale at ``u``, the Jacobian of their flat vector and whether a coordinate
+    saturates its constraint (``spec``: the fit's :class:`~mlejax._src.params.ParamSpec`)."""
+    return spec.from_unconstrained(u), jax.jacfwd(spec.flat_user)(u), spec.saturated(u)
+
+
 class HostPass(NamedTuple):
     """The pass of an eager fit (compiled where the fit iterated on the host) and the rows as it takes them, on
     the device: kept with the fit's problem, so that its profile intervals iterate on the host with that pass."""
 
-    program: Callable  # (u, data, fixed_values) -> (f, g, H)
+    program: Callable  # (u, data, fixed_values) -> ((f, g, H), spec parts)
     data: Any
 
 
