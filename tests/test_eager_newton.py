@@ -191,6 +191,34 @@ def test_an_eager_result_assembled_on_the_host_equals_the_programs():
         )
 
 
+def test_a_fit_ending_on_its_quadratic_model_gets_its_result_without_a_program(monkeypatch):
+    # From a start near the optimum the Newton run converges by a step on its quadratic model, to a point it never
+    # evaluated: the result's transforms there are the last pass's moved to first order (no program compiled).
+    import mlejax._src.fit as fit_module
+
+    found = []
+    original = fit_module._parts_at
+    monkeypatch.setattr(
+        fit_module,
+        "_parts_at",
+        lambda spec, x, parts, lean: found.append(x.tobytes() in parts) or original(spec, x, parts, lean),
+    )
+    init = {"mu": float(X.mean()) + 0.01, "sigma": float(X.std()) * 1.01}
+    cons = {"sigma": mj.positive}
+    mj.fit(_normal, init, X * 1.5, constraints=cons)  # compiles the pass of this shape
+    seen = []
+    listener = lambda event, duration, **kw: seen.append(event)  # noqa: E731
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        eager = mj.fit(_normal, init, X, constraints=cons)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert found[-1] is False and "/jax/core/compile/backend_compile_duration" not in seen
+    traced = jax.jit(lambda d: mj.fit(_normal, init, d, constraints=cons))(X)
+    _assert_same_result(eager, traced, rtol=1e-9)
+    np.testing.assert_allclose(float(eager.params["sigma"]), X.std(), rtol=1e-12)
+
+
 def test_final_status_is_the_same_in_numpy_and_jax():
     from mlejax._src.status import final_status, grew_without_bound
 

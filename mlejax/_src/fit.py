@@ -303,7 +303,9 @@ def fit(
     if random is not None:  # follow-ups (profiles, tests) start their inner Newton at the modes
         fixed_values = laplace.at_modes(problem.loglik, fixed_values, res.params)
     # The fit's own pass (compiled already where the fit iterated on the host) for its profiles.
-    host_pass = HostPass(model_pass(problem, plan.split, plan.lean), run_data)
+    host_pass = HostPass(
+        model_pass(problem, plan.split, plan.lean), run_data, jax.tree_util.tree_map(_on_device, free_init)
+    )
     res._set_eager_state(BoundProblem(problem, data, fixed_values, kwargs, host_pass))
     return res
 
@@ -443,17 +445,11 @@ def _result(problem, options, cov_spec, u, solved, fixed_values, data, n_obs, co
     )
 
 
-def _start_program(problem: Problem, free_init):
-    return problem.spec.to_unconstrained(free_init)
-
-
 def _result_program(problem, options, cov_spec, split, u, solved, fixed_values, data, n_obs, cov_groups, inverse):
     del split  # part of the key only: the rows' layout of ``data``
     return _result(problem, options, cov_spec, u, solved, fixed_values, data, n_obs, cov_groups, inverse)
 
 
-_start_compiled = jax.jit(_start_program, static_argnums=0)
-_start_compiled_lean = jax.jit(_start_program, static_argnums=0, compiler_options=STEP_COMPILER_OPTIONS)  # no rows
 _result_compiled = jax.jit(_result_program, static_argnums=(0, 1, 2, 3))
 _result_compiled_lean = jax.jit(_result_program, static_argnums=(0, 1, 2, 3), compiler_options=LEAN_COMPILER_OPTIONS)
 
@@ -508,8 +504,31 @@ def _result_host(problem, options, cov_spec, u, solved, fixed_values, n_obs, inv
     )
 
 
-# Where the pass was not evaluated at the end point (never in a Newton run; a fallback): k-sized, LLVM's
-# optimisation off on CPU, as for the solver's step.
+def _parts_at(spec, x, parts: dict, lean):
+    """The parameters' transforms at the end point ``x`` (:func:`~.solvers._host.spec_parts`), from the passes'
+    ``parts`` (keyed by the evaluated points' bytes). A Newton run that converged by a step on its quadratic model
+    (``solvers._newton.model_step``: at most ``1e-3 xtol`` relative) ends at a point it never evaluated: there the
+    values are those of the last point moved to first order, ``free + J d`` (the second-order term, below
+    ``1e-22`` relative, is under rounding), and ``J`` is kept (it moves by ``|d|``, as the traced fit's does).
+    Compiled (once per parameter specification) only where no evaluated point is that close."""
+    got = parts.get(x.tobytes())
+    if got is not None:
+        return got
+    if parts:
+        points = [np.frombuffer(key, x.dtype) for key in parts]
+        near = min(range(len(points)), key=lambda i: float(np.max(np.abs(points[i] - x), initial=0.0)))
+        d = x - points[near]
+        if np.max(np.abs(d) / np.maximum(np.abs(x), 1.0), initial=0.0) <= 1e-9:
+            free, jac, saturated = list(parts.values())[near]
+            jac = np.asarray(jac)
+            moved = spec.unflatten_user(jac @ d)
+            free = jax.tree_util.tree_map(lambda a, b: jax.device_put(np.asarray(a) + b), free, moved)
+            return free, jac, saturated
+    return _SPEC_PARTS[bool(lean)](spec, x)
+
+
+# Where no evaluated point is close to the end point (a fallback): k-sized, LLVM's optimisation off on CPU, as for
+# the solver's step.
 _SPEC_PARTS = {
     False: jax.jit(spec_parts, static_argnums=0),
     True: jax.jit(spec_parts, static_argnums=0, compiler_options=STEP_COMPILER_OPTIONS),
@@ -547,12 +566,19 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     split = plan.split
     lean = plan.lean
     fixed_values = jax.tree_util.tree_map(_on_device, fixed_values)
-    u0 = (_start_compiled_lean if lean else _start_compiled)(problem, free_init)
+    start = jax.tree_util.tree_map(_on_device, free_init)
     pass_program = model_pass(problem, split, lean)
-    parts = {}  # the parameters' transforms at each evaluated point (k-sized, on the device)
+    # The first pass takes the start to the unconstrained scale (no start program to compile) and is the pass at u0.
+    k = problem.spec.k
+    first = pass_program(np.zeros((k,), problem.spec.dtype), data, fixed_values, start, np.True_)
+    u0 = np.asarray(first[2])
+    parts = {u0.tobytes(): first[1]}  # the parameters' transforms at each evaluated point (k-sized, on the device)
+    pending = [first[0]]
 
     def evaluate(u):
-        vgh, parts[np.asarray(u).tobytes()] = pass_program(u, data, fixed_values)
+        if pending and np.array_equal(u, u0):
+            return pending.pop()
+        vgh, parts[np.asarray(u).tobytes()], _ = pass_program(u, data, fixed_values, start, np.False_)
         return vgh
 
     state, status, n_iter = run_host(newton_options(options.tol), evaluate, u0, options.maxiter, report, lean)
@@ -561,7 +587,7 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     with host_errors():  # on the host too: a k x k matrix (nothing to compile per parameter count)
         inverse = invert_information(state.hess, pd=state.pd)
     if cov_spec.kind == "observed" and not isinstance(problem.loglik, laplace.Laplace):
-        at_x = parts.get(np.asarray(state.x).tobytes()) or _SPEC_PARTS[bool(lean)](problem.spec, state.x)
+        at_x = _parts_at(problem.spec, np.asarray(state.x), parts, lean)
         return _result_host(
             problem, options, cov_spec, state.x, solved + (state.f0,), fixed_values, n_obs, inverse, at_x
         )

@@ -106,14 +106,14 @@ class _HostRefits:
     sub-block of its gradient and Hessian without the held coordinate ``m``."""
 
     def __init__(self, prob, res, tol, maxiter):
-        self.program, self.data = prob.host_pass
+        self.host_pass = prob.host_pass
         self.fixed_values = jax.tree_util.tree_map(jax.device_put, prob.fixed_values)  # no conversion program
         self.u_hat = np.asarray(res.unconstrained)
         self.information = np.asarray(res.information)
         self.options, self.maxiter = newton_options(tol), maxiter
 
     def full(self, u):
-        return tuple(np.asarray(a) for a in self.program(u, self.data, self.fixed_values)[0])
+        return self.host_pass.at(u, self.fixed_values)
 
     def evaluator(self, m: int) -> Callable:
         """``evaluate(t, w0) -> _Eval``: the profile point at ``t`` of the coordinate ``m``, refitted from ``w0``.

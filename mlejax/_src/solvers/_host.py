@@ -143,7 +143,7 @@ def run_host(
     key = _key(x0, options, bool(lean))
     compiled = _host_seconds[key] > COMPILE_AFTER_S
     if compiled:
-        state, proposal, x = _PROGRAMS[bool(lean)][0](jnp.asarray(x0), options)
+        state, proposal, x = _PROGRAMS[bool(lean)][0](jax.device_put(np.asarray(x0)), options)
 
         def step(state, proposal, evaluation):
             return _compiled_step(state, proposal, evaluation, options, bool(lean))
@@ -194,17 +194,20 @@ _PASSES_MAX = 256
 
 
 def model_pass(problem, split, lean: bool):
-    """The model's own ``(f, g, H)`` pass, ``(u, data, fixed_values) -> ((f, g, H), parts)``, jitted: what an eager
-    Newton fit compiles per model (``problem``: a :class:`~mlejax._src.problem.Problem`). ``parts`` are what the
-    fit's result needs of the parameters' transforms at ``u`` (:func:`spec_parts`): k-sized, computed along for
-    nothing next to the rows, so that the result compiles no program of its own."""
+    """The model's own pass, jitted: what an eager Newton fit compiles per model (``problem``: a
+    :class:`~mlejax._src.problem.Problem`). ``(u, data, fixed_values, start, first) -> ((f, g, H), parts, u)``:
+    at ``u``, or, where ``first`` is true, at the start ``start`` (the free parameters on the user's scale) taken
+    to the unconstrained scale (the ``u`` returned), so that the start compiles no program of its own. ``parts``
+    are what the fit's result needs of the parameters' transforms at that point (:func:`spec_parts`): k-sized,
+    computed along for nothing next to the rows, so that the result compiles no program either."""
     key = (problem, split, lean)
     fn = PASSES.get(key)
     if fn is None:
 
-        def value_grad_hess(u, data, fixed_values):
+        def value_grad_hess(u, data, fixed_values, start, first):
+            u = jax.lax.cond(first, lambda: problem.spec.to_unconstrained(start).astype(u.dtype), lambda: u)
             vgh = problem.objective(data, fixed_values, split=split).value_grad_hess(u)
-            return vgh, spec_parts(problem.spec, u)
+            return vgh, spec_parts(problem.spec, u), u
 
         fn = jax.jit(value_grad_hess, compiler_options=LEAN_COMPILER_OPTIONS if lean else None)
         PASSES[key] = fn
@@ -222,11 +225,18 @@ def spec_parts(spec, u):
 
 
 class HostPass(NamedTuple):
-    """The pass of an eager fit (compiled where the fit iterated on the host) and the rows as it takes them, on
-    the device: kept with the fit's problem, so that its profile intervals iterate on the host with that pass."""
+    """The pass of an eager fit (:func:`model_pass`, compiled where the fit iterated on the host), the rows as it
+    takes them and the fit's start, on the device: kept with the fit's problem, so that its profile intervals
+    iterate on the host with that pass."""
 
-    program: Callable  # (u, data, fixed_values) -> ((f, g, H), spec parts)
+    program: Callable  # model_pass's
     data: Any
+    start: Any
+
+    def at(self, u, fixed_values):
+        """``(f, g, H)`` at ``u`` (NumPy)."""
+        vgh = self.program(u, self.data, fixed_values, self.start, np.False_)[0]
+        return tuple(np.asarray(a) for a in vgh)
 
 
 def printer(stream=None) -> Callable:
