@@ -195,12 +195,13 @@ def test_a_fit_ending_on_its_quadratic_model_gets_its_result_without_a_program(m
     # From a start near the optimum the Newton run converges by a step on its quadratic model, to a point it never
     # evaluated: the result's transforms there are the last pass's moved to first order (no program compiled).
     import mlejax._src.fit as fit_module
+    from mlejax._src.host_result import parts_at
 
     found = []
-    original = fit_module._parts_at
+    original = parts_at
     monkeypatch.setattr(
         fit_module,
-        "_parts_at",
+        "parts_at",
         lambda spec, x, parts, lean: found.append(x.tobytes() in parts) or original(spec, x, parts, lean),
     )
     init = {"mu": float(X.mean()) + 0.01, "sigma": float(X.std()) * 1.01}

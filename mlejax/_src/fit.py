@@ -23,9 +23,9 @@ from .engine import compat
 from .engine.cache import store_any_compile
 from .engine.functions import canonical_function
 from .engine.linalg import solve as linear_solve
-from .engine.linalg import symmetrize
 from .engine.plan import LEAN_COMPILER_OPTIONS, plan_fit, score_rows
 from .engine.xp import host_errors
+from .host_result import labels, parts_at, result_host
 from .information import invert_information
 from .params import is_traced
 from .problem import (
@@ -42,13 +42,11 @@ from .result import FitResult
 from .solvers import NEWTON_MAX_K, newton, run
 from .solvers._host import (
     PASSES,
-    STEP_COMPILER_OPTIONS,
     HostPass,
     model_pass,
     newton_options,
     printer,
     run_host,
-    spec_parts,
 )
 from .solvers.multistart import run_lanes
 from .status import ConvergenceWarning, SingularFitWarning, Status, final_status, grew_without_bound
@@ -433,13 +431,7 @@ def _result(problem, options, cov_spec, u, solved, fixed_values, data, n_obs, co
         information=info,
         jacobian=jac,
         unconstrained=u,
-        param_names=spec.element_names,
-        param_order=spec.display_order,
-        unconstrained_names=spec.unconstrained_names,
-        fixed_names=problem.fixed_names,
-        method=options.method_name,
-        cov_type=cov_spec.kind,
-        cov_options=cov_spec.options,
+        **labels(problem, options, cov_spec),
         random_ok=random_ok,
         random_names=problem.loglik.names if random_ok is not None else (),
     )
@@ -452,87 +444,6 @@ def _result_program(problem, options, cov_spec, split, u, solved, fixed_values, 
 
 _result_compiled = jax.jit(_result_program, static_argnums=(0, 1, 2, 3))
 _result_compiled_lean = jax.jit(_result_program, static_argnums=(0, 1, 2, 3), compiler_options=LEAN_COMPILER_OPTIONS)
-
-
-def _result_host(problem, options, cov_spec, u, solved, fixed_values, n_obs, inverse, parts) -> FitResult:
-    """:func:`_result` of an eager fit that iterated on the host, with the observed information and no random
-    effects, assembled in NumPy from the solver's last ``(f, g, H)`` and the inverse. ``parts``: the parameters'
-    transforms and their Jacobian at ``u`` (:func:`~mlejax._src.solvers._host.spec_parts`), which the model's
-    pass computes along; the program of :func:`_result` cost a new model ~0.15 s to trace and compile. The same
-    values as that program (``tests/test_eager_newton.py``)."""
-    spec = problem.spec
-    f, g, hess, _, solver_status, n_iter, f0 = solved
-    free, jac, saturated = parts
-    jac, dt = np.asarray(jac), np.asarray(hess).dtype
-    with host_errors():
-        cov = jac @ inverse.cov @ jac.T
-        nan_fixed = jax.tree_util.tree_map(lambda x: np.full(np.shape(x), np.nan, dt), fixed_values)
-        se = problem.merge(spec.unflatten_user(np.sqrt(np.diagonal(cov))), nan_fixed)
-        status = final_status(
-            solver_status,
-            information_pd=np.asarray(inverse.pd),
-            saturated=np.asarray(saturated),
-            finite=np.isfinite(f) & np.all(np.isfinite(g)),
-            unbounded=grew_without_bound(-f0, -f),
-        )
-        loglik, n, k = -np.asarray(f, dt), np.asarray(n_obs, dt), spec.k
-        aic, bic = 2.0 * k - 2.0 * loglik, k * np.log(n) - 2.0 * loglik
-    put = jax.device_put  # device arrays as the program gives (no conversion program to compile)
-    return FitResult(
-        params=problem.merge(free, fixed_values),
-        se=jax.tree_util.tree_map(put, se),
-        cov=put(cov),
-        loglik=put(loglik),
-        nobs=put(n),
-        aic=put(np.asarray(aic, dt)),
-        bic=put(np.asarray(bic, dt)),
-        status=put(np.asarray(status, np.int32)),
-        n_iter=put(np.asarray(n_iter).astype(np.int32)),
-        grad_norm=put(np.asarray(np.max(np.abs(g)), dt)),
-        information=put(symmetrize(np.asarray(hess))),
-        jacobian=put(jac),
-        unconstrained=put(np.asarray(u)),
-        param_names=spec.element_names,
-        param_order=spec.display_order,
-        unconstrained_names=spec.unconstrained_names,
-        fixed_names=problem.fixed_names,
-        method=options.method_name,
-        cov_type=cov_spec.kind,
-        cov_options=cov_spec.options,
-        random_ok=None,
-        random_names=(),
-    )
-
-
-def _parts_at(spec, x, parts: dict, lean):
-    """The parameters' transforms at the end point ``x`` (:func:`~.solvers._host.spec_parts`), from the passes'
-    ``parts`` (keyed by the evaluated points' bytes). A Newton run that converged by a step on its quadratic model
-    (``solvers._newton.model_step``: at most ``1e-3 xtol`` relative) ends at a point it never evaluated: there the
-    values are those of the last point moved to first order, ``free + J d`` (the second-order term, below
-    ``1e-22`` relative, is under rounding), and ``J`` is kept (it moves by ``|d|``, as the traced fit's does).
-    Compiled (once per parameter specification) only where no evaluated point is that close."""
-    got = parts.get(x.tobytes())
-    if got is not None:
-        return got
-    if parts:
-        points = [np.frombuffer(key, x.dtype) for key in parts]
-        near = min(range(len(points)), key=lambda i: float(np.max(np.abs(points[i] - x), initial=0.0)))
-        d = x - points[near]
-        if np.max(np.abs(d) / np.maximum(np.abs(x), 1.0), initial=0.0) <= 1e-9:
-            free, jac, saturated = list(parts.values())[near]
-            jac = np.asarray(jac)
-            moved = spec.unflatten_user(jac @ d)
-            free = jax.tree_util.tree_map(lambda a, b: jax.device_put(np.asarray(a) + b), free, moved)
-            return free, jac, saturated
-    return _SPEC_PARTS[bool(lean)](spec, x)
-
-
-# Where no evaluated point is close to the end point (a fallback): k-sized, LLVM's optimisation off on CPU, as for
-# the solver's step.
-_SPEC_PARTS = {
-    False: jax.jit(spec_parts, static_argnums=0),
-    True: jax.jit(spec_parts, static_argnums=0, compiler_options=STEP_COMPILER_OPTIONS),
-}
 
 
 def _on_device(a):
@@ -576,9 +487,10 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     pending = [first[0]]
 
     def evaluate(u):
+        u = np.asarray(u)  # NumPy from either step: one signature, one entry in the pass's cache
         if pending and np.array_equal(u, u0):
             return pending.pop()
-        vgh, parts[np.asarray(u).tobytes()], _ = pass_program(u, data, fixed_values, start, np.False_)
+        vgh, parts[u.tobytes()], _ = pass_program(u, data, fixed_values, start, np.False_)
         return vgh
 
     state, status, n_iter = run_host(newton_options(options.tol), evaluate, u0, options.maxiter, report, lean)
@@ -587,8 +499,8 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     with host_errors():  # on the host too: a k x k matrix (nothing to compile per parameter count)
         inverse = invert_information(state.hess, pd=state.pd)
     if cov_spec.kind == "observed" and not isinstance(problem.loglik, laplace.Laplace):
-        at_x = _parts_at(problem.spec, np.asarray(state.x), parts, lean)
-        return _result_host(
+        at_x = parts_at(problem.spec, np.asarray(state.x), parts, lean)
+        return result_host(
             problem, options, cov_spec, state.x, solved + (state.f0,), fixed_values, n_obs, inverse, at_x
         )
     program = _result_compiled_lean if lean else _result_compiled
