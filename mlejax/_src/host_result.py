@@ -84,11 +84,10 @@ def parts_at(spec, x, parts: dict, lean):
     if got is not None:
         return got
     if parts:
-        points = [np.frombuffer(key, x.dtype) for key in parts]
-        near = min(range(len(points)), key=lambda i: float(np.max(np.abs(points[i] - x), initial=0.0)))
-        d = x - points[near]
+        near = min(parts, key=lambda key: float(np.max(np.abs(np.frombuffer(key, x.dtype) - x), initial=0.0)))
+        d = x - np.frombuffer(near, x.dtype)
         if np.max(np.abs(d) / np.maximum(np.abs(x), 1.0), initial=0.0) <= 1e-9:
-            free, jac, saturated = list(parts.values())[near]
+            free, jac, saturated = parts[near]
             jac = np.asarray(jac)
             moved = spec.unflatten_user(jac @ d)
             free = jax.tree_util.tree_map(lambda a, b: jax.device_put(np.asarray(a) + b), free, moved)
