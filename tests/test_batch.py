@@ -97,6 +97,52 @@ def test_smart_termination_continues_far_starts_to_the_same_optimum():
     np.testing.assert_array_equal(np.asarray(rounds.params["b"])[easy], np.asarray(plain.params["b"])[easy])
 
 
+def test_blocks_with_no_active_member_are_skipped():
+    from mlejax._src.batch._rounds import ONE_AT_A_TIME, _map_blocks
+
+    xs = jnp.arange(1.0, 17.0)
+    active = np.arange(16) < 5  # the padding of a compacted round: blocks 2 and 3 of 4 hold no member
+    out = jax.jit(lambda x, a: _map_blocks(lambda v: (v**2, v > 2), x, a, 4))(xs, active)
+    np.testing.assert_array_equal(out[0], np.where(np.arange(16) < 8, np.arange(1.0, 17.0) ** 2, 0.0))
+    np.testing.assert_array_equal(out[1], (np.arange(16) < 8) & (np.arange(1.0, 17.0) > 2))
+    one = jax.jit(lambda x, a: _map_blocks(lambda v: 2.0 * v, x, a, ONE_AT_A_TIME))(xs, active)
+    np.testing.assert_array_equal(one, np.where(active, 2.0 * np.arange(1.0, 17.0), 0.0))
+
+
+def test_compacted_rounds_in_blocks_reach_the_plain_fit(monkeypatch):
+    """Members continued in a compacted round whose padding fills a whole block (skipped) reach what one vmapped
+    run of each fit reaches; the members done in the first round are untouched."""
+    from mlejax._src.batch import _fit_batch, _rounds
+
+    monkeypatch.setattr(_fit_batch, "_default_block", lambda data, n: 8)
+    calls = []
+    call = _rounds._Runner._call
+
+    def spy(self, *args, **kwargs):
+        out = call(self, *args, **kwargs)
+        calls.append((np.shape(out.status)[0], kwargs.get("count")))
+        return out
+
+    monkeypatch.setattr(_rounds._Runner, "_call", spy)
+    data = make_reg(b=48)
+    fits = [ols(x, y) for x, y in zip(data["x"], data["y"])]
+    init = {
+        "a": np.array([f[0][0] for f in fits]),
+        "b": np.array([f[0][1] for f in fits]),
+        "sigma": np.array([f[1] for f in fits]),
+    }
+    far = np.array([3, 17, 30, 41, 44])  # 5 running after the first round: a bucket of 16, two blocks of 8
+    init["a"][far], init["b"][far], init["sigma"][far] = 40.0, -30.0, 1e-2
+    rounds = mj.fit_batch(reg_loglik, init, data, constraints=CONS, round_iters=3, progress=False)
+    assert calls[:2] == [(48, None), (16, 5)], calls  # the second block of the compacted round: padding only
+    plain = mj.fit_batch(reg_loglik, init, data, constraints=CONS, round_iters=0, progress=False)
+    assert bool(rounds.converged.all()) and bool(plain.converged.all())
+    assert np.all(np.asarray(rounds.n_iter)[far] > 3)
+    for k in INIT:
+        np.testing.assert_allclose(rounds.params[k], plain.params[k], rtol=1e-7, atol=1e-10)
+        np.testing.assert_allclose(rounds.se[k], plain.se[k], rtol=1e-6)
+
+
 def test_chunks_and_repeated_calls_do_not_recompile():
     x = np.random.default_rng(3).normal(1.0, 2.0, size=(40, 25))
     compiles = []

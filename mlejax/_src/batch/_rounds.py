@@ -89,7 +89,7 @@ def _freeze(x):
     return x
 
 
-def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, start=None):
+def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, start=None, active=None):
     """``fit`` vmapped over the members of one chunk (``in_axes`` for ``init`` and ``fixed``); with
     ``start``, each member starts at ``start(member_data)`` (computed in the same program) and ``init``
     is ignored.
@@ -97,7 +97,8 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, st
     With ``block``, the chunk is fitted ``block`` members at a time (``lax.map``): each block's
     derivative temporaries stay in the CPU caches, and each block's loop stops with its own slowest
     member. ``block=ONE_AT_A_TIME`` fits one member after another, nothing batched (a loglik that calls
-    LAPACK on CPU).
+    LAPACK on CPU). ``active`` (booleans, one per member): a block with no active member (the padding of a
+    compacted round) is skipped, its results zeros.
     """
     opts = dict(options.value)
 
@@ -115,9 +116,36 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, st
         return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (size,) + jnp.shape(x)), tree)
 
     members = (full(init, in_axes[0]), data, full(fixed, in_axes[1]))
-    if block == ONE_AT_A_TIME:  # nothing batched: every LAPACK call of the loglik sees one member's matrices
-        return jax.lax.map(lambda a: one(*a), members)
-    return jax.lax.map(lambda a: one(*a), members, batch_size=block)
+    if active is None:
+        active = jnp.ones((size,), bool)
+    if size % block:
+        return jax.lax.map(lambda a: one(*a), members, batch_size=block)
+    # block == ONE_AT_A_TIME: nothing batched, every LAPACK call of the loglik sees one member's matrices
+    return _map_blocks(lambda a: one(*a), members, active, block)
+
+
+def _map_blocks(fn, members, active, block: int):
+    """``fn`` over ``members`` (leading axis: the members), ``block`` at a time (``vmap`` inside a block, ``lax.map``
+    over the blocks; ``block=1``: one member after another, not vmapped), skipping every block with no ``active``
+    member: its outputs are zeros (the padding of a compacted round costs nothing)."""
+    n = active.shape[0] // block
+    blocked = block != ONE_AT_A_TIME
+    per_block = jax.vmap(fn) if blocked else fn
+
+    def split(x):
+        return x.reshape((n, block) + x.shape[1:]) if blocked else x
+
+    def strong(tree):  # both branches' outputs of one type (results may hold weakly typed scalars)
+        return jax.tree_util.tree_map(lambda x: jax.lax.convert_element_type(x, x.dtype), tree)
+
+    def body(args):
+        on, part = args
+        shapes = jax.eval_shape(per_block, part)
+        skipped = lambda _: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
+        return jax.lax.cond(on, lambda p: strong(per_block(p)), skipped, part)
+
+    out = jax.lax.map(body, (jnp.any(active.reshape(n, block), axis=1), jax.tree_util.tree_map(split, members)))
+    return jax.tree_util.tree_map(lambda x: x.reshape((n * block,) + x.shape[2:]), out) if blocked else out
 
 
 _MEMBERS_STATIC = ("loglik", "options", "maxiter", "in_axes", "block", "start")
@@ -197,7 +225,8 @@ class _Runner:
             return tree
         return jax.device_put(tree, self.sharding)
 
-    def _call(self, init, init_b, data, fixed, fixed_b, maxiter=None):
+    def _call(self, init, init_b, data, fixed, fixed_b, maxiter=None, count=None):
+        """The members' fits (``count``: the first ones are real, the rest padding)."""
         start = None
         if isinstance(init, _Start):
             start, init = init.fn, None
@@ -213,8 +242,15 @@ class _Runner:
             self._put(data),
             self._put(fixed) if fixed_b else fixed,
             start=start,
+            active=self._active(data, count),
         )
         return jax.tree_util.tree_map(np.array, res)
+
+    def _active(self, data, count):
+        if self.block is None:
+            return None
+        size = jax.tree_util.tree_leaves(data)[0].shape[0]
+        return np.arange(size) < (size if count is None else count)
 
     def _scatter(self, res, members, new):
         for leaf, nl in zip(jax.tree_util.tree_leaves(res), jax.tree_util.tree_leaves(new)):
@@ -239,7 +275,7 @@ class _Runner:
             sel = self._compact(running, size)
             # Warm start: each running member continues from the point its last round reached.
             fx = _take(fixed, sel) if fixed_b else fixed
-            new = self._call(_take(res.params, sel), True, _take(data, sel), fx, fixed_b)
+            new = self._call(_take(res.params, sel), True, _take(data, sel), fx, fixed_b, count=running.size)
             self._scatter(res, running, new)
             total[running] += new.n_iter[: running.size]
         res.n_iter = np.minimum(total, np.iinfo(np.int32).max).astype(np.int32)
@@ -256,6 +292,7 @@ class _Runner:
                 _take(fixed, sel) if fixed_b else fixed,
                 fixed_b,
                 maxiter=self.maxiter,
+                count=failed.size,
             )
             self._scatter(res, failed, new)
         return res
