@@ -5,10 +5,10 @@ Smart termination. A vmapped ``lax.while_loop`` runs every member until the slow
 (jax-ml/jax#2586), so a batch where 1% of the members need many iterations costs the whole batch the
 maximum. ``fit_batch`` instead runs the vmapped fit in *rounds* of a few iterations (``round_iters``):
 the members that hit the round's limit (status ``max_iterations``) are compacted into a smaller batch
-(sizes are powers of two, so few shapes are compiled) and continued, warm-started from where their round
-ended, until they stop or their iterations reach ``maxiter``. A Newton fit warm-started near its optimum
-takes its full Newton step at once, so a restart costs one extra derivative pass of the few members that
-need it.
+(sizes are powers of four, so few shapes are compiled) and continued, warm-started from where their round
+ended, until they stop or their iterations reach ``maxiter``; the last few stragglers are refitted from their
+own start in one run. A Newton fit warm-started near its optimum takes its full Newton step at once, so a
+restart costs one extra derivative pass of the members that need it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ DEFAULT_ROUND_ITERS = 5
 #: zero, where the Hessian turns singular) would otherwise restart round after round until ``maxiter``, which
 #: costs a batch of small logistic GLMMs a large part of its time; the refit ends them in one run
 #: (docs/internals.md#batches-of-fits).
+#: The members still running are refitted so as soon as they fit in the smallest compacted batch
+#: (``_MIN_ROUND_BUCKET``): rounds of a few stragglers would each cost them a restart, and a program of their own.
 MAX_ROUNDS = 8
 #: Target bytes of data per chunk (the unit of compaction, progress and host transfers) on CPU.
 _CPU_CHUNK_BYTES = 32 * 2**20
@@ -48,6 +50,9 @@ _CPU_BLOCK_BYTES = 4 * 2**20
 #: hold many times the data in temporaries: docs/internals.md#batches-of-fits).
 _ACCEL_MEMORY_FRACTION = 1 / 64
 _MIN_BUCKET = 8
+#: The smallest compacted batch: the powers of four below it (4) and ``_MIN_BUCKET`` would each compile the whole
+#: fit once more (seconds) for the last few stragglers, whose lanes cost microseconds.
+_MIN_ROUND_BUCKET = 16
 
 #: ``block`` of a chunk whose members are fitted one after another, nothing batched: jaxlib's CPU LAPACK
 #: kernels split a batch of matrices over XLA's intra-op pool and wait for the parts from inside it, and two
@@ -192,7 +197,7 @@ def _bucket(count: int, full: int, n_devices: int) -> int:
     # Powers of four: each distinct size compiles the whole fit once (seconds on CPU), so a batch whose
     # stragglers thin out over several rounds compiles half as many programs as with powers of two, for at
     # most 4x the lanes of a (small) straggler round.
-    size = max(_MIN_BUCKET, 1 << (2 * max(0, math.ceil(math.log2(max(count, 1)) / 2))))
+    size = max(_MIN_ROUND_BUCKET, 1 << (2 * max(0, math.ceil(math.log2(max(count, 1)) / 2))))
     return min(_round_up(size, n_devices), full)
 
 
@@ -261,15 +266,26 @@ class _Runner:
         return np.concatenate([members, np.full(bucket - members.size, members[-1])])
 
     def solve(self, init, init_b, data, fixed, fixed_b) -> FitResult:
+        if not init_b and not isinstance(init, _Start) and self.r_iters < self.maxiter:
+            # A shared start given to every member: the first round then is the program of the continued rounds
+            # (whose starts are batched), not a program of its own, wherever their bucket is the whole chunk.
+            n = jax.tree_util.tree_leaves(data)[0].shape[0]
+            init, init_b = jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (n,) + np.shape(x)), init), True
         res = self._call(init, init_b, data, fixed, fixed_b)
         size = np.shape(res.status)[0]
         total = res.n_iter.astype(np.int64)
         continued = np.zeros(size, bool)
+        last = np.zeros(size, bool)  # refitted below, where a round would not pay
         rounds = 1
         while True:
             running = np.nonzero((res.status == Status.max_iterations) & (total < self.maxiter))[0]
-            if running.size == 0 or rounds >= MAX_ROUNDS:
-                break  # members still running after MAX_ROUNDS go to the refit below (status not success)
+            if running.size == 0:
+                break
+            if rounds >= MAX_ROUNDS or running.size <= _MIN_ROUND_BUCKET:
+                # Still running after MAX_ROUNDS, or so few that the refit's one run costs less than the rounds'
+                # restarts and a program of their own.
+                last[running] = True
+                break
             rounds += 1
             continued[running] = True
             sel = self._compact(running, size)
@@ -282,7 +298,7 @@ class _Runner:
         # A restart forgets the solver's trust region and scaling, which only matters for members that
         # fail: those are refitted from their own start in one run, so that a failing member reports
         # exactly what a single fit reports (its status, iterations and point).
-        failed = np.nonzero(continued & (res.status != Status.success))[0]
+        failed = np.nonzero(last | (continued & (res.status != Status.success)))[0]
         if failed.size and self.r_iters < self.maxiter:
             sel = self._compact(failed, size)
             new = self._call(
