@@ -36,7 +36,7 @@ DEFAULT_ROUND_ITERS = 5
 #: zero, where the Hessian turns singular) would otherwise restart round after round until ``maxiter``, which
 #: costs a batch of small logistic GLMMs a large part of its time; the refit ends them in one run
 #: (docs/internals.md#batches-of-fits).
-#: The members still running are refitted so as soon as they fit in the smallest compacted batch
+#: The members still running are refitted the same way as soon as they fit in the smallest compacted batch
 #: (``_MIN_ROUND_BUCKET``): rounds of a few stragglers would each cost them a restart, and a program of their own.
 MAX_ROUNDS = 8
 #: Target bytes of data per chunk (the unit of compaction, progress and host transfers) on CPU.
@@ -145,9 +145,18 @@ def _map_blocks(fn, members, active, block: int):
 
     def body(args):
         on, part = args
-        shapes = jax.eval_shape(per_block, part)
-        skipped = lambda _: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
-        return jax.lax.cond(on, lambda p: strong(per_block(p)), skipped, part)
+        shapes = []  # the fitted branch's output shapes, read by the skipped one: the fit is traced once
+
+        def fitted(p):
+            out = strong(per_block(p))
+            shapes.append(jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), out))
+            return out
+
+        def skipped(p):
+            like = shapes[0] if shapes else jax.eval_shape(fitted, p)  # (a JAX that traces the other branch first)
+            return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), like)
+
+        return jax.lax.cond(on, fitted, skipped, part)
 
     out = jax.lax.map(body, (jnp.any(active.reshape(n, block), axis=1), jax.tree_util.tree_map(split, members)))
     return jax.tree_util.tree_map(lambda x: x.reshape((n * block,) + x.shape[2:]), out) if blocked else out
