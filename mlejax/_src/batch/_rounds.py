@@ -110,7 +110,7 @@ def _fit_members(loglik, options, maxiter, in_axes, block, init, data, fixed, st
     def one(i, d, fx):
         return fit(loglik, i if start is None else start(d), d, fixed=fx, maxiter=maxiter, **opts)
 
-    size = jax.tree_util.tree_leaves(data)[0].shape[0]
+    size = _count(data)
     if block != ONE_AT_A_TIME and (block is None or size <= block):
         return jax.vmap(one, in_axes=(in_axes[0], 0, in_axes[1]))(init, data, fixed)
 
@@ -222,6 +222,11 @@ class _Start:
     fn: Callable
 
 
+def _count(data) -> int:
+    """The members of a chunk (every leaf of ``data`` has them along its leading axis, checked by fit_batch)."""
+    return jax.tree_util.tree_leaves(data)[0].shape[0]
+
+
 def _take(tree, idx):
     return jax.tree_util.tree_map(lambda x: x[idx], tree)
 
@@ -263,7 +268,7 @@ class _Runner:
     def _active(self, data, count):
         if self.block is None:
             return None
-        size = jax.tree_util.tree_leaves(data)[0].shape[0]
+        size = _count(data)
         return np.arange(size) < (size if count is None else count)
 
     def _scatter(self, res, members, new):
@@ -278,7 +283,7 @@ class _Runner:
         if not init_b and not isinstance(init, _Start) and self.r_iters < self.maxiter:
             # A shared start given to every member: the first round then is the program of the continued rounds
             # (whose starts are batched), not a program of its own, wherever their bucket is the whole chunk.
-            n = jax.tree_util.tree_leaves(data)[0].shape[0]
+            n = _count(data)
             init, init_b = jax.tree_util.tree_map(lambda x: np.broadcast_to(x, (n,) + np.shape(x)), init), True
         res = self._call(init, init_b, data, fixed, fixed_b)
         size = np.shape(res.status)[0]
