@@ -343,6 +343,38 @@ def test_logit_glmm_is_the_laplace_approximation(logit):
     np.testing.assert_allclose([theta[0], theta[1], np.log(theta[2])], opt.x, rtol=1e-5, atol=1e-6)
 
 
+def test_logit_glmm_information_is_the_laplace_marginal_hessian(logit):
+    """The outer Hessian of a GLMM's Laplace marginal (the modes move with the parameters, and so does the
+    curvature at them: third and fourth derivatives of the joint density), against central finite differences
+    of the independent NumPy Laplace value, on the fit's unconstrained scale (sd on the log scale)."""
+    d, res = logit
+    assert res.unconstrained_names == ("b[0]", "b[1]", "sd")
+    u = np.asarray(res.unconstrained)
+
+    def f(t):
+        return reference_logit([t[0], t[1], np.exp(t[2])], d)
+
+    h = 1e-4
+    hess = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            ei, ej = np.eye(3)[i] * h, np.eye(3)[j] * h
+            hess[i, j] = (f(u + ei + ej) - f(u + ei - ej) - f(u - ei + ej) + f(u - ei - ej)) / (4 * h * h)
+    np.testing.assert_allclose(res.information, -hess, rtol=1e-5, atol=1e-5)  # FD error ~1e-7 relative
+
+
+def test_laplace_passes_compile_with_xla_defaults(logit):
+    """On CPU, eager fits are compiled lean, except a Laplace marginal's pass (nested derivatives over few rows,
+    which XLA's default emitters run faster): its plan says so, and an ordinary fit's does not."""
+    from mlejax._src.engine.plan import compile_lean
+
+    _, res = logit
+    if jax.default_backend() != "cpu":
+        pytest.skip("the lean option is XLA CPU's")
+    assert compile_lean(res._problem.problem.loglik) is False
+    assert compile_lean(logit_joint) is True
+
+
 def test_logit_glmm_gradient_through_the_fit(logit):
     """Implicit differentiation of the estimate with respect to the data, against finite differences."""
     d, res = logit

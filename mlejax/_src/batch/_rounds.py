@@ -238,6 +238,8 @@ class _Runner:
     def __init__(self, loglik, options, r_iters, maxiter, sharding, n_dev, block):
         self.loglik, self.options, self.r_iters, self.maxiter = loglik, options, r_iters, maxiter
         self.sharding, self.n_dev, self.block = sharding, n_dev, block
+        # Laplace marginals (random=) compile with XLA's defaults, as their eager fits do (engine.plan.compile_lean).
+        self.lean = compile_lean(loglik) and options.value.get("random") is None
 
     def _put(self, tree):
         if self.sharding is None:
@@ -250,7 +252,7 @@ class _Runner:
         if isinstance(init, _Start):
             start, init = init.fn, None
         in_axes = (0 if init_b else None, 0 if fixed_b else None)
-        program = _fit_members_lean if compile_lean() else _fit_members_compiled
+        program = _fit_members_lean if self.lean else _fit_members_compiled
         res = program(
             self.loglik,
             self.options,

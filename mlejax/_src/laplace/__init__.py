@@ -71,29 +71,43 @@ def _probe(lm: Laplace, p, data, v, directions):
     return full, by_blocks
 
 
-_probe_compiled = jax.jit(_probe, static_argnums=(0,))
+def _probe_start(problem, free_init, fixed_values, data, z, noise, directions):
+    """:func:`_probe` at the random point :func:`detect_blocks` checks: the free parameters moved from the start
+    by ``z`` on their unconstrained scale, the random effects from theirs by ``noise`` (one program, no eager
+    transforms of the parameters)."""
+    u0 = problem.spec.to_unconstrained(free_init)
+    p = problem.to_params(u0 + 0.05 * (jnp.abs(u0) + 0.1) * z.astype(u0.dtype), fixed_values)
+    v0 = problem.loglik.flat(p)
+    v = v0 + 0.1 * jnp.maximum(jnp.abs(v0), 0.1) * noise.astype(v0.dtype)
+    return _probe(problem.loglik, p, data, v, directions.astype(v0.dtype))
 
 
-def detect_blocks(lm: Laplace, p, data, seed: int = 0) -> Blocks | None:
-    """The per-group :class:`Blocks` when the random leaves' shapes allow it and the Hessian has no entry
-    outside the blocks (checked at a random point along two random directions), else ``None`` (dense).
+_probe_start_compiled = jax.jit(_probe_start, static_argnums=(0,))
 
-    ``p``: the full parameters at the start, with the free ones already moved to a random nearby point
-    by the caller (a coupling whose coefficient starts at zero is then seen)."""
-    shapes = [np.shape(leaf) for leaf in jax.tree_util.tree_leaves(lm.take(p))]
+
+def detect_blocks(problem, free_init, fixed_values, data, seed: int = 0) -> Blocks | None:
+    """The per-group :class:`Blocks` of ``problem``'s :class:`Laplace` marginal when the random leaves' shapes
+    allow it and the Hessian has no entry outside the blocks, else ``None`` (dense). Checked at a random point
+    along two random directions: the free parameters moved from ``free_init`` to a random nearby point (a
+    coupling whose coefficient starts at zero is then seen), the random effects from their start."""
+    lm = problem.loglik
+    shapes = [np.shape(leaf) for leaf in jax.tree_util.tree_leaves(lm.take(fixed_values))]
     lay = candidate_blocks(shapes)
-    if lay is None or lay.size >= sum(math.prod(s) for s in shapes):
+    q = sum(math.prod(s) for s in shapes)
+    if lay is None or lay.size >= q:
         return None
-    trial = dataclasses.replace(lm, blocks=lay)
+    trial = dataclasses.replace(problem, loglik=dataclasses.replace(lm, blocks=lay))
+    z = np.random.default_rng(1).standard_normal(problem.spec.k)
     rng = np.random.default_rng(seed)
-    v0 = np.asarray(lm.flat(p))
-    v = v0 + 0.1 * np.maximum(np.abs(v0), 0.1) * rng.standard_normal(v0.shape)
-    directions = rng.standard_normal((2,) + v0.shape).astype(v0.dtype)
-    full, by_blocks = (np.asarray(a) for a in _probe_compiled(trial, p, data, jnp.asarray(v, v0.dtype), directions))
+    noise, directions = rng.standard_normal(q), rng.standard_normal((2, q))
+    dtype = float_dtype(jax.tree_util.tree_leaves(lm.take(fixed_values)))
+    full, by_blocks = (
+        np.asarray(a) for a in _probe_start_compiled(trial, free_init, fixed_values, data, z, noise, directions)
+    )
     if not (np.all(np.isfinite(full)) and np.all(np.isfinite(by_blocks))):
         return None
-    scale = np.max(np.abs(full), axis=1, keepdims=True) + np.finfo(v0.dtype).tiny
-    eps = np.finfo(v0.dtype).eps
+    scale = np.max(np.abs(full), axis=1, keepdims=True) + np.finfo(dtype).tiny
+    eps = np.finfo(dtype).eps
     return lay if np.all(np.abs(full - by_blocks) <= 1e4 * eps * scale) else None
 
 
@@ -140,14 +154,10 @@ def structure(problem, free_init, fixed_values, data, traced: bool):
     """``problem`` with its :class:`Laplace` marginal given the block layout found from the program (eager
     calls), or dense; a dense layout beyond :data:`DENSE_MAX` entries is refused with the reason."""
     lm = problem.loglik
-    p0 = problem.to_params(problem.spec.to_unconstrained(free_init), fixed_values)
-    q = sum(math.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(lm.take(p0)))
+    q = sum(math.prod(np.shape(leaf)) for leaf in jax.tree_util.tree_leaves(lm.take(fixed_values)))
     blocks = lm.blocks  # given for a batch (batch_random)
     if blocks is None and not traced:
-        u0 = np.asarray(problem.spec.to_unconstrained(free_init))
-        z = np.random.default_rng(1).standard_normal(u0.shape)
-        trial = problem.to_params(jnp.asarray(u0 + 0.05 * (np.abs(u0) + 0.1) * z, u0.dtype), fixed_values)
-        blocks = detect_blocks(lm, trial, data)
+        blocks = detect_blocks(problem, free_init, fixed_values, data)
     if isinstance(blocks, Bordered) and blocks.rest > DENSE_MAX:
         raise ValueError(
             f"the random effects beyond the largest grouping need a dense {blocks.rest} x {blocks.rest} matrix, "
