@@ -30,8 +30,9 @@ Three cases, each verified before it is timed (the script exits non-zero when a 
 
 JAX rows say how many CPU devices they used: one (the default) or one per core (``mj.use_cpu_devices()``,
 the explicit opt-in; ``fit_batch`` then splits its chunks over them), each in a fresh process; mlejax's eager
-fits use its default compile options (XLA's fusion emitters off: "lean"). statsmodels runs NumPy/SciPy with
-their default threads on the same cores.
+fits use its default compile options, stated per row: XLA's defaults for the Laplace marginal of ``random=``
+("xla"), XLA's fusion emitters off for the others ("lean": ``mj.glmm``'s profiled linear mixed models).
+statsmodels runs NumPy/SciPy with their default threads on the same cores.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def case_lmm(groups: int, per: int, repeat: int):
     print(f"\n1. LMM, random intercept and slope: {groups} groups x {per} rows ({groups * per} rows), ML, with SEs")
     print(f"{'tool':40s} {'converged':>9s} {'agrees':>7s} {'first call':>11s} {'warm':>9s} {'vs anchor':>10s}")
     print(
-        f"{'mj.fit(random=) 1 CPU device, lean':40s} {check(bool(res.converged), 'lmm mlejax converged'):>9s} "
+        f"{'mj.fit(random=) 1 CPU device, xla':40s} {check(bool(res.converged), 'lmm mlejax converged'):>9s} "
         f"{'ref':>7s} {first:10.3f}s {warm:8.4f}s {anchor / warm:9.1f}x"
     )
     for name, conv, agree, _, t in rows:
@@ -223,7 +224,7 @@ def case_batch(members: int, groups: int, per: int, repeat: int):
         if r is None:
             continue
         agree = check(r["worst_ll"] <= 1e-9 and r["worst_est"] <= 1e-5, "batch agrees with the NumPy Laplace reference")
-        name = f"mj.fit_batch(random=) {r['devices']} CPU device(s), lean"
+        name = f"mj.fit_batch(random=) {r['devices']} CPU device(s), xla"
         print(
             f"{name:44s} {r['converged']:>5d}/{members:<5d} {agree:>7s} {r['first']:10.2f}s "
             f"{r['warm']:8.3f}s {members / r['warm']:12.0f}"
@@ -405,7 +406,7 @@ def case_large(n_groups: int, per: int):
         return
     print(f"\n3. nested random-intercept logit: {n_groups} groups, {n_groups * per} rows, one fresh process")
     print(
-        f"mj.fit(random=) 1 CPU device, lean: converged {check(r['converged'], 'large converged')}, first call "
+        f"mj.fit(random=) 1 CPU device, xla: converged {check(r['converged'], 'large converged')}, first call "
         f"{r['first']:.1f} s, warm {r['warm']:.1f} s, peak memory {r['peak_mb']:.0f} MB"
     )
     ok = check(r["loglik_rel"] <= 1e-9 and r["grad_rel"] <= 1e-4, "large agrees with the NumPy Laplace reference")

@@ -282,17 +282,14 @@ class Laplace:
         return jnp.sum(jnp.log(scale) + f0 + jax.scipy.special.logsumexp(terms, axis=0))
 
     def objective(self, to_params, data) -> Objective:
-        """The solver's :class:`~mlejax._src.solvers.Objective` of ``-l_LA(to_params(x))``, derivatives
-        pushed forward: the gradient by ``k`` pushes, the Hessian by pushes of those (no reverse pass
-        through the inner solve, whose transpose is costly to trace)."""
+        """The solver's :class:`~mlejax._src.solvers.Objective` of ``-l_LA(to_params(x))``: the gradient by one
+        reverse pass (through the linear derivative rules of the mode and of the joint density at it), the
+        Hessian by ``k`` forward pushes of that gradient."""
 
         def f(x):
             return -self(to_params(x), data)
 
-        def value_and_grad(x):
-            eye = jnp.eye(x.shape[0], dtype=x.dtype)
-            values, grad = jax.vmap(lambda t: jax.jvp(f, (x,), (t,)))(eye)
-            return (values[0] if x.shape[0] else f(x)), grad
+        value_and_grad = jax.value_and_grad(f)
 
         def value_grad_hess(x):
             def grad_with_aux(y):
