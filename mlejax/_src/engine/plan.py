@@ -302,7 +302,7 @@ LEAN_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 def compile_lean(loglik=None) -> bool:
     """Whether an eager fit of ``loglik`` is compiled lean (:data:`LEAN_COMPILE`; CPU only: the option is XLA
     CPU's). A log-likelihood with a false attribute ``compile_lean`` is compiled with XLA's defaults: the
-    Laplace marginal's pass is nested derivatives over few rows, where the default emitters run it 20-35%
+    Laplace marginal's pass is nested derivatives over few rows, where the default emitters run it 7-20%
     faster at about the same compile time (docs/internals.md#compile-time)."""
     return LEAN_COMPILE and jax.default_backend() == "cpu" and getattr(loglik, "compile_lean", True)
 

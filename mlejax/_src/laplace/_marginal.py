@@ -119,7 +119,7 @@ class Laplace:
     maxiter: int = INNER_MAXITER
     nagq: int = 1  # > 1: adaptive Gauss-Hermite quadrature with this many nodes per group (see :meth:`aghq`)
     #: Compiled with XLA's default emitters, not lean (:func:`~mlejax._src.engine.plan.compile_lean`): the pass is
-    #: nested derivatives over few rows per random effect, which the default emitters run 20-35% faster.
+    #: nested derivatives over few rows per random effect, which the default emitters run 7-20% faster.
     compile_lean: ClassVar[bool] = False
 
     @property
