@@ -386,7 +386,7 @@ def check_unique_names(init, spec: ParamSpec, layout: FixedLayout | None = None)
     ``{"b": zeros(2), "b[0]": 0.0}`` (``b[0]`` twice) or ``{"a": {"b": 0.0}, "a.b": 0.0}``: the summary, the
     tests and the profiles name elements, and one name must identify one element."""
     fixed_names = () if layout is None else layout.names
-    owners: dict[str, str] = {}  # element name -> where it comes from, in words
+    owners: dict[str, tuple] = {}  # element name -> (path, position, leaf name, shape): put in words on a collision
     free_leaf = 0
     for path, leaf in jax.tree_util.tree_leaves_with_path(init):
         name, shape = path_name(path), tuple(np.shape(leaf))
@@ -395,15 +395,19 @@ def check_unique_names(init, spec: ParamSpec, layout: FixedLayout | None = None)
         else:
             names = spec.leaf_element_names(free_leaf)
             free_leaf += 1
-        where = f"init{jax.tree_util.keystr(path)}"
         for i, element in enumerate(names):
-            owner = f"{where} (element {i} of '{name}', shape {shape})" if shape else f"{where} (parameter '{name}')"
             if element in owners:
                 raise ValueError(
-                    f"parameter names collide: '{element}' names both {owners[element]} and {owner}; rename one "
-                    "of them (the summary, profile_ci and wald_test name parameters by these names)"
+                    f"parameter names collide: '{element}' names both {_owner(*owners[element])} and "
+                    f"{_owner(path, i, name, shape)}; rename one of them (the summary, profile_ci and wald_test "
+                    "name parameters by these names)"
                 )
-            owners[element] = owner
+            owners[element] = (path, i, name, shape)
+
+
+def _owner(path, i: int, name: str, shape: tuple) -> str:
+    where = f"init{jax.tree_util.keystr(path)}"
+    return f"{where} (element {i} of '{name}', shape {shape})" if shape else f"{where} (parameter '{name}')"
 
 
 def _insertion_order(tree) -> dict[str, int]:

@@ -246,7 +246,12 @@ def singular_random(res: FitResult) -> list[str]:
     "singular fit"); empty when none or when this is not a Laplace fit."""
     if np.ndim(res.status) or not getattr(res, "random_names", ()):
         return []
-    scale = max(1.0, float(np.max(np.abs(np.asarray(res.estimates, float)), initial=0.0)))
+    free = [
+        np.max(np.abs(np.asarray(x, float)), initial=0.0)
+        for path, x in jax.tree_util.tree_leaves_with_path(res.params)
+        if not is_fixed_path(path, res.fixed_names)
+    ]  # the largest estimate, read leaf by leaf in NumPy (res.estimates concatenates on the device)
+    scale = max(1.0, *free)
     return [name for name, modes, _ in _random_leaves(res) if np.max(np.abs(modes)) <= SINGULAR_TOL * scale]
 
 
