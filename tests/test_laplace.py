@@ -375,6 +375,37 @@ def test_laplace_passes_compile_with_xla_defaults(logit):
     assert compile_lean(logit_joint) is True
 
 
+def test_inner_newton_is_warm_started_across_outer_iterations(logit, monkeypatch):
+    """An eager fit's passes start the inner Newton at the modes of the best point evaluated so far (the first
+    pass at init's zeros, the later ones at modes that are not), and reach the fit whose every pass starts at
+    init: the same estimates, SEs and modes to the inner tolerance."""
+    import mlejax._src.fit as fit_module
+
+    d, res = logit
+    init = {"b": jnp.zeros(2), "sd": 1.0, "u": jnp.zeros(25)}
+    starts = []
+    original = fit_module.model_pass
+
+    def spy(problem, split, lean):
+        program = original(problem, split, lean)
+
+        def run(u, data, fixed_values, start, first):
+            starts.append(np.asarray(fixed_values["u"]))
+            return program(u, data, fixed_values, start, first)
+
+        return run
+
+    monkeypatch.setattr(fit_module, "model_pass", spy)
+    warm = mj.fit(logit_joint, init, d, random="u", constraints={"sd": mj.positive})
+    assert len(starts) >= 4 and not np.any(starts[0]) and all(np.any(s) for s in starts[2:])
+    monkeypatch.setattr(fit_module._WarmStart, "fixed_values", lambda self: self.start)
+    cold = mj.fit(logit_joint, init, d, random="u", constraints={"sd": mj.positive})
+    for a, b in ((warm.params, cold.params), (warm.se, cold.se)):
+        for key in ("b", "sd", "u"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(warm.params["b"], res.params["b"], rtol=1e-8)
+
+
 def test_logit_glmm_gradient_through_the_fit(logit):
     """Implicit differentiation of the estimate with respect to the data, against finite differences."""
     d, res = logit

@@ -144,7 +144,8 @@ def fit(
         effects (the user writes their distribution, e.g. ``norm.logpdf(p["u"], 0, p["sd"]).sum()``), the
         random effects are integrated out by the Laplace approximation, and the other parameters are
         estimated by maximising that marginal log-likelihood (exact for linear mixed models). The named
-        entries of ``init`` start the inner Newton; ``res.params`` holds their conditional modes at the
+        entries of ``init`` start the inner Newton (an eager fit's later evaluations start at the modes of its
+        best point so far); ``res.params`` holds their conditional modes at the
         estimate and ``res.se`` their prediction standard errors (TMB's ``sdreport``). See the mixed-models
         guide (``docs/mixed.md``).
 
@@ -490,15 +491,19 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     u0 = np.asarray(first[2])
     parts = {u0.tobytes(): first[1]}  # the parameters' transforms at each evaluated point (k-sized, on the device)
     pending = [first[0]]
+    warm = _WarmStart(fixed_values, first)
 
     def evaluate(u):
         u = np.asarray(u)  # NumPy from either step: one signature, one entry in the pass's cache
         if pending and np.array_equal(u, u0):
             return pending.pop()
-        vgh, parts[u.tobytes()], _ = pass_program(u, data, fixed_values, start, np.False_)
-        return vgh
+        out = pass_program(u, data, warm.fixed_values(), start, np.False_)
+        parts[u.tobytes()] = out[1]
+        warm.add(out)
+        return out[0]
 
     state, status, n_iter = run_host(newton_options(options.tol), evaluate, u0, options.maxiter, report, lean)
+    fixed_values = warm.fixed_values()
     dt = state.x.dtype
     solved = (state.f, state.g, state.hess, np.asarray(state.pd, dt), np.asarray(status, dt), np.asarray(n_iter, dt))
     with host_errors():  # on the host too: a k x k matrix (nothing to compile per parameter count)
@@ -512,6 +517,30 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     return program(
         problem, options, cov_spec, split, state.x, solved + (state.f0,), fixed_values, data, n_obs, cov_groups, inverse
     )
+
+
+class _WarmStart:
+    """The inner Newton of a Laplace fit iterated on the host, warm-started across outer iterations: each pass
+    starts at the modes of the best point evaluated so far (the lowest finite ``-l_LA``: the trust region's
+    current point), which the pass returned with its fixed values (:func:`~.solvers._host.model_pass`). Other
+    fits: the fixed values as they are."""
+
+    def __init__(self, fixed_values, first):
+        self.start, self.best_f = fixed_values, np.inf
+        self.unread = [first] if first[3] is not None else []
+
+    def add(self, out):
+        if out[3] is not None:
+            self.unread.append(out)
+
+    def fixed_values(self):
+        # The passes added since the last call are done (the step read their results): their values are here.
+        for out in self.unread:
+            f = float(np.asarray(out[0][0]))
+            if f < self.best_f:  # False for NaN: a failed inner Newton's modes are never a start
+                self.start, self.best_f = out[3], f
+        self.unread = []
+        return self.start
 
 
 _fit_compiled = jax.jit(_fit_program, static_argnums=(0, 1, 2, 3))

@@ -238,6 +238,10 @@ class Laplace:
         return _logdet(blocks)
 
     def __call__(self, p, data):
+        return self.value_and_modes(p, data)[0]
+
+    def value_and_modes(self, p, data):
+        """``(l_LA, u*)``: the marginal and the modes (flat) it was taken at."""
         v, ok, joint = _at_mode(self, p, data)
         blocks = self.hessian_blocks(p, v, data)
         logdet = self.logdet(blocks)
@@ -246,7 +250,7 @@ class Laplace:
             value = self.aghq(p, v, blocks, data)
         else:
             value = joint + 0.5 * q * math.log(2.0 * math.pi) - 0.5 * logdet
-        return jnp.where((ok > 0.5) & jnp.isfinite(logdet), value, jnp.nan)
+        return jnp.where((ok > 0.5) & jnp.isfinite(logdet), value, jnp.nan), v
 
     def aghq(self, p, v, blocks, data):
         """The marginal by adaptive Gauss-Hermite quadrature (Liu & Pierce 1994; lme4's ``nAGQ``): for one
@@ -285,21 +289,32 @@ class Laplace:
         """The solver's :class:`~mlejax._src.solvers.Objective` of ``-l_LA(to_params(x))``: the gradient by one
         reverse pass (through the linear derivative rules of the mode and of the joint density at it), the
         Hessian by ``k`` forward pushes of that gradient."""
+        value_grad_hess = self.value_grad_hess_modes(to_params, data)
 
         def f(x):
             return -self(to_params(x), data)
 
-        value_and_grad = jax.value_and_grad(f)
+        return Objective(f, jax.value_and_grad(f), lambda x: value_grad_hess(x)[:3])
+
+    def value_grad_hess_modes(self, to_params, data) -> Callable:
+        """``x -> (f, g, H, u*)``: the objective's pass and the modes at ``x`` (the next start of the inner
+        Newton in an eager fit's host loop)."""
+
+        def f(x):
+            value, v = self.value_and_modes(to_params(x), data)
+            return -value, v
+
+        value_and_grad = jax.value_and_grad(f, has_aux=True)
 
         def value_grad_hess(x):
             def grad_with_aux(y):
-                value, grad = value_and_grad(y)
-                return grad, (value, grad)
+                (value, v), grad = value_and_grad(y)
+                return grad, (value, grad, v)
 
-            hess, (value, grad) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
-            return value, grad, symmetrize(hess)
+            hess, (value, grad, v) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
+            return value, grad, symmetrize(hess), v
 
-        return Objective(f, value_and_grad, value_grad_hess)
+        return value_grad_hess
 
     def predict(self, p, data, modes_jvp, cov_u):
         """Modes, their standard errors (``H^-1 + J cov_u J'``) and ``ok`` at the estimate.

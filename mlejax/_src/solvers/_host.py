@@ -195,19 +195,27 @@ _PASSES_MAX = 256
 
 def model_pass(problem, split, lean: bool):
     """The model's own pass, jitted: what an eager Newton fit compiles per model (``problem``: a
-    :class:`~mlejax._src.problem.Problem`). ``(u, data, fixed_values, start, first) -> ((f, g, H), parts, u)``:
+    :class:`~mlejax._src.problem.Problem`). ``(u, data, fixed_values, start, first) -> ((f, g, H), parts, u,
+    after)``:
     at ``u``, or, where ``first`` is true, at the start ``start`` (the free parameters on the user's scale) taken
     to the unconstrained scale (the ``u`` returned), so that the start compiles no program of its own. ``parts``
     are what the fit's result needs of the parameters' transforms at that point (:func:`spec_parts`): k-sized,
-    computed along for nothing next to the rows, so that the result compiles no program either."""
+    computed along for nothing next to the rows, so that the result compiles no program either. ``after``: for a
+    log-likelihood with a ``value_grad_hess_modes`` (a Laplace marginal), ``fixed_values`` with its random
+    effects' start at the modes found at ``u`` (the host loop starts the next inner Newton there), else ``None``."""
     key = (problem, split, lean)
     fn = PASSES.get(key)
     if fn is None:
+        with_modes = getattr(problem.loglik, "value_grad_hess_modes", None) if split is None else None
 
         def value_grad_hess(u, data, fixed_values, start, first):
             u = jax.lax.cond(first, lambda: problem.spec.to_unconstrained(start).astype(u.dtype), lambda: u)
-            vgh = problem.objective(data, fixed_values, split=split).value_grad_hess(u)
-            return vgh, spec_parts(problem.spec, u), u
+            if with_modes is None:
+                vgh = problem.objective(data, fixed_values, split=split).value_grad_hess(u)
+                return vgh, spec_parts(problem.spec, u), u, None
+            # A Laplace marginal: the fixed values with the inner Newton's start at the modes found at u.
+            *vgh, modes = with_modes(lambda w: problem.to_params(w, fixed_values), data)(u)
+            return tuple(vgh), spec_parts(problem.spec, u), u, problem.loglik.insert(fixed_values, modes)
 
         fn = jax.jit(value_grad_hess, compiler_options=LEAN_COMPILER_OPTIONS if lean else None)
         PASSES[key] = fn
