@@ -34,7 +34,9 @@ JAX rows say how many CPU devices they used: one (the default) or one per core (
 the explicit opt-in; ``fit_batch`` then splits its chunks over them), each in a fresh process; mlejax's eager
 fits use its default compile options, stated per row: XLA's defaults for the Laplace marginal of ``random=``
 ("xla"), XLA's fusion emitters off for the others ("lean": ``mj.glmm``'s profiled linear mixed models).
-statsmodels runs NumPy/SciPy with their default threads on the same cores.
+statsmodels runs NumPy/SciPy with their default threads on the same cores. Every case runs on the CPU, also
+where JAX sees a GPU; there case 2 adds its GPU variant: the same batch in a fresh process on JAX's default GPU,
+its fits per second reported beside the CPU rows.
 """
 
 from __future__ import annotations
@@ -226,6 +228,8 @@ def batch_child(members: int, groups: int, per: int, repeat: int):
     statuses = np.bincount(np.asarray(res.status), minlength=8)
     out = {
         "devices": len(jax.devices()),
+        "platform": jax.devices()[0].platform,
+        "device_kind": jax.devices()[0].device_kind,
         "first": first,
         "warm": warm,
         "converged": int(np.sum(np.asarray(res.converged))),
@@ -239,12 +243,16 @@ def batch_child(members: int, groups: int, per: int, repeat: int):
 def case_batch(members: int, groups: int, per: int, repeat: int):
     print(f"\n2. fit_batch: {members} random-intercept logistic models, {groups} groups x {per} rows each")
     print(f"{'tool':44s} {'converged':>11s} {'agrees':>7s} {'first call':>11s} {'warm':>9s} {'fits/s warm':>12s}")
-    for n_dev in (1, os.cpu_count() or 1):
-        r = run_child("batch", n_dev, members, groups, per, repeat)
+    runs = [(n_dev, "cpu") for n_dev in (1, os.cpu_count() or 1)]
+    if gpu_present():
+        runs.append((1, "gpu"))  # the GPU variant: the same batch on JAX's default GPU
+    for n_dev, platform in runs:
+        r = run_child("batch", n_dev, members, groups, per, repeat, platform=platform)
         if r is None:
             continue
         agree = check(r["worst_ll"] <= 1e-9 and r["worst_est"] <= 1e-5, "batch agrees with the NumPy Laplace reference")
-        name = f"mj.fit_batch(random=) {r['devices']} CPU device(s), xla"
+        where = f"{r['devices']} CPU device(s), xla" if platform == "cpu" else f"1 GPU ({r['device_kind']})"
+        name = f"mj.fit_batch(random=) {where}"
         print(
             f"{name:44s} {r['converged']:>5d}/{members:<5d} {agree:>7s} {r['first']:10.2f}s "
             f"{r['warm']:8.3f}s {members / r['warm']:12.0f}"
@@ -253,13 +261,27 @@ def case_batch(members: int, groups: int, per: int, repeat: int):
             f"   reference (10 members): max relative difference of loglik {r['worst_ll']:.1e}, of estimates "
             f"{r['worst_est']:.1e}; statuses {r['statuses']}"
         )
+    if not gpu_present():
+        print("   GPU variant: no GPU here (it runs the same batch on the default GPU when JAX sees one)")
     print("   context: lme4 users report 70-130 fits/s on one core for comparable models (lme4 #678, other machine)")
 
 
-def run_child(kind: str, n_dev: int, *args):
-    """Run ``kind``'s child in a fresh process with ``n_dev`` CPU devices (``mj.use_cpu_devices``)."""
+def gpu_present() -> bool:
+    """Whether JAX sees a GPU here (asked in a fresh process: this one runs on the CPU, see ``main``)."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    code = "import jax; print(any(d.platform == 'gpu' for d in jax.devices()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    return out.returncode == 0 and out.stdout.strip().endswith("True")
+
+
+def run_child(kind: str, n_dev: int, *args, platform: str = "cpu"):
+    """Run ``kind``'s child in a fresh process with ``n_dev`` CPU devices (``mj.use_cpu_devices``), or on JAX's
+    default GPU (``platform="gpu"``)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, str(n_dev), *map(str, args)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "JAX_PLATFORMS"}
+    if platform == "cpu":
+        env["JAX_PLATFORMS"] = "cpu"  # the benchmark's own processes; equal footing with the CPU anchors
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)), env=env)
     if out.returncode != 0:
         FAILED.append(f"{kind} child")
         print(out.stderr[-2000:])
@@ -443,6 +465,9 @@ def main():
             mj.use_cpu_devices(int(n_dev))
         {"large": large_child, "crossed": crossed_child}.get(kind, batch_child)(*map(int, rest))
         return
+    # This process and its CPU children run on the CPU where a GPU is present too (equal footing with
+    # statsmodels); the batch's GPU variant runs in a child of its own (case 2).
+    jax.config.update("jax_platforms", "cpu")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes")
     ap.add_argument("--repeat", type=int, default=3)
