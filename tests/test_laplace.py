@@ -406,6 +406,34 @@ def test_inner_newton_is_warm_started_across_outer_iterations(logit, monkeypatch
     np.testing.assert_allclose(warm.params["b"], res.params["b"], rtol=1e-8)
 
 
+def test_forward_fallback_of_the_reverse_gradient(logit):
+    """Where a JAX cannot transpose the mode's solves (jax-ml/jax#29342, JAX 0.6), the pass falls back to forward
+    pushes: both give the same (f, g, H, modes); only that JAX error takes the fallback."""
+    from mlejax._src.laplace._marginal import Laplace, _forward_value_and_grad, _reverse_or_forward
+
+    d, res = logit
+    lm = Laplace(logit_joint, (("u",),))
+    u0 = jnp.zeros(25)
+
+    def f(x):
+        value, v = lm.value_and_modes({"b": x[:2], "sd": jnp.exp(x[2]), "u": u0}, d)
+        return -value, v
+
+    x = jnp.asarray(res.unconstrained)
+    (fr, vr), gr = jax.jit(jax.value_and_grad(f, has_aux=True))(x)
+    (ff, vf), gf = jax.jit(_forward_value_and_grad(f, has_aux=True))(x)
+    np.testing.assert_allclose([fr, *gr], [ff, *gf], rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(vr, vf, rtol=1e-12)
+
+    def broken(x):
+        zero = "Argument 'Zero(float64[1,30])' of type <class 'jax._src.ad_util.Zero'>"
+        raise TypeError(f"{zero} is not a valid JAX type")
+
+    assert _reverse_or_forward(broken, lambda x: "forward", x) == "forward"
+    with pytest.raises(TypeError, match="something else"):
+        _reverse_or_forward(lambda x: (_ for _ in ()).throw(TypeError("something else")), lambda x: "forward", x)
+
+
 def test_logit_glmm_gradient_through_the_fit(logit):
     """Implicit differentiation of the estimate with respect to the data, against finite differences."""
     d, res = logit

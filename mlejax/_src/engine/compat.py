@@ -51,6 +51,15 @@ def guarded(fast, plain, what: str):
     return call
 
 
+def transpose_bug(exc: BaseException) -> bool:
+    """Whether ``exc`` is the error of JAX versions that cannot transpose a linear solve met under ``vmap``
+    inside a ``jvp`` when one of its cotangents is a symbolic zero (jax-ml/jax#29342; JAX 0.6 raises it):
+    ``TypeError: Argument 'Zero(...)' ... is not a valid JAX type``. Callers then take the forward-mode path,
+    with the same answers."""
+    text = str(exc)
+    return isinstance(exc, TypeError) and "Zero(" in text and "not a valid JAX type" in text
+
+
 _warned: set = set()
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from ..engine import compat
 from ..engine.linalg import spd_inverse, symmetrize
 from ..solvers import Objective
 from ._layout import Blocks, Bordered, _block_solve, _logdet, _schur, _spd_solve, dense_blocks, logdet_spd
@@ -294,27 +295,34 @@ class Laplace:
         def f(x):
             return -self(to_params(x), data)
 
-        return Objective(f, jax.value_and_grad(f), lambda x: value_grad_hess(x)[:3])
+        def value_and_grad(x):
+            return _reverse_or_forward(jax.value_and_grad(f), _forward_value_and_grad(f), x)
+
+        return Objective(f, value_and_grad, lambda x: value_grad_hess(x)[:3])
 
     def value_grad_hess_modes(self, to_params, data) -> Callable:
         """``x -> (f, g, H, u*)``: the objective's pass and the modes at ``x`` (the next start of the inner
-        Newton in an eager fit's host loop)."""
+        Newton in an eager fit's host loop). Where this JAX cannot transpose the solves of the mode's rule
+        (:func:`~mlejax._src.engine.compat.transpose_bug`), the gradient is ``k`` forward pushes instead."""
 
         def f(x):
             value, v = self.value_and_modes(to_params(x), data)
             return -value, v
 
-        value_and_grad = jax.value_and_grad(f, has_aux=True)
+        def with_hessian(value_and_grad):
+            def value_grad_hess(x):
+                def grad_with_aux(y):
+                    (value, v), grad = value_and_grad(y)
+                    return grad, (value, grad, v)
 
-        def value_grad_hess(x):
-            def grad_with_aux(y):
-                (value, v), grad = value_and_grad(y)
-                return grad, (value, grad, v)
+                hess, (value, grad, v) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
+                return value, grad, symmetrize(hess), v
 
-            hess, (value, grad, v) = jax.jacfwd(grad_with_aux, has_aux=True)(x)
-            return value, grad, symmetrize(hess), v
+            return value_grad_hess
 
-        return value_grad_hess
+        reverse = with_hessian(jax.value_and_grad(f, has_aux=True))
+        forward = with_hessian(_forward_value_and_grad(f, has_aux=True))
+        return lambda x: _reverse_or_forward(reverse, forward, x)
 
     def predict(self, p, data, modes_jvp, cov_u):
         """Modes, their standard errors (``H^-1 + J cov_u J'``) and ``ok`` at the estimate.
@@ -341,6 +349,31 @@ class Laplace:
             conditional = self.diagonal(inverse, v.shape[0])
         var = conditional + (jnp.einsum("ik,kl,il->i", jac, cov_u, jac) if k else 0.0)
         return v, jnp.sqrt(var), ok
+
+
+def _forward_value_and_grad(f, has_aux: bool = False):
+    """``jax.value_and_grad(f, has_aux)`` by ``k`` forward pushes (no transpose)."""
+
+    def value_and_grad(x):
+        if not x.shape[0]:
+            out = f(x)
+            return out, jnp.zeros_like(x)
+        eye = jnp.eye(x.shape[0], dtype=x.dtype)
+        outs, tangents = jax.vmap(lambda t: jax.jvp(f, (x,), (t,)))(eye)
+        first = jax.tree_util.tree_map(lambda a: a[0], outs)  # the primal, the same in every lane
+        return first, (tangents[0] if has_aux else tangents)
+
+    return value_and_grad
+
+
+def _reverse_or_forward(reverse, forward, x):
+    """``reverse(x)``, or ``forward(x)`` where this JAX cannot transpose the mode's solves (traced again)."""
+    try:
+        return reverse(x)
+    except TypeError as exc:
+        if not compat.transpose_bug(exc):
+            raise
+        return forward(x)
 
 
 def _data_rows(data) -> int:
