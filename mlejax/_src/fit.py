@@ -526,8 +526,8 @@ class _WarmStart:
     fits: the fixed values as they are."""
 
     def __init__(self, fixed_values, first):
-        self.start, self.best_f = fixed_values, np.inf
-        self.unread = [first] if first[3] is not None else []
+        self.start, self.best_f, self.unread = fixed_values, np.inf, []
+        self.add(first)
 
     def add(self, out):
         if out[3] is not None:
