@@ -21,8 +21,11 @@ the delta method, exact at the optimum). The tools, configured as a competent us
 * ``mj.fit`` with its defaults, and with ``method="bfgs"`` and ``method="lbfgs"``. On one device its eager
   Newton fit iterates on the host, the step in NumPy for a process's first fits of a kind and compiled once
   the process has spent ``COMPILE_AFTER_S`` in NumPy steps of that kind (a loop of fits): the two rows
-  ``mj.fit defaults`` and ``mj.fit defaults, step compiled (in a loop)`` measure each (the benchmark sets the
-  switch at each call, as both run in one process).
+  ``mj.fit defaults`` and ``mj.fit defaults, step compiled`` measure each (the benchmark sets the switch at
+  each call, as both run in one process, and keeps both on the host loop). A loop of fits of one model runs
+  as one compiled program once its host loop has cost it ``FUSE_AFTER_S`` beyond its passes (rent or buy, per
+  model): the row ``mj.fit defaults, in a loop`` fits until that switch (the fits and seconds it took are
+  printed), then times the fits after it, the first of them the program's compile.
 
 JAX tools take the data as an argument (never closed over), are compiled with the options mlejax gives its
 own programs (scipy's and optimistix's also with XLA's defaults, a second row: faster for them here), and
@@ -37,6 +40,7 @@ SEs, every SE within 1% (iminuit's and statsmodels' Hessians are numerical).
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import _harness as bench
@@ -187,9 +191,11 @@ def tool_mlejax(x, method, step=None):
 
     def go():
         if step == "numpy":
-            _host.COMPILE_AFTER_S = float("inf")
-        elif step == "compiled":
-            _host.COMPILE_AFTER_S = 0.0  # compiled once the kind has any NumPy time (the rows above give it some)
+            _host.COMPILE_AFTER_S, _host.FUSE_AFTER_S = float("inf"), float("inf")
+        elif step == "compiled":  # compiled once the kind has any NumPy time (the rows above give it some)
+            _host.COMPILE_AFTER_S, _host.FUSE_AFTER_S = 0.0, float("inf")
+        elif step == "loop":  # the library's defaults
+            _host.COMPILE_AFTER_S, _host.FUSE_AFTER_S = _defaults()
         res = mj.fit(loglik, init, x, constraints={"w": mj.unit_interval, "sigma": mj.positive}, **kw)
         w, mu, s = float(res.params["w"]), np.asarray(res.params["mu"]), np.asarray(res.params["sigma"])
         se_w, se_mu, se_s = float(res.se["w"]), np.asarray(res.se["mu"]), np.asarray(res.se["sigma"])
@@ -201,9 +207,19 @@ def tool_mlejax(x, method, step=None):
     return go
 
 
+@functools.cache
+def _defaults():
+    """The library's ``COMPILE_AFTER_S`` and ``FUSE_AFTER_S``, as read first in the child (before a row sets them)."""
+    from mlejax._src.solvers import _host
+
+    return _host.COMPILE_AFTER_S, _host.FUSE_AFTER_S
+
+
 def child(layout, n, repeat):
     bench.setup_child(layout)
     import jax
+
+    _defaults()
 
     x = simulate(n)
     rows_sh, _, n_dev = bench.row_sharding()
@@ -242,12 +258,31 @@ def child(layout, n, repeat):
         name = "mj.fit defaults" if m is None else f'mj.fit method="{m}"'
         step = "numpy" if m is None and layout == "one" else None
         t.add(name, tool_mlejax(x, m, step), devices=jdev, cores=n_dev, options=lean, family="mlejax")
+    extra = {}
     if layout == "one":  # the same fit once the process has run the NumPy step long enough (a loop of fits)
         go = tool_mlejax(x, None, "compiled")
         go()  # a fit whose NumPy step time makes the next one compile the step
-        row = "mj.fit defaults, step compiled (in a loop)"
+        row = "mj.fit defaults, step compiled"
         t.add(row, go, devices=jdev, cores=n_dev, options=lean, family="mlejax")
-    bench.child_main(t.warm(repeat))
+        extra["loop"] = loop_until_one_program(tool_mlejax(x, None, "loop"))
+        row = "mj.fit defaults, in a loop (one program)"
+        t.add(row, tool_mlejax(x, None, "loop"), devices=jdev, cores=n_dev, options=lean, family="mlejax")
+    bench.child_main(t.warm(repeat), extra)
+
+
+def loop_until_one_program(go, limit=5000):
+    """Fit in a loop, with the library's defaults, until the model's ledger runs its next fit as one program
+    (the ledger emptied first: the rows above charged it): ``(fits, seconds)``."""
+    import time
+
+    from mlejax._src.solvers import _host
+
+    _host.LEDGER = _host.LoopLedger()
+    t, n = time.perf_counter(), 0
+    while n < limit and not any(_host.LEDGER.fused(k) for k in _host.LEDGER.spent):
+        go()
+        n += 1
+    return n, time.perf_counter() - t
 
 
 def reference(n):
@@ -305,6 +340,17 @@ def main():
             best = min(anchors, key=lambda r: r["warm"])
             summary.append((lay, run["devices"], best, base))
     print()
+    if "loop" in runs["one"]:
+        rows = runs["one"]["rows"]
+        n, secs = runs["one"]["loop"]
+        loop = next(r for r in rows if r["tool"].startswith("mj.fit defaults, in a loop"))
+        host = next(r for r in rows if r["tool"] == "mj.fit defaults, step compiled")
+        print(
+            f"in a loop: {n} fits on the host loop ({secs:.2f} s, {secs / max(n, 1) * 1e3:.1f} ms per fit), then the "
+            f"one program: compiled in its first fit ({loop['first']:.2f} s), warm {loop['warm'] * 1e3:.1f} ms "
+            f"against the host loop's {host['warm'] * 1e3:.1f} ms (compiled step; "
+            f"{rows[[r['tool'] for r in rows].index('mj.fit defaults')]['warm'] * 1e3:.1f} ms with the NumPy step)"
+        )
     for _lay, ndev, best, base in summary:
         print(
             f"{ndev} device(s): fastest anchor {best['tool']} {best['warm']:.4f} s, mj.fit defaults "

@@ -234,3 +234,98 @@ def test_final_status_is_the_same_in_numpy_and_jax():
         assert bool(grew_without_bound(np.float64(start), np.float64(end))) == bool(
             grew_without_bound(jnp.asarray(start), jnp.asarray(end))
         )
+
+
+def test_the_loop_ledger_buys_a_models_program_once_its_loop_has_cost_enough(monkeypatch):
+    # Rent or buy per model (solvers/_host.LoopLedger): a model's first fit is not charged (it compiled its
+    # programs); later fits are charged what the host loop cost beyond their passes; the model runs as one program
+    # once that exceeds FUSE_AFTER_S and is at least FUSE_SHARE of its fits' time. Accounts are per key, bounded.
+    from mlejax._src.solvers import _host
+
+    monkeypatch.setattr(_host, "FUSE_AFTER_S", 1.0)
+    monkeypatch.setattr(_host, "FUSE_SHARE", 0.1)
+    ledger = _host.LoopLedger(size=2)
+    ledger.charge("a", 5.0, 0.0)  # the first fit: compiles, not charged
+    assert ledger.spent["a"] == (0.0, 0.0) and not ledger.fused("a")
+    ledger.charge("a", 0.6, 0.1)
+    ledger.charge("a", 0.6, 0.1)
+    assert ledger.spent["a"] == pytest.approx((1.0, 1.2)) and not ledger.fused("a")  # not over 1 s yet
+    ledger.charge("a", 0.3, 0.2)
+    assert ledger.fused("a") and not ledger.fused("b")
+    ledger.charge("big", 1.0, 1.0)
+    for _ in range(20):  # the passes dominate: the loop's share stays under 10%
+        ledger.charge("big", 1.0, 0.92)
+    assert ledger.spent["big"][0] == pytest.approx(1.6) and not ledger.fused("big")
+    ledger.charge("c", 1.0, 0.0)  # a third key: the least recently charged ("a") is forgotten
+    assert list(ledger.spent) == ["big", "c"] and not ledger.fused("a")
+
+
+def test_a_model_fitted_in_a_loop_runs_as_one_program_with_the_host_loops_answers(monkeypatch):
+    # Once its ledger says so, the model's eager fits run as the one fit program: the same iterates (to rounding)
+    # as the host loop's; another shape of data keeps its own account; verbose= and Laplace fits stay on the host.
+    import mlejax._src.fit as fit_module
+    from mlejax._src.solvers import _host
+
+    monkeypatch.setattr(_host, "LEDGER", _host.LoopLedger())
+    monkeypatch.setattr(_host, "FUSE_AFTER_S", 0.0)
+    monkeypatch.setattr(_host, "FUSE_SHARE", 0.0)
+    fused, loops = [], []
+    for name in ("_fit_compiled", "_fit_compiled_lean"):
+        program = getattr(fit_module, name)
+        monkeypatch.setattr(fit_module, name, lambda *a, program=program: fused.append(1) or program(*a))
+    run_host = fit_module.run_host
+    monkeypatch.setattr(fit_module, "run_host", lambda *a: loops.append(1) or run_host(*a))
+
+    def gumbel(p, x):
+        z = (x - p["loc"]) / p["scale"]
+        return -z - jnp.exp(-z) - jnp.log(p["scale"])
+
+    init, cons = {"loc": 0.0, "scale": 1.0}, {"scale": mj.positive}
+    host = [mj.fit(gumbel, init, X, constraints=cons) for _ in range(2)]  # the first one's time is not charged
+    assert len(loops) == 2 and not fused and len(_host.LEDGER.spent) == 1
+    one = mj.fit(gumbel, init, X, constraints=cons)
+    assert len(loops) == 2 and len(fused) == 1
+    assert int(one.n_iter) == int(host[1].n_iter) and int(one.status) == int(host[1].status) == 0
+    _assert_same_result(one, host[1], rtol=1e-9)
+    mj.fit(gumbel, init, X[:100], constraints=cons)  # rows of another shape: a new account, the host loop
+    assert len(loops) == 3 and len(fused) == 1
+    with redirect_stdout(io.StringIO()) as out:
+        mj.fit(gumbel, init, X, constraints=cons, verbose=True)
+    assert len(loops) == 4 and len(fused) == 1 and len(out.getvalue().splitlines()) == int(one.n_iter) + 2
+
+    def joint(p, y):  # a random intercept per group of 4: the Laplace fit keeps its host loop (warm inner Newton)
+        mu = p["b"] + jnp.repeat(p["u"], 4)
+        return jax.scipy.stats.norm.logpdf(y, mu, 1.0).sum() + jax.scipy.stats.norm.logpdf(p["u"], 0.0, p["sd"]).sum()
+
+    y = np.random.default_rng(5).normal(size=40) + np.repeat(np.random.default_rng(6).normal(size=10), 4)
+    accounts = len(_host.LEDGER.spent)
+    for _ in range(3):
+        mj.fit(joint, {"b": 0.0, "sd": 1.0, "u": jnp.zeros(10)}, y, random="u", constraints={"sd": mj.positive})
+    assert len(fused) == 1 and len(_host.LEDGER.spent) == accounts
+
+
+def test_the_steps_compile_is_not_charged_to_the_models_loop(monkeypatch):
+    # The compiled step serves every model of its size: the seconds its first compiled fit spends compiling it are
+    # counted apart (compile_seconds), once per kind, and left out of the model's ledger.
+    from mlejax._src.solvers import _host
+
+    monkeypatch.setattr(_host, "_host_seconds", type(_host._host_seconds)())
+    monkeypatch.setattr(_host, "_compiled_kinds", set())
+    monkeypatch.setattr(_host, "compile_seconds", [0.0])
+    monkeypatch.setattr(_host, "COMPILE_AFTER_S", 0.0)
+    monkeypatch.setattr(_host, "LEDGER", _host.LoopLedger())
+
+    def logistic(p, x):
+        z = (x - p["m"]) / p["s"]
+        return -z - 2.0 * jax.nn.softplus(-z) - jnp.log(p["s"])
+
+    init, cons = {"m": 0.0, "s": 1.0}, {"s": mj.positive}
+    mj.fit(logistic, init, X, constraints=cons)  # the NumPy step
+    assert _host.compile_seconds[0] == 0.0
+    mj.fit(logistic, init, X, constraints=cons)  # the compiled step: this kind's first
+    spent = _host.compile_seconds[0]
+    assert spent > 0.0 and len(_host._compiled_kinds) == 1
+    mj.fit(logistic, init, X, constraints=cons)
+    assert _host.compile_seconds[0] == spent
+    ((loop, total),) = _host.LEDGER.spent.values()
+    assert 0.0 < loop <= total

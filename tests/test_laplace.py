@@ -379,6 +379,7 @@ def test_inner_newton_is_warm_started_across_outer_iterations(logit, monkeypatch
     pass at init's zeros, the later ones at modes that are not), and reach the fit whose every pass starts at
     init: the same estimates, SEs and modes to the inner tolerance."""
     import mlejax._src.fit as fit_module
+    from mlejax._src.solvers import _host
 
     d, res = logit
     init = {"b": jnp.zeros(2), "sd": 1.0, "u": jnp.zeros(25)}
@@ -397,7 +398,7 @@ def test_inner_newton_is_warm_started_across_outer_iterations(logit, monkeypatch
     monkeypatch.setattr(fit_module, "model_pass", spy)
     warm = mj.fit(logit_joint, init, d, random="u", constraints={"sd": mj.positive})
     assert len(starts) >= 4 and not np.any(starts[0]) and all(np.any(s) for s in starts[2:])
-    monkeypatch.setattr(fit_module._WarmStart, "fixed_values", lambda self: self.start)
+    monkeypatch.setattr(_host.WarmStart, "fixed_values", lambda self: self.start)
     cold = mj.fit(logit_joint, init, d, random="u", constraints={"sd": mj.positive})
     for a, b in ((warm.params, cold.params), (warm.se, cold.se)):
         for key in ("b", "sd", "u"):

@@ -10,6 +10,7 @@ The optimum is differentiable with respect to the data and the fixed values by i
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 
@@ -39,10 +40,12 @@ from .problem import (
     validate_start,
 )
 from .result import FitResult
-from .solvers import NEWTON_MAX_K, newton, run
+from .solvers import NEWTON_MAX_K, _host, newton, run
 from .solvers._host import (
     PASSES,
     HostPass,
+    WarmStart,
+    loop_key,
     model_pass,
     newton_options,
     printer,
@@ -241,6 +244,12 @@ def fit(
     if not traced:  # the rows on the device once, not at each pass (rows laid out over devices are there already)
         run_data = _on_device(run_data)
         free_init = _on_device(free_init)
+    # Rent or buy: a model whose host loops have cost it enough runs as one program from then on (not where the
+    # iterations are shown, nor a Laplace fit, whose host loop warm-starts the inner Newton).
+    ledger = None
+    if host and not shown and not isinstance(problem.loglik, laplace.Laplace):
+        ledger = loop_key((problem, options, cov_spec, plan.lean), free_init, fixed_values, run_data, cov_groups)
+        host = not _host.LEDGER.fused(ledger)
     with store_any_compile():
         if host:
             res = _fit_host(
@@ -254,6 +263,7 @@ def fit(
                 np.asarray(n_obs),
                 cov_groups,
                 report,
+                ledger,
             )
         else:
             program = _fit_compiled_lean if plan.lean else _fit_compiled
@@ -477,9 +487,11 @@ def host_driven(options: SolveOptions, traced: bool) -> bool:
     return not traced and isinstance(options.method, str) and options.method == "newton" and options.radii is None
 
 
-def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n_obs, cov_groups, report):
+def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n_obs, cov_groups, report, ledger):
     """An eager Newton fit driven from the host: the model's pass and the result are compiled per model, the
-    solver's step once per number of parameters (shared by every model)."""
+    solver's step once per number of parameters (shared by every model). ``ledger``: the fit's key in
+    :data:`~.solvers._host.LEDGER`, charged with what the loop cost over the passes (``None``: not charged)."""
+    t_fit, t_passes, compiled = time.perf_counter(), 0.0, _host.compile_seconds[0]
     split = plan.split
     lean = plan.lean
     fixed_values = _on_device(fixed_values)
@@ -489,15 +501,19 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     k = problem.spec.k
     first = pass_program(np.zeros((k,), problem.spec.dtype), data, fixed_values, start, np.True_)
     u0 = np.asarray(first[2])
+    t_passes = time.perf_counter() - t_fit
     parts = {u0.tobytes(): first[1]}  # the parameters' transforms at each evaluated point (k-sized, on the device)
     pending = [first[0]]
-    warm = _WarmStart(fixed_values, first)
+    warm = WarmStart(fixed_values, first)
 
     def evaluate(u):
+        nonlocal t_passes
         u = np.asarray(u)  # NumPy from either step: one signature, one entry in the pass's cache
         if pending and np.array_equal(u, u0):
             return pending.pop()
+        t = time.perf_counter()
         out = pass_program(u, data, warm.fixed_values(), start, np.False_)
+        t_passes += time.perf_counter() - t + _wait(out[0], ledger)
         parts[u.tobytes()] = out[1]
         warm.add(out)
         return out[0]
@@ -506,41 +522,30 @@ def _fit_host(problem, options, cov_spec, plan, free_init, fixed_values, data, n
     fixed_values = warm.fixed_values()
     dt = state.x.dtype
     solved = (state.f, state.g, state.hess, np.asarray(state.pd, dt), np.asarray(status, dt), np.asarray(n_iter, dt))
+    solved += (state.f0,)
     with host_errors():  # on the host too: a k x k matrix (nothing to compile per parameter count)
         inverse = invert_information(state.hess, pd=state.pd)
     if cov_spec.kind == "observed" and not isinstance(problem.loglik, laplace.Laplace):
         at_x = parts_at(problem.spec, np.asarray(state.x), parts, lean)
-        return result_host(
-            problem, options, cov_spec, state.x, solved + (state.f0,), fixed_values, n_obs, inverse, at_x
+        res = result_host(problem, options, cov_spec, state.x, solved, fixed_values, n_obs, inverse, at_x)
+    else:
+        program = _result_compiled_lean if lean else _result_compiled
+        res = program(
+            problem, options, cov_spec, split, state.x, solved, fixed_values, data, n_obs, cov_groups, inverse
         )
-    program = _result_compiled_lean if lean else _result_compiled
-    return program(
-        problem, options, cov_spec, split, state.x, solved + (state.f0,), fixed_values, data, n_obs, cov_groups, inverse
-    )
+    if ledger is not None:
+        steps_compile = _host.compile_seconds[0] - compiled  # shared by every model of this size: not its loop's
+        _host.LEDGER.charge(ledger, _wait(res, ledger) + time.perf_counter() - t_fit - steps_compile, t_passes)
+    return res
 
 
-class _WarmStart:
-    """The inner Newton of a Laplace fit iterated on the host, warm-started across outer iterations: each pass
-    starts at the modes of the best point evaluated so far (the lowest finite ``-l_LA``: the trust region's
-    current point), which the pass returned with its fixed values (:func:`~.solvers._host.model_pass`). Other
-    fits: the fixed values as they are."""
-
-    def __init__(self, fixed_values, first):
-        self.start, self.best_f, self.unread = fixed_values, np.inf, []
-        self.add(first)
-
-    def add(self, out):
-        if out[3] is not None:
-            self.unread.append(out)
-
-    def fixed_values(self):
-        # The passes added since the last call are done (the step read their results): their values are here.
-        for out in self.unread:
-            f = float(np.asarray(out[0][0]))
-            if f < self.best_f:  # False for NaN: a failed inner Newton's modes are never a start
-                self.start, self.best_f = out[3], f
-        self.unread = []
-        return self.start
+def _wait(values, ledger) -> float:
+    """Seconds until ``values`` are ready, where the fit is charged to the ledger (0 otherwise: no wait added)."""
+    if ledger is None:
+        return 0.0
+    t = time.perf_counter()
+    jax.block_until_ready(values)
+    return time.perf_counter() - t
 
 
 _fit_compiled = jax.jit(_fit_program, static_argnums=(0, 1, 2, 3))

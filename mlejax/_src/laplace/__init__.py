@@ -14,7 +14,7 @@ on these fits without a special case.
 * **Inner problem**: damped Newton on ``u`` (backtracking on the joint log-density, a scaled gradient step
   where the Hessian is not positive definite), to a step of ``tol`` relative to each entry, then that
   step taken; it starts at the random entries of ``params`` (``init``'s values, or in an eager fit's host
-  loop the modes of its best point so far: ``fit._WarmStart``).
+  loop the modes of its best point so far: ``solvers._host.WarmStart``).
 * **Derivatives**: ``u*(theta)`` has a ``custom_jvp`` by the implicit function theorem
   (``du* = H^-1 d(grad_u l)``), itself differentiable, so the outer gradient and Hessian are exact
   autodiff of ``l_LA`` (TMB's outer Hessian is a finite difference of its gradient). The derivative of

@@ -115,6 +115,10 @@ def _compiled_step(state, proposal, evaluation, options, lean):
 COMPILE_AFTER_S = 0.25
 
 _host_seconds: Counter = Counter()  # per kind of fit; the kind is compiled once it exceeds COMPILE_AFTER_S
+_compiled_kinds: set = set()  # the kinds whose compiled step has run
+#: Seconds this process spent compiling the step's programs (the first compiled fit of each kind): the ledger of
+#: the model's own loop (:class:`LoopLedger`) is not charged with them, the step serving every model of the kind.
+compile_seconds = [0.0]
 
 
 def _key(x0, options, lean):
@@ -143,10 +147,20 @@ def run_host(
     key = _key(x0, options, bool(lean))
     compiled = _host_seconds[key] > COMPILE_AFTER_S
     if compiled:
+        fresh = key not in _compiled_kinds  # this kind's start and step programs compile in this fit
+        t = time.perf_counter()
         state, proposal, x = _PROGRAMS[bool(lean)][0](jax.device_put(np.asarray(x0)), options)
+        compile_seconds[0] += (time.perf_counter() - t) * fresh
 
         def step(state, proposal, evaluation):
-            return _compiled_step(state, proposal, evaluation, options, bool(lean))
+            nonlocal fresh
+            t = time.perf_counter()
+            out = _compiled_step(state, proposal, evaluation, options, bool(lean))
+            if fresh:
+                compile_seconds[0] += time.perf_counter() - t
+                _compiled_kinds.add(key)
+                fresh = False
+            return out
 
     else:
         state, proposal, x = _numpy_start(x0, options)
@@ -182,6 +196,50 @@ def run_host(
         state = jax.tree_util.tree_map(np.asarray, state)
     status = int(state.status) if done else int(Status.max_iterations)
     return state, status, n_step
+
+
+# -- the model's own loop, bought (rent or buy, per model) ---------------------------------------------------
+
+#: Rent or buy, per model: an eager fit iterates on the host until the host loop has cost one model (the same
+#: problem, options and shapes) this many seconds in this process beyond its passes' time (the steps, a program
+#: launch per pass, the result: 15-25% of a mid-size fit's time, most of a small one's); that model's later fits
+#: run as the one fit program, compiled once (1-3 s on CPU), as fast as an eager fit was before the host loop.
+#: A model whose loop costs under :data:`FUSE_SHARE` of its fits' time (large data: the passes dominate) stays on
+#: the host loop, which Ctrl-C stops between two iterations (docs/internals.md#eager-newton-fits-iterate-on-the-host).
+FUSE_AFTER_S = 1.0
+FUSE_SHARE = 0.1
+
+
+class LoopLedger:
+    """What the host loop has cost each model's eager fits (the fits' time less their passes'), and whether a
+    model's fits now run as one program. Bounded: the least recently charged models are forgotten."""
+
+    def __init__(self, size: int = 256):
+        self.size, self.spent = size, OrderedDict()
+
+    def charge(self, key, seconds: float, passes: float) -> None:
+        """A fit of ``key`` took ``seconds``, its passes ``passes`` of them. A model's first fit is not charged:
+        it compiled the model's own programs, which its one program would compile as well."""
+        loop, total = self.spent.pop(key, (None, 0.0))
+        first = loop is None
+        self.spent[key] = (0.0, 0.0) if first else (loop + max(seconds - passes, 0.0), total + seconds)
+        while len(self.spent) > self.size:
+            self.spent.popitem(last=False)
+
+    def fused(self, key) -> bool:
+        loop, total = self.spent.get(key, (0.0, 0.0))
+        return loop > FUSE_AFTER_S and loop >= FUSE_SHARE * total
+
+
+LEDGER = LoopLedger()
+
+
+def loop_key(static: tuple, *trees) -> tuple:
+    """The ledger's key of a fit: its static parts (hashable) and the shapes and dtypes of its arrays (a program
+    compiles per shape, so each shape is its own account)."""
+    leaves, treedef = jax.tree_util.tree_flatten(trees)
+    avals = ((np.shape(a), str(getattr(a, "dtype", type(a).__name__)), getattr(a, "weak_type", False)) for a in leaves)
+    return static + (treedef, tuple(avals))
 
 
 # -- the model's pass ----------------------------------------------------------------------------------------
@@ -224,6 +282,30 @@ def model_pass(problem, split, lean: bool):
     else:
         PASSES.move_to_end(key)
     return fn
+
+
+class WarmStart:
+    """The inner Newton of a Laplace fit iterated on the host, warm-started across outer iterations: each pass
+    starts at the modes of the best point evaluated so far (the lowest finite ``-l_LA``: the trust region's
+    current point), which the pass returned with its fixed values (:func:`model_pass`). Other
+    fits: the fixed values as they are."""
+
+    def __init__(self, fixed_values, first):
+        self.start, self.best_f, self.unread = fixed_values, np.inf, []
+        self.add(first)
+
+    def add(self, out):
+        if out[3] is not None:
+            self.unread.append(out)
+
+    def fixed_values(self):
+        # The passes added since the last call are done (the step read their results): their values are here.
+        for out in self.unread:
+            f = float(np.asarray(out[0][0]))
+            if f < self.best_f:  # False for NaN: a failed inner Newton's modes are never a start
+                self.start, self.best_f = out[3], f
+        self.unread = []
+        return self.start
 
 
 def spec_parts(spec, u):
