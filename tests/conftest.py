@@ -42,9 +42,14 @@ def _release_compiled_programs():
     """Drop JAX's compiled programs after each test module. Every XLA CPU executable keeps memory
     mappings of its code; a worker that runs hundreds of test modules would otherwise pile up tens of
     thousands of them and hit the kernel's limit (``vm.max_map_count``, 65,530 by default), at which point
-    LLVM aborts the process in the middle of a compile."""
+    LLVM aborts the process in the middle of a compile. Also forget what each model's host loop has cost
+    (``solvers/_host.LEDGER``: a model fitted in a loop switches to one program), so that a module's fits take
+    the same path whichever modules ran before it in the worker."""
+    from mlejax._src.solvers import _host
+
     yield
     jax.clear_caches()
+    _host.LEDGER.spent.clear()
 
 
 # -- fixtures shared by the inference tests (delta method, hypothesis tests, profiles) ----------------------
