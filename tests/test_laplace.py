@@ -434,15 +434,36 @@ def test_forward_fallback_of_the_reverse_gradient(logit):
         _reverse_or_forward(lambda x: (_ for _ in ()).throw(TypeError("something else")), lambda x: "forward", x)
 
 
-def test_logit_glmm_gradient_through_the_fit(logit):
-    """Implicit differentiation of the estimate with respect to the data, against finite differences."""
+_OLD_JAX = tuple(int(v) for v in jax.__version__.split(".")[:2]) < (0, 7)
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param(
+            "reverse",
+            marks=pytest.mark.skipif(_OLD_JAX, reason="JAX < 0.7 cannot (jax-ml/jax#29342; docs/mixed.md)"),
+        ),
+        "forward",
+    ],
+)
+def test_logit_glmm_gradient_through_the_fit(logit, mode):
+    """Implicit differentiation of the estimate with respect to the data, against finite differences: reverse mode
+    (JAX 0.7 and later) and forward mode (every supported JAX)."""
     d, res = logit
     init = {"b": jnp.zeros(2), "sd": 1.0, "u": jnp.zeros(25)}
 
     def slope(x):
         return mj.fit(logit_joint, init, {**d, "x": x}, random="u", constraints={"sd": mj.positive}).params["b"][1]
 
-    grad = np.asarray(jax.grad(lambda x: slope(x))(jnp.asarray(d["x"])))
+    x = jnp.asarray(d["x"])
+    if mode == "reverse":
+        grad = np.asarray(jax.grad(slope)(x))
+    else:  # three columns of the Jacobian, pushed forward
+        lanes = jnp.eye(x.shape[0], dtype=x.dtype)[jnp.array([0, 7, 100])]
+        pushed = jax.vmap(lambda t: jax.jvp(slope, (x,), (t,))[1])(lanes)
+        grad = np.zeros(x.shape[0])
+        grad[[0, 7, 100]] = np.asarray(pushed)
     idx = [0, 7, 100]
     for i in idx:
         e = np.zeros_like(d["x"])
