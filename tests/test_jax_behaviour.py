@@ -163,6 +163,30 @@ def test_second_eager_fit_on_same_shapes_calls_loglik_no_more():
     assert calls
 
 
+def test_the_output_shape_of_loglik_is_remembered_per_shapes():
+    # problem.output_shape: eval_shape of loglik, remembered per function and the arguments' structure, shapes
+    # and dtypes; under jit (tracers) evaluated afresh.
+    from mlejax._src.problem import output_shape
+
+    calls = []
+
+    def loglik(p, d):
+        calls.append(1)
+        return p["a"] * d["x"] + d["c"]
+
+    p = {"a": np.asarray(1.0)}
+    first = output_shape(loglik, p, {"x": np.ones(10), "c": 1.0})
+    assert first.shape == (10,) and first.dtype == jnp.zeros(1).dtype and len(calls) == 1
+    assert output_shape(loglik, p, {"x": np.zeros(10), "c": 2.0}) is first and len(calls) == 1  # other values
+    assert output_shape(loglik, p, {"x": np.ones(12), "c": 1.0}).shape == (12,)  # another shape: traced
+    p32 = {"a": np.asarray(1.0, np.float32)}
+    assert output_shape(loglik, p32, {"x": np.ones(10, np.float32), "c": 1.0}).dtype == np.float32
+    assert output_shape(loglik, p, {"x": np.ones(10), "c": np.ones(1)}) is not first
+    assert len(calls) == 4
+    shapes = jax.jit(lambda x: jnp.zeros(output_shape(loglik, p, {"x": x, "c": 0.0}).shape))(np.ones(7))
+    assert shapes.shape == (7,) and len(calls) == 5
+
+
 def test_float32_stays_float32_and_summary_warns():
     x = jnp.asarray(RNG.normal(2.0, 1.0, 200), dtype=jnp.float32)
     init = {"mu": jnp.float32(0.0), "sigma": jnp.float32(1.0)}
