@@ -233,7 +233,7 @@ def build_problem(
 
 def n_rows_of(loglik, full_params, data) -> int | None:
     """The number of values ``loglik`` returns (``None`` for a scalar)."""
-    out = output_shape(loglik, full_params, data)
+    out = jax.eval_shape(loglik, full_params, data)
     return out.shape[0] if len(out.shape) == 1 else None
 
 
@@ -243,9 +243,9 @@ _OUTPUT_SHAPES: OrderedDict = OrderedDict()
 
 
 def output_shape(loglik, full_params, data):
-    """``jax.eval_shape(loglik, full_params, data)``, remembered for concrete arguments: keyed by the function
-    object (``fit`` hands it the canonical one: a changed global is a new object) and the arguments' structure,
-    shapes and dtypes (numbers by their type: ``eval_shape`` traces them abstractly too)."""
+    """``jax.eval_shape(loglik, full_params, data)``, remembered for concrete arguments (``fit``'s checks):
+    keyed by the function object (``fit`` hands it the canonical one: a changed global is a new object) and
+    the arguments' structure, shapes and dtypes (numbers by their type: ``eval_shape`` traces them abstractly)."""
     leaves, treedef = jax.tree_util.tree_flatten((full_params, data))
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         return jax.eval_shape(loglik, full_params, data)
