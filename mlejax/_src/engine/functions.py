@@ -258,3 +258,19 @@ def canonical_function(fn, stacklevel: int = 2):
     if len(_CANONICAL) > _CANONICAL_MAX:
         _CANONICAL.popitem(last=False)
     return value
+
+
+def arguments_key(*trees) -> tuple:
+    """What a traced program sees of its arguments, as a hashable key: their structure and, per leaf, an array's
+    shape, dtype and weak type, a number's type (traced abstractly, its value does not matter), or any other
+    leaf itself. Keys memos of per-shape work (``problem.output_shape``, the eager host loop's ledger)."""
+    leaves, treedef = jax.tree_util.tree_flatten(trees)
+    return treedef, tuple(_leaf_key(leaf) for leaf in leaves)
+
+
+def _leaf_key(leaf):
+    if isinstance(leaf, (np.ndarray, jax.Array)):
+        return (leaf.shape, leaf.dtype, getattr(leaf, "weak_type", False))
+    if isinstance(leaf, (bool, int, float, complex, np.generic)):
+        return (type(leaf),)
+    return (type(leaf), leaf)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..engine import compat
+from ..engine.functions import arguments_key
 from ..engine.plan import LEAN_COMPILER_OPTIONS
 from ..engine.xp import host_errors
 from ..status import Status
@@ -150,7 +151,8 @@ def run_host(
         fresh = key not in _compiled_kinds  # this kind's start and step programs compile in this fit
         t = time.perf_counter()
         state, proposal, x = _PROGRAMS[bool(lean)][0](jax.device_put(np.asarray(x0)), options)
-        compile_seconds[0] += (time.perf_counter() - t) * fresh
+        if fresh:
+            compile_seconds[0] += time.perf_counter() - t
 
         def step(state, proposal, evaluation):
             nonlocal fresh
@@ -237,9 +239,7 @@ LEDGER = LoopLedger()
 def loop_key(static: tuple, *trees) -> tuple:
     """The ledger's key of a fit: its static parts (hashable) and the shapes and dtypes of its arrays (a program
     compiles per shape, so each shape is its own account)."""
-    leaves, treedef = jax.tree_util.tree_flatten(trees)
-    avals = ((np.shape(a), str(getattr(a, "dtype", type(a).__name__)), getattr(a, "weak_type", False)) for a in leaves)
-    return static + (treedef, tuple(avals))
+    return static + arguments_key(*trees)
 
 
 # -- the model's pass ----------------------------------------------------------------------------------------
